@@ -1,0 +1,1 @@
+"""Built-in e-mail backends: smtp, console, filebased, locmem, dummy."""

@@ -1,0 +1,302 @@
+"""The base class of every backend: lifecycle, connection reuse, results.
+
+A backend is async-first. Its lifecycle is an explicit state
+(:class:`BackendState`), and it follows Django's connection-reuse rules:
+
+* ``send_messages`` on a closed backend opens it, sends, and closes it again;
+  on an open backend it sends and leaves it open;
+* ``async with backend:`` opens and closes (a backend that fails to open is
+  closed again before the error propagates);
+* ``with backend as conn:`` does the same from blocking code and yields a
+  :class:`~asyncmail.sync.BlockingBackend` view;
+* an empty list returns 0 without connecting; a message with no recipients
+  is skipped.
+
+Subclasses implement :meth:`BaseEmailBackend.deliver` (one message) and,
+when they hold a connection, :meth:`open` and :meth:`close`. Backends that
+send concurrently override :meth:`BaseEmailBackend.dispatch`. A backend may
+also override ``send_messages`` wholesale, as Django backends do.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+import anyio
+
+from ..exceptions import ConfigurationError, MailError
+from ..results import (
+    MessageResult,
+    Outcome,
+    RecipientResult,
+    ResultCallback,
+    record,
+)
+
+if TYPE_CHECKING:
+    from ..message import EmailMessage
+    from ..sync import BlockingBackend
+
+__all__ = ["BackendState", "BaseEmailBackend", "MessageSource"]
+
+#: What ``send_messages`` accepts: a list, any iterable, or an async iterable.
+MessageSource = Iterable["EmailMessage"] | AsyncIterable["EmailMessage"]
+
+
+class BackendState(enum.Enum):
+    """Where a backend is in its lifecycle. A closed backend may open again."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+
+
+class BaseEmailBackend:
+    """Base class for e-mail backends.
+
+    :param fail_silently: when true, failures are recorded in the results
+        but not raised.
+    :param alias: the mailer name this backend was created for, if any.
+    """
+
+    def __init__(
+        self, *, fail_silently: bool = False, alias: str | None = None, **options: Any
+    ) -> None:
+        if options:
+            raise ConfigurationError(
+                f"{type(self).__module__}.{type(self).__qualname__} got unknown "
+                f"option(s): {', '.join(sorted(options))}"
+            )
+        self.fail_silently = fail_silently
+        self.alias = alias
+        self.state = BackendState.CLOSED
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> bool | None:
+        """Open the backend's connection, if it has one.
+
+        Returns True when a connection was opened now, False when it was
+        already open, and None when opening failed silently.
+        """
+        if self.state is BackendState.OPEN:
+            return False
+        self.state = BackendState.OPEN
+        return True
+
+    async def close(self) -> None:
+        """Close the backend's connection; closing a closed backend is a no-op."""
+        self.state = BackendState.CLOSED
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.open()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.close()
+
+    def blocking(self) -> BlockingBackend:
+        """A blocking view of this backend, for synchronous code."""
+        from ..sync import BlockingBackend
+
+        return BlockingBackend(self)
+
+    def __enter__(self) -> BlockingBackend:
+        view = self.blocking()
+        view.open_for_block()
+        return view
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.blocking().close()
+
+    # -- sending -----------------------------------------------------------------
+
+    async def send_messages(
+        self,
+        email_messages: MessageSource,
+        *,
+        fail_silently: bool = False,
+        on_result: ResultCallback | None = None,
+    ) -> int:
+        """Send messages; return how many the server accepted (Django's count).
+
+        *email_messages* may be a list, any iterable or an async iterable; an
+        iterator is consumed lazily, never held in memory as a whole.
+
+        Every message's outcome is recorded (see :mod:`asyncmail.results`).
+        Unless *fail_silently* (or the backend's own ``fail_silently``) is
+        true, the error of the first message that was not fully delivered is
+        raised after every message was attempted.
+        """
+        silent = self.fail_silently or fail_silently
+        keep_all = isinstance(email_messages, (list, tuple))
+        source = _aiter(email_messages)
+        first = await anext(source, None)
+        if first is None:
+            return 0
+
+        tally = _Tally(keep_all, on_result)
+        try:
+            opened = await self.open()
+        except MailError as exc:
+            opened = None
+            await tally.fail_all(first, source, exc)
+        else:
+            if opened is None:
+                # open() failed silently: nothing can be sent; say why.
+                error = MailError("the backend could not be opened")
+                await tally.fail_all(first, source, error)
+        if opened is not None:
+            try:
+                await self.dispatch(_prepend(first, source), tally.publish)
+            finally:
+                if opened:
+                    with anyio.CancelScope(shield=True):
+                        await self.close()
+        return tally.finish(silent)
+
+    async def dispatch(
+        self,
+        messages: AsyncIterator[EmailMessage],
+        publish: ResultCallback,
+    ) -> None:
+        """Send every message and publish each result; one at a time here.
+
+        Backends that send concurrently (SMTP with a pool) override this.
+        """
+        async for message in messages:
+            publish(await self.deliver_or_fail(message))
+
+    async def deliver_or_fail(self, message: EmailMessage) -> MessageResult:
+        """Deliver one message, turning a MailError into a failed result."""
+        if not message.recipients():
+            return MessageResult(message)
+        try:
+            return await self.deliver(message)
+        except MailError as exc:
+            return failed_result(message, exc, Outcome.PERMANENT)
+
+    async def deliver(self, message: EmailMessage) -> MessageResult:
+        """Deliver one message that has recipients; subclasses implement it."""
+        raise NotImplementedError(
+            f"{type(self).__qualname__} must implement deliver() or send_messages()"
+        )
+
+
+def accepted_result(
+    message: EmailMessage, message_id: str | None = None
+) -> MessageResult:
+    """A result in which every recipient was accepted (for local backends)."""
+    recipients = {
+        key: RecipientResult(key, Outcome.ACCEPTED) for key in _recipient_keys(message)
+    }
+    return MessageResult(message, recipients, message_id=message_id, attempts=1)
+
+
+def failed_result(
+    message: EmailMessage, error: MailError, outcome: Outcome
+) -> MessageResult:
+    """A result in which every recipient got *outcome* because of *error*."""
+    text = str(error)
+    recipients = {
+        key: RecipientResult(key, outcome, text=text)
+        for key in _recipient_keys(message)
+    }
+    return MessageResult(message, recipients, error=error)
+
+
+def _recipient_keys(message: EmailMessage) -> list[str]:
+    from ..address import envelope_address
+
+    keys: list[str] = []
+    for address in message.recipients():
+        try:
+            key = envelope_address(address)
+        except (ValueError, TypeError):
+            key = str(address)
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+class _Tally:
+    """Counts, records and remembers results for one send_messages call."""
+
+    def __init__(self, keep_all: bool, callback: ResultCallback | None) -> None:
+        self.keep_all = keep_all
+        self.callback = callback
+        self.results: list[MessageResult] = []
+        self.sent = 0
+        self.first_error: MailError | None = None
+
+    def publish(self, result: MessageResult) -> None:
+        if result.sent:
+            self.sent += 1
+        if not result.ok and self.first_error is None:
+            self.first_error = result.error or MailError("message not delivered")
+        # A generator of a million messages must not pile up here: keep every
+        # result only for lists; otherwise keep the failures.
+        if self.keep_all or not result.ok:
+            self.results.append(result)
+        record(result, self.callback)
+
+    async def fail_all(
+        self,
+        first: EmailMessage,
+        rest: AsyncIterator[EmailMessage],
+        error: MailError,
+    ) -> None:
+        """Nothing could be sent: every message fails with *error*."""
+        outcome = (
+            Outcome.TEMPORARY
+            if isinstance(error, ConnectionError)
+            else Outcome.PERMANENT
+        )
+        async for message in _prepend(first, rest):
+            if message.recipients():
+                self.publish(failed_result(message, error, outcome))
+            else:
+                self.publish(MessageResult(message))
+
+    def finish(self, silent: bool) -> int:
+        if self.first_error is not None and not silent:
+            error = self.first_error
+            error.results = tuple(self.results)
+            error.sent = self.sent
+            raise error
+        return self.sent
+
+
+async def _aiter(messages: MessageSource) -> AsyncIterator[EmailMessage]:
+    if isinstance(messages, AsyncIterable):
+        async for message in messages:
+            yield message
+    else:
+        for message in messages:
+            yield message
+
+
+async def _prepend(
+    first: EmailMessage, rest: AsyncIterator[EmailMessage]
+) -> AsyncIterator[EmailMessage]:
+    yield first
+    async for message in rest:
+        yield message

@@ -1,0 +1,319 @@
+"""Header safety checks and encoding: RFC 5322 folding, RFC 2047 encoded words,
+RFC 2231 parameters.
+
+Everything here is pure string work, written for speed: a typical ASCII header
+takes the fast path (one regex test and an f-string). The guarantees, for any
+input, are the ones SECURITY.md asks of the library itself, independent of the
+running CPython's :mod:`email` package:
+
+* a CR, LF or any other line separator in a header name or value raises
+  :class:`~asyncmail.exceptions.BadHeaderError` naming the header;
+* other control characters never appear raw: they are carried inside encoded
+  words (unstructured text) or rejected (names, addresses, message ids);
+* every emitted line ends in CRLF and is at most 998 octets (folded at 78
+  where the text allows it).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable
+from urllib.parse import quote
+
+from .exceptions import BadHeaderError
+
+__all__ = [
+    "LINE_SEPARATORS",
+    "check_header_name",
+    "check_no_line_separators",
+    "encode_phrase",
+    "fold",
+    "format_parameter",
+    "format_unstructured",
+]
+
+#: Every character that some mail software treats as ending a line.
+LINE_SEPARATORS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+
+_LINE_SEPARATOR = re.compile(f"[{re.escape(LINE_SEPARATORS)}]")
+
+# Printable ASCII and the two folding-whitespace characters.
+_PLAIN_TEXT = re.compile(r"[\x21-\x7e \t]*\Z")
+_SAFE_WORD = re.compile(r"[\x21-\x7e]*\Z")
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")
+_WSP_SPLIT = re.compile(r"([ \t]+)")
+
+#: Longest line we aim for, and the hard limit of RFC 5322 (without CRLF).
+SOFT_LIMIT = 78
+HARD_LIMIT = 998
+
+# Longest plain word kept as is; longer ones are carried in encoded words so
+# that no line can grow past HARD_LIMIT whatever the header name's length.
+_LONGEST_PLAIN_WORD = 800
+# Longest run of whitespace kept literally between words.
+_LONGEST_PLAIN_SPACE = 40
+# An encoded word is at most 75 characters (RFC 2047 section 2).
+_ENCODED_WORD_MAX = 75
+
+# Characters Q-encoding may leave literal even inside a phrase (RFC 2047 5.3).
+_Q_LITERAL = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/"
+)
+_Q_TABLE = tuple(
+    "_" if byte == 0x20 else chr(byte) if byte in _Q_LITERAL else f"={byte:02X}"
+    for byte in range(256)
+)
+
+
+def check_no_line_separators(header: str, value: str) -> None:
+    """Raise :class:`BadHeaderError` if *value* holds any line separator."""
+    if _LINE_SEPARATOR.search(value) is not None:
+        raise BadHeaderError(
+            f"Header values can't contain newlines or other line separators "
+            f"(got {value!r} for header {header!r})",
+            header=header,
+        )
+
+
+def check_header_name(name: str) -> None:
+    """Raise :class:`BadHeaderError` unless *name* is a valid RFC 5322 field name."""
+    if not isinstance(name, str):
+        raise BadHeaderError(
+            f"Header names must be str, not {type(name).__name__}", header=str(name)
+        )
+    if _FIELD_NAME.match(name) is None or len(name) > 76:
+        raise BadHeaderError(
+            f"Invalid header name {name!r}: use 1 to 76 printable ASCII "
+            "characters other than ':' and no whitespace",
+            header=name,
+        )
+
+
+def _check_encodable(header: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadHeaderError(
+            f"Header {header!r} holds text that is not valid Unicode "
+            f"({exc.reason} at position {exc.start})",
+            header=header,
+        ) from None
+
+
+def fold(name: str, pieces: Iterable[tuple[str, str]]) -> str:
+    """Join ``(whitespace, word)`` pairs into a header field, folded at
+    whitespace to lines of about 78 characters, ending in CRLF.
+
+    A fold is a CRLF inserted *before* the whitespace, so unfolding restores
+    the text exactly. Words are never split here; callers keep every word
+    short enough for the 998-octet limit.
+    """
+    lines: list[str] = []
+    line = f"{name}:"
+    for space, word in pieces:
+        # Fold only at whitespace, and only when the line holds more than the
+        # bare field name (folding right after the colon gains nothing).
+        if (
+            space
+            and len(line) + len(space) + len(word) > SOFT_LIMIT
+            and len(line) > len(name) + 1
+        ):
+            lines.append(line)
+            line = space + word
+        else:
+            line += space + word
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
+
+
+def format_unstructured(name: str, value: str) -> str:
+    """Render an unstructured header (Subject, X-*, ...) as CRLF-ended lines.
+
+    Non-ASCII text, control characters, words that look like encoded words,
+    overlong words and leading or trailing whitespace are carried in RFC 2047
+    encoded words, so a standard parser gives back exactly *value*.
+    """
+    check_no_line_separators(name, value)
+    if (
+        len(name) + len(value) < SOFT_LIMIT - 1
+        and _PLAIN_TEXT.match(value) is not None
+        # "=?" could be taken by a decoder for the start of an encoded word.
+        and "=?" not in value
+        and value[:1] not in (" ", "\t")
+        and value[-1:] not in (" ", "\t")
+    ):
+        return f"{name}: {value}\r\n" if value else f"{name}:\r\n"
+    _check_encodable(name, value)
+    return fold(name, _unstructured_pieces(value))
+
+
+def _unstructured_pieces(value: str) -> list[tuple[str, str]]:
+    parts = _WSP_SPLIT.split(value)
+    # parts alternates word, space, word, ...; it starts and ends with a word
+    # (possibly empty).
+    words = parts[0::2]
+    spaces = parts[1::2]
+    count = len(words)
+    encode = [_needs_encoding(word) for word in words]
+    # Leading and trailing whitespace would be eaten by parsers: encode it
+    # together with its neighbouring word.
+    if words[0] == "" and count > 1:
+        encode[0] = encode[1] = True
+    if words[-1] == "" and count > 1:
+        encode[-1] = encode[-2] = True
+    # Odd whitespace (tabs are fine) that is too long to keep literally.
+    for index, space in enumerate(spaces):
+        if len(space) > _LONGEST_PLAIN_SPACE:
+            encode[index] = encode[index + 1] = True
+
+    pieces: list[tuple[str, str]] = []
+    index = 0
+    pending_space = " "
+    while index < count:
+        if not encode[index]:
+            if words[index]:
+                pieces.append((pending_space, words[index]))
+            pending_space = spaces[index] if index < count - 1 else ""
+            index += 1
+            continue
+        # A run of words to encode, with the whitespace between them, becomes
+        # one stretch of encoded words (whitespace between encoded words is
+        # dropped by decoders, so it must travel inside them).
+        start = index
+        while index + 1 < count and encode[index + 1]:
+            index += 1
+        text = words[start]
+        for position in range(start, index):
+            text += spaces[position] + words[position + 1]
+        for number, word in enumerate(encode_words(text)):
+            pieces.append((pending_space if number == 0 else " ", word))
+        pending_space = spaces[index] if index < count - 1 else ""
+        index += 1
+    if pieces and pieces[0][0] != " ":
+        pieces[0] = (" ", pieces[0][1])
+    return pieces
+
+
+def _needs_encoding(word: str) -> bool:
+    return (
+        _SAFE_WORD.match(word) is None
+        or "=?" in word
+        or len(word) > _LONGEST_PLAIN_WORD
+    )
+
+
+def encode_words(text: str) -> list[str]:
+    """Encode *text* as RFC 2047 encoded words of at most 75 characters.
+
+    Chooses Q or B encoding per text, whichever is shorter (with a small bias
+    toward the more readable Q), and never splits a character across words.
+    """
+    data = text.encode("utf-8")
+    q_length = sum(len(_Q_TABLE[byte]) for byte in data)
+    b_length = (len(data) + 2) // 3 * 4
+    if q_length - b_length < 5:
+        return _q_words(text)
+    return _b_words(text)
+
+
+_Q_PREFIX = "=?utf-8?q?"
+_B_PREFIX = "=?utf-8?b?"
+_WORD_ROOM = _ENCODED_WORD_MAX - len(_Q_PREFIX) - 2
+
+
+def _q_words(text: str) -> list[str]:
+    words: list[str] = []
+    current: list[str] = []
+    size = 0
+    for char in text:
+        encoded = "".join(_Q_TABLE[byte] for byte in char.encode("utf-8"))
+        if size + len(encoded) > _WORD_ROOM and current:
+            words.append(_Q_PREFIX + "".join(current) + "?=")
+            current = []
+            size = 0
+        current.append(encoded)
+        size += len(encoded)
+    if current or not words:
+        words.append(_Q_PREFIX + "".join(current) + "?=")
+    return words
+
+
+# 60 characters of base64 carry 45 octets.
+_B_ROOM = _WORD_ROOM // 4 * 3
+
+
+def _b_words(text: str) -> list[str]:
+    words: list[str] = []
+    chunk = bytearray()
+    for char in text:
+        encoded = char.encode("utf-8")
+        if len(chunk) + len(encoded) > _B_ROOM and chunk:
+            words.append(_B_PREFIX + base64.b64encode(chunk).decode("ascii") + "?=")
+            chunk = bytearray()
+        chunk += encoded
+    if chunk or not words:
+        words.append(_B_PREFIX + base64.b64encode(chunk).decode("ascii") + "?=")
+    return words
+
+
+# Atom text of RFC 5322 (ASCII part); a display name made only of such words
+# separated by single spaces needs no quoting.
+_ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
+_ATOM_PHRASE = re.compile(rf"{_ATOM}(?: {_ATOM})*\Z")
+_QUOTABLE = re.compile(r"[\x20-\x7e]*\Z")
+
+
+def encode_phrase(text: str) -> list[str]:
+    """Render a display name as a list of words to place in an address header.
+
+    Plain atoms stay as they are; other printable ASCII becomes one quoted
+    string; anything else (non-ASCII, control characters, a text that would
+    look like an encoded word) becomes encoded words. Each returned word can
+    be separated from the next by a fold.
+    """
+    if _ATOM_PHRASE.match(text) is not None and "=?" not in text:
+        return text.split(" ")
+    if (
+        _QUOTABLE.match(text) is not None
+        and "=?" not in text
+        and len(text) <= _LONGEST_PLAIN_WORD
+        and text == text.strip(" ")
+    ):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return [f'"{escaped}"']
+    return encode_words(text)
+
+
+# RFC 2231 attribute-char: what may stand unencoded in an extended value.
+_ATTRIBUTE_SAFE = "!#$&+-.^_`|~"
+_TOKEN_OR_QUOTABLE = re.compile(r"[\x20-\x7e]*\Z")
+_PARAMETER_ROOM = 60
+
+
+def format_parameter(name: str, value: str) -> list[str]:
+    """Render a MIME parameter (``filename=...``) as foldable ``;``-ended words.
+
+    Printable ASCII is sent as a quoted string. Anything else uses RFC 2231
+    (``name*=utf-8''...``), split into numbered continuations when long, so
+    every line stays short.
+    """
+    if _TOKEN_OR_QUOTABLE.match(value) is not None and len(value) <= _PARAMETER_ROOM:
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return [f'{name}="{escaped}"']
+    encoded = quote(value.encode("utf-8"), safe=_ATTRIBUTE_SAFE)
+    if len(encoded) <= _PARAMETER_ROOM:
+        return [f"{name}*=utf-8''{encoded}"]
+    # Split into continuations without cutting a %XX escape in two.
+    sections: list[str] = []
+    start = 0
+    while start < len(encoded):
+        end = min(start + _PARAMETER_ROOM, len(encoded))
+        percent = encoded.rfind("%", max(end - 2, start), end)
+        if percent != -1 and end < len(encoded):
+            end = percent
+        sections.append(encoded[start:end])
+        start = end
+    words = [f"{name}*0*=utf-8''{sections[0]}"]
+    words += [f"{name}*{number}*={text}" for number, text in enumerate(sections[1:], 1)]
+    return [word + ";" for word in words[:-1]] + [words[-1]]

@@ -1,0 +1,857 @@
+"""The message model: Django's EmailMessage family, pure (no I/O but files you
+ask it to attach).
+
+``EmailMessage`` and ``EmailMultiAlternatives`` keep Django 6.x's constructor,
+attributes and behaviour. Serialisation is asyncmail's own: it produces what
+Python's modern :mod:`email` policy produces (RFC 2047 headers, RFC 2231
+filenames, IDNA domains, proper MIME trees) at several times the speed, and it
+enforces the header-safety rules itself (see :mod:`asyncmail.headers`).
+
+* :meth:`EmailMessage.as_bytes` is the exact wire form (CRLF line endings,
+  before SMTP dot-stuffing) that the backends send.
+* :meth:`EmailMessage.message` returns a stdlib
+  :class:`email.message.EmailMessage` parsed from those bytes, for code that
+  wants to inspect or tweak it, as Django's does.
+
+MIME tree, as Django builds it::
+
+    text/<content_subtype>                       body only
+    multipart/alternative [body, alternatives]   EmailMultiAlternatives
+    multipart/mixed [body-or-alternative, attachments...]
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.message
+import email.policy
+import mimetypes
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from email.headerregistry import Address
+from email.parser import BytesParser
+from email.utils import format_datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+
+from .address import (
+    AddressLike,
+    Mailbox,
+    format_address_header,
+    is_empty_group,
+    parse_address,
+    parse_address_list,
+)
+from .dnsname import get_fqdn
+from .exceptions import BadHeaderError
+from .headers import (
+    HARD_LIMIT,
+    check_header_name,
+    check_no_line_separators,
+    fold,
+    format_parameter,
+    format_unstructured,
+)
+from .settings import settings
+
+if TYPE_CHECKING:
+    from .backends.base import BaseEmailBackend
+    from .results import MessageResult
+
+__all__ = [
+    "DEFAULT_ATTACHMENT_MIME_TYPE",
+    "EmailAlternative",
+    "EmailAttachment",
+    "EmailMessage",
+    "EmailMultiAlternatives",
+    "RenderedMessage",
+    "make_msgid",
+]
+
+#: MIME type of attachments whose type is not given and cannot be guessed.
+DEFAULT_ATTACHMENT_MIME_TYPE = "application/octet-stream"
+
+AttachmentContent: TypeAlias = "str | bytes | EmailMessage | email.message.Message"
+
+
+class EmailAlternative(NamedTuple):
+    """An alternative representation of the body (e.g. HTML)."""
+
+    content: str | bytes
+    mimetype: str
+
+
+class EmailAttachment(NamedTuple):
+    """An attachment given as data: ``(filename, content, mimetype)``."""
+
+    filename: str | None
+    content: AttachmentContent
+    mimetype: str
+
+
+# Headers whose value is a list of mailboxes.
+_ADDRESS_HEADERS = frozenset(
+    {
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "resent-from",
+        "resent-sender",
+        "resent-to",
+        "resent-cc",
+    }
+)
+# Headers whose value is one or more <msg-id>s.
+_MSGID_HEADERS = frozenset(
+    {"message-id", "in-reply-to", "references", "resent-message-id", "content-id"}
+)
+# Headers asyncmail writes itself from the message's structure.
+_STRUCTURAL_HEADERS = frozenset(
+    {"content-type", "content-transfer-encoding", "mime-version"}
+)
+# Extra headers that replace a generated header in its usual place.
+_PLACED_OVERRIDES = frozenset({"subject", "from", "to", "cc", "reply-to"})
+_BCC_ERROR = (
+    'Bcc is not a valid email header. Use the "bcc" argument to specify '
+    "blind carbon copy recipients."
+)
+
+_SMTP_POLICY = email.policy.SMTP
+_MSGID_CHARS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    "!#$%&'*+-/=?^_`{|}~.@<>[]"
+)
+
+
+# -- generated headers ---------------------------------------------------------
+
+_date_cache: tuple[int, bool, str] = (0, False, "")
+
+
+def _date_header() -> str:
+    """The Date header value for now, cached for the current second."""
+    global _date_cache  # noqa: PLW0603 - a one-entry cache
+    now = time.time()
+    second = int(now)
+    localtime = bool(settings.EMAIL_USE_LOCALTIME)
+    cached_second, cached_local, text = _date_cache
+    if cached_second != second or cached_local != localtime:
+        moment = datetime.fromtimestamp(second, UTC)
+        if localtime:
+            moment = moment.astimezone()
+        text = format_datetime(moment)
+        _date_cache = (second, localtime, text)
+    return text
+
+
+def make_msgid(idstring: str | None = None, domain: str | None = None) -> str:
+    """Return a new globally unique Message-ID, ``<...@domain>``.
+
+    The domain defaults to this host's cached, IDNA-encoded FQDN. The left part
+    joins the time in nanoseconds, the process id and 64 random bits.
+    """
+    left = f"{time.time_ns()}.{os.getpid()}.{random.getrandbits(64)}"
+    if idstring:
+        left += f".{idstring}"
+    msgid = f"<{left}@{domain or get_fqdn()}>"
+    _check_msgid_text("Message-ID", msgid)
+    return msgid
+
+
+def _check_msgid_text(header: str, value: str) -> None:
+    check_no_line_separators(header, value)
+    words = value.split()
+    if not words or any(not set(word) <= _MSGID_CHARS for word in words):
+        raise BadHeaderError(
+            f"Invalid {header} {value!r}: use <id@domain> with printable ASCII "
+            "and no control characters",
+            header=header,
+        )
+    if any(len(word) > HARD_LIMIT - len(header) - 2 for word in words):
+        raise BadHeaderError(f"{header} has an overlong id", header=header)
+
+
+# -- bodies ----------------------------------------------------------------------
+
+
+def _normalise_newlines(data: bytes) -> bytes:
+    """Turn CRLF and bare CR into LF (the renderer adds CRLF at the end)."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return data
+
+
+def _to_crlf(data: bytes) -> bytes:
+    return data.replace(b"\n", b"\r\n")
+
+
+def _longest_line(data: bytes) -> int:
+    if len(data) <= HARD_LIMIT:
+        return len(data)
+    return max(map(len, data.split(b"\n")))
+
+
+def _encode_text(data: bytes, allow_8bit: bool) -> tuple[str, bytes, bool]:
+    """Choose the transfer encoding of a text body and apply it.
+
+    *data* uses LF line endings. Returns (encoding, CRLF body, is_8bit).
+    7bit or 8bit when the text is line-safe (no NUL, lines <= 998 octets);
+    otherwise quoted-printable or base64, whichever is shorter.
+    """
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    if b"\0" not in data and _longest_line(data) <= HARD_LIMIT:
+        if data.isascii():
+            return "7bit", _to_crlf(data), False
+        if allow_8bit:
+            return "8bit", _to_crlf(data), True
+    quoted = binascii.b2a_qp(data, istext=True)
+    if len(quoted) <= len(data) * 4 // 3 + len(data) // 38:
+        return "quoted-printable", _to_crlf(quoted), False
+    return "base64", _base64_lines(data.replace(b"\n", b"\r\n")), False
+
+
+def _base64_lines(data: bytes) -> bytes:
+    """Base64 in lines of 76 characters, each ending in CRLF."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    if len(encoded) <= 76:
+        return encoded + b"\r\n"
+    return (
+        b"\r\n".join(
+            [encoded[index : index + 76] for index in range(0, len(encoded), 76)]
+        )
+        + b"\r\n"
+    )
+
+
+class _Part(NamedTuple):
+    """A rendered MIME entity: header lines (str, CRLF-ended) and body bytes."""
+
+    headers: str
+    body: bytes
+    eight_bit: bool
+
+
+def _text_part(
+    text: str, subtype: str, charset: str, allow_8bit: bool, extra: str = ""
+) -> _Part:
+    try:
+        data = text.encode(charset)
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"Text can't be encoded as {charset!r}: {exc.reason} "
+            f"(character {exc.object[exc.start : exc.end]!r}); "
+            "set the message's encoding to 'utf-8'"
+        ) from None
+    cte, body, eight_bit = _encode_text(_normalise_newlines(data), allow_8bit)
+    headers = (
+        f'Content-Type: text/{subtype}; charset="{charset}"\r\n'
+        f"Content-Transfer-Encoding: {cte}\r\n{extra}"
+    )
+    return _Part(headers, body, eight_bit)
+
+
+def _binary_part(data: bytes, mimetype: str, extra: str = "") -> _Part:
+    headers = (
+        f"Content-Type: {mimetype}\r\nContent-Transfer-Encoding: base64\r\n{extra}"
+    )
+    return _Part(headers, _base64_lines(data), False)
+
+
+def _multipart(subtype: str, parts: Sequence[_Part]) -> _Part:
+    boundary = f"==={random.getrandbits(128):032x}==="
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    chunks: list[bytes] = []
+    for part in parts:
+        chunks.append(delimiter)
+        chunks.append(part.headers.encode("utf-8"))
+        chunks.append(b"\r\n")
+        chunks.append(part.body)
+        # The CRLF before a delimiter belongs to the delimiter, so one more
+        # keeps the part's own final line break.
+        chunks.append(b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode("ascii"))
+    headers = fold(
+        "Content-Type",
+        [(" ", f"multipart/{subtype};"), (" ", f'boundary="{boundary}"')],
+    )
+    return _Part(headers, b"".join(chunks), any(part.eight_bit for part in parts))
+
+
+def _disposition(kind: str, filename: str | None) -> str:
+    if filename is None:
+        return f"Content-Disposition: {kind}\r\n"
+    if not isinstance(filename, str):
+        raise TypeError(
+            f"Attachment filenames must be str, not {type(filename).__name__}"
+        )
+    check_no_line_separators("Content-Disposition (filename)", filename)
+    try:
+        words = format_parameter("filename", filename)
+    except UnicodeEncodeError:
+        raise BadHeaderError(
+            f"Attachment filename {filename!r} is not valid Unicode",
+            header="Content-Disposition",
+        ) from None
+    return fold("Content-Disposition", [(" ", f"{kind};"), *((" ", w) for w in words)])
+
+
+def _check_mimetype(mimetype: str) -> tuple[str, str]:
+    if not isinstance(mimetype, str) or mimetype.count("/") != 1:
+        raise ValueError(f"Invalid MIME type {mimetype!r}: use 'type/subtype'")
+    maintype, subtype = mimetype.lower().split("/")
+    token_chars = set("abcdefghijklmnopqrstuvwxyz0123456789!#$&-^_.+")
+    if not maintype or not subtype or not set(maintype + subtype) <= token_chars:
+        raise ValueError(f"Invalid MIME type {mimetype!r}")
+    return maintype, subtype
+
+
+def _foreign_bytes(data: bytes, what: str) -> tuple[bytes, bool]:
+    """Normalise bytes that asyncmail did not produce (a MIMEPart's or a raw
+    message's) to CRLF, and refuse lines the wire cannot carry."""
+    data = _normalise_newlines(data)
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    if _longest_line(data) > HARD_LIMIT:
+        raise ValueError(f"{what} has a line longer than {HARD_LIMIT} octets")
+    if b"\0" in data:
+        raise ValueError(f"{what} contains a NUL byte")
+    return _to_crlf(data), not data.isascii()
+
+
+def _check_foreign_headers(part: email.message.Message) -> None:
+    for sub in part.walk():
+        for name, value in sub.items():
+            check_header_name(name)
+            check_no_line_separators(name, str(value))
+
+
+def _mime_part(part: email.message.Message) -> _Part:
+    """A stdlib MIME part given as an attachment, serialised and made safe."""
+    _check_foreign_headers(part)
+    policy = part.policy
+    if isinstance(policy, email.policy.EmailPolicy):
+        policy = policy.clone(linesep="\r\n", max_line_length=78)
+    else:
+        policy = policy.clone(linesep="\r\n")
+    data = part.as_bytes(policy=policy)
+    head, separator, body = data.partition(b"\r\n\r\n")
+    if not separator:
+        head, body = data.rstrip(b"\r\n"), b""
+    body, eight_bit = _foreign_bytes(body, "A MIME part") if body else (b"", False)
+    try:
+        headers = head.decode("ascii") + "\r\n"
+    except UnicodeDecodeError:
+        raise BadHeaderError("A MIME part has non-ASCII header bytes") from None
+    return _Part(headers, body, eight_bit)
+
+
+class RenderedMessage(NamedTuple):
+    """A message serialised for sending.
+
+    ``data`` is the whole message, CRLF line endings, not yet dot-stuffed.
+    ``eight_bit`` says a body part uses 8bit transfer encoding (the server
+    must offer 8BITMIME, else asyncmail renders again without it);
+    ``smtputf8`` says an address needs SMTPUTF8.
+    """
+
+    data: bytes
+    eight_bit: bool
+    smtputf8: bool
+    message_id: str
+
+
+def _text_content(content: str | bytes) -> str | None:
+    """Decode text/* bytes as UTF-8, or None when they are not text after all."""
+    if isinstance(content, bytes):
+        try:
+            return content.decode()
+        except UnicodeDecodeError:
+            return None
+    return content
+
+
+class EmailMessage:
+    """A single e-mail message, Django's API (6.x semantics).
+
+    ``to``, ``cc``, ``bcc`` and ``reply_to`` are lists (a bare string is a
+    ``TypeError``: it would be iterated character by character); their items
+    are address strings, ``(name, address)`` pairs or
+    :class:`email.headerregistry.Address` objects. ``headers`` adds or
+    overrides header fields (``From``, ``To``, ``Cc``, ``Reply-To`` and
+    ``Subject`` change only what recipients see, never the envelope); ``Bcc``
+    there is an error, as Bcc recipients never appear in any header.
+    """
+
+    #: Subtype of the body's MIME type: "plain" or e.g. "html".
+    content_subtype = "plain"
+    #: Charset of text bodies and text attachments; None means DEFAULT_CHARSET.
+    encoding: str | None = None
+
+    def __init__(
+        self,
+        subject: str = "",
+        body: str = "",
+        from_email: AddressLike | None = None,
+        to: Iterable[AddressLike] | None = None,
+        *,
+        bcc: Iterable[AddressLike] | None = None,
+        connection: BaseEmailBackend | None = None,
+        attachments: Iterable[EmailAttachment | tuple[Any, ...] | email.message.Message]
+        | None = None,
+        headers: dict[str, Any] | None = None,
+        cc: Iterable[AddressLike] | None = None,
+        reply_to: Iterable[AddressLike] | None = None,
+    ) -> None:
+        self.to: list[AddressLike] = _address_list_argument("to", to)
+        self.cc: list[AddressLike] = _address_list_argument("cc", cc)
+        self.bcc: list[AddressLike] = _address_list_argument("bcc", bcc)
+        self.reply_to: list[AddressLike] = _address_list_argument("reply_to", reply_to)
+        self.from_email: AddressLike = from_email or settings.DEFAULT_FROM_EMAIL
+        self.subject = subject
+        self.body = body or ""
+        self.attachments: list[EmailAttachment | email.message.Message] = []
+        for attachment in attachments or ():
+            if isinstance(attachment, email.message.Message):
+                self.attach(attachment)
+            else:
+                self.attach(*attachment)
+        self.extra_headers: dict[str, Any] = headers or {}
+        self.connection = connection
+        #: The outcome of the last send of this message (None before any).
+        self.result: MessageResult | None = None
+
+    # -- Django API -------------------------------------------------------------
+
+    def recipients(self) -> list[AddressLike]:
+        """Every envelope recipient: to + cc + bcc, without empty entries."""
+        return [address for address in (*self.to, *self.cc, *self.bcc) if address]
+
+    def attach(
+        self,
+        filename: str | email.message.Message | None = None,
+        content: AttachmentContent | None = None,
+        mimetype: str | None = None,
+    ) -> None:
+        """Attach data as a file, or a ready-made stdlib MIME part.
+
+        The MIME type is guessed from *filename* when not given. For text/*
+        types, bytes content is decoded as UTF-8; when that fails the
+        attachment becomes application/octet-stream, as in Django.
+        """
+        if isinstance(filename, email.message.Message):
+            if content is not None or mimetype is not None:
+                raise ValueError(
+                    "content and mimetype must not be given when a MIMEPart "
+                    "instance is provided."
+                )
+            self.attachments.append(filename)
+            return
+        if content is None:
+            raise ValueError("content must be provided.")
+        if filename is not None and not isinstance(filename, str):
+            raise TypeError(
+                f"Attachment filenames must be str, not {type(filename).__name__}"
+            )
+        mimetype = (
+            mimetype
+            or (mimetypes.guess_type(filename)[0] if filename else None)
+            or DEFAULT_ATTACHMENT_MIME_TYPE
+        )
+        maintype, _ = _check_mimetype(mimetype)
+        if maintype == "text" and isinstance(content, bytes):
+            text = _text_content(content)
+            if text is None:
+                mimetype = DEFAULT_ATTACHMENT_MIME_TYPE
+            else:
+                content = text
+        self.attachments.append(EmailAttachment(filename, content, mimetype))
+
+    def attach_file(
+        self, path: str | os.PathLike[str], mimetype: str | None = None
+    ) -> None:
+        """Attach a file from the filesystem (read now, blocking).
+
+        In async code prefer :meth:`aattach_file`, which reads off the event
+        loop.
+        """
+        path = Path(path)
+        self.attach(path.name, path.read_bytes(), mimetype)
+
+    async def aattach_file(
+        self, path: str | os.PathLike[str], mimetype: str | None = None
+    ) -> None:
+        """Attach a file from the filesystem, reading it with aiofiles."""
+        import aiofiles
+
+        path = Path(path)
+        async with aiofiles.open(path, "rb") as file:
+            content = await file.read()
+        self.attach(path.name, content, mimetype)
+
+    def message(
+        self, *, policy: email.policy.Policy = email.policy.default
+    ) -> email.message.EmailMessage:
+        """The message as a stdlib :class:`email.message.EmailMessage`.
+
+        It is parsed from :meth:`as_bytes`, so it is exactly what is sent; as
+        in Django, its line endings are ``\n`` (as_bytes() holds only CRLF, so
+        the conversion is exact).
+        """
+        data = self.as_bytes().replace(b"\r\n", b"\n")
+        parsed = BytesParser(policy=policy).parsebytes(data)
+        assert isinstance(parsed, email.message.EmailMessage)
+        return parsed
+
+    def as_bytes(self) -> bytes:
+        """The message as sent: RFC 5322 bytes with CRLF line endings."""
+        return self.render().data
+
+    def send(self, fail_silently: bool = False, *, using: str | None = None) -> int:
+        """Send the message (blocking); return the number sent (0 or 1)."""
+        from .sync import run_blocking
+
+        return run_blocking(self.asend, fail_silently, using=using)
+
+    async def asend(
+        self, fail_silently: bool = False, *, using: str | None = None
+    ) -> int:
+        """Send the message; return the number sent (0 or 1).
+
+        Uses ``self.connection`` if set, else the mailer named by *using*, else
+        the default backend. The per-recipient outcome is in :attr:`result`.
+        """
+        if not self.recipients():
+            # Nobody to send to: don't even open a connection.
+            return 0
+        from .api import connection_for_call
+
+        backend = connection_for_call(self.connection, using, None, None)
+        return await backend.send_messages([self], fail_silently=fail_silently)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A live connection belongs to the process that opened it.
+        state = self.__dict__.copy()
+        state["connection"] = None
+        return state
+
+    # -- rendering ---------------------------------------------------------------
+
+    def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
+        """Serialise the message for sending (see :class:`RenderedMessage`).
+
+        Raises :class:`~asyncmail.exceptions.BadHeaderError` for unsafe
+        headers and :class:`ValueError` for other bad content, before anything
+        could reach a server.
+        """
+        if type(self).message is not EmailMessage.message:
+            return self._render_through_message()
+        extra = self._normalised_extra_headers()
+        std, message_id, smtputf8 = self._standard_headers(extra)
+        root = self._root_part(allow_8bit)
+        if root.headers.startswith("Content-Type: multipart/"):
+            head = "MIME-Version: 1.0\r\n" + root.headers + std
+        else:
+            head = root.headers + "MIME-Version: 1.0\r\n" + std
+        data = b"".join((head.encode("utf-8"), b"\r\n", root.body))
+        return RenderedMessage(data, root.eight_bit, smtputf8, message_id)
+
+    def _render_through_message(self) -> RenderedMessage:
+        """Compatibility path for subclasses that override :meth:`message`."""
+        msg = self.message(policy=_SMTP_POLICY.clone(utf8=True))
+        if "bcc" in msg:
+            del msg["bcc"]
+        _check_foreign_headers(msg)
+        data, eight_bit = _foreign_bytes(msg.as_bytes(), "The message")
+        smtputf8 = not data.partition(b"\r\n\r\n")[0].isascii()
+        return RenderedMessage(
+            data, eight_bit, smtputf8, str(msg.get("Message-ID", ""))
+        )
+
+    def _normalised_extra_headers(self) -> dict[str, tuple[str, Any]]:
+        """Extra headers keyed by lower-cased name: (name as given, value)."""
+        extra: dict[str, tuple[str, Any]] = {}
+        for name, value in self.extra_headers.items():
+            check_header_name(name)
+            lowered = name.lower()
+            if lowered in ("bcc", "resent-bcc"):
+                raise BadHeaderError(_BCC_ERROR, header=name)
+            if lowered in _STRUCTURAL_HEADERS:
+                raise BadHeaderError(
+                    f"The {name} header is set by asyncmail from the message's "
+                    "structure; use content_subtype, encoding, alternatives or "
+                    "attachments instead",
+                    header=name,
+                )
+            if lowered in extra:
+                raise BadHeaderError(
+                    f"Header {name!r} is given twice (header names ignore case)",
+                    header=name,
+                )
+            extra[lowered] = (name, value)
+        return extra
+
+    def _standard_headers(
+        self, extra: dict[str, tuple[str, Any]]
+    ) -> tuple[str, str, bool]:
+        """Subject, From, To, Cc, Reply-To, Date, Message-ID, then the extra
+        headers in their given order (Django 6's order)."""
+        lines: list[str] = []
+        smtputf8 = False
+
+        def addresses(header: str, default: Sequence[AddressLike]) -> None:
+            nonlocal smtputf8
+            given = extra.get(header.lower())
+            if given is not None:
+                text = _header_text(given[0], given[1])
+                if is_empty_group(text):
+                    lines.append(format_unstructured(header, text.strip()))
+                    return
+                mailboxes = parse_address_list(text, header)
+            else:
+                mailboxes = [
+                    _parse_for_header(header, item) for item in default if item
+                ]
+            if mailboxes:
+                smtputf8 = smtputf8 or any(m.needs_smtputf8 for m in mailboxes)
+                lines.append(format_address_header(header, mailboxes))
+
+        # str() like Django: subjects are often lazy translation strings.
+        subject = extra["subject"][1] if "subject" in extra else self.subject
+        lines.append(format_unstructured("Subject", str(subject)))
+        addresses("From", [self.from_email])
+        addresses("To", self.to)
+        addresses("Cc", self.cc)
+        addresses("Reply-To", self.reply_to)
+        if "date" not in extra:
+            lines.append(f"Date: {_date_header()}\r\n")
+        if "message-id" in extra:
+            message_id = _header_text("Message-ID", extra["message-id"][1])
+        else:
+            message_id = make_msgid()
+            lines.append(f"Message-ID: {message_id}\r\n")
+        for lowered, (name, value) in extra.items():
+            if lowered in _PLACED_OVERRIDES:
+                continue
+            text = _header_text(name, value)
+            if lowered in _ADDRESS_HEADERS:
+                mailboxes = parse_address_list(text, name)
+                smtputf8 = smtputf8 or any(m.needs_smtputf8 for m in mailboxes)
+                lines.append(format_address_header(name, mailboxes))
+            elif lowered in _MSGID_HEADERS:
+                _check_msgid_text(name, text)
+                lines.append(fold(name, [(" ", word) for word in text.split()]))
+            else:
+                lines.append(format_unstructured(name, text))
+        return "".join(lines), message_id, smtputf8
+
+    def _charset(self) -> str:
+        return self.encoding or settings.DEFAULT_CHARSET
+
+    def _body_part(self, allow_8bit: bool) -> _Part:
+        body: object = self.body
+        if isinstance(body, bytes):
+            body = body.decode(self._charset())
+        elif not isinstance(body, str):
+            body = str(body)  # e.g. a lazy translation string
+        assert isinstance(body, str)
+        return _text_part(body, self.content_subtype, self._charset(), allow_8bit)
+
+    def _content_parts(self, allow_8bit: bool) -> list[_Part]:
+        """The parts before the attachments: the body (if any)."""
+        if self.body or not self.attachments:
+            return [self._body_part(allow_8bit)]
+        return []
+
+    def _root_part(self, allow_8bit: bool) -> _Part:
+        parts = self._content_parts(allow_8bit)
+        if not self.attachments:
+            return parts[0]
+        parts += [self._attachment_part(item, allow_8bit) for item in self.attachments]
+        return _multipart("mixed", parts)
+
+    def _attachment_part(
+        self, attachment: EmailAttachment | email.message.Message, allow_8bit: bool
+    ) -> _Part:
+        if isinstance(attachment, email.message.Message):
+            return _mime_part(attachment)
+        filename, content, mimetype = attachment
+        maintype, subtype = _check_mimetype(mimetype)
+        if maintype == "text":
+            text = _text_content(content) if isinstance(content, (str, bytes)) else None
+            if text is None and isinstance(content, (bytes, bytearray, memoryview)):
+                # Attached as text/* but it is not UTF-8: send it as binary.
+                return _binary_part(
+                    bytes(content),
+                    DEFAULT_ATTACHMENT_MIME_TYPE,
+                    _disposition("attachment", filename),
+                )
+            if text is None:
+                raise TypeError(
+                    f"Content of a {mimetype} attachment must be str or bytes"
+                )
+            return _text_part(
+                text,
+                subtype,
+                self._charset(),
+                allow_8bit,
+                _disposition("attachment", filename),
+            )
+        if maintype == "message":
+            return self._message_attachment(filename, content, maintype, subtype)
+        if maintype == "multipart":
+            raise ValueError(
+                "multipart/* attachments must be given as an email.message.MIMEPart"
+            )
+        if isinstance(content, str):
+            content = content.encode(self._charset())
+        if not isinstance(content, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"Content of a {mimetype} attachment must be bytes, "
+                f"not {type(content).__name__}"
+            )
+        return _binary_part(
+            bytes(content),
+            f"{maintype}/{subtype}",
+            _disposition("attachment", filename),
+        )
+
+    def _message_attachment(
+        self, filename: str | None, content: Any, maintype: str, subtype: str
+    ) -> _Part:
+        # RFC 2046 5.2.1: message/rfc822 is never base64 or quoted-printable.
+        if isinstance(content, EmailMessage):
+            rendered = content.render()
+            data, eight_bit = rendered.data, rendered.eight_bit
+        elif isinstance(content, email.message.Message):
+            _check_foreign_headers(content)
+            data, eight_bit = _foreign_bytes(
+                content.as_bytes(policy=_SMTP_POLICY), "The attached message"
+            )
+        elif isinstance(content, (str, bytes)):
+            raw = content.encode("utf-8") if isinstance(content, str) else content
+            data, eight_bit = _foreign_bytes(raw, "The attached message")
+        else:
+            raise TypeError(
+                f"Content of a {maintype}/{subtype} attachment must be an "
+                "EmailMessage, an email.message.Message, str or bytes"
+            )
+        headers = (
+            f"Content-Type: {maintype}/{subtype}\r\n"
+            f"Content-Transfer-Encoding: {'8bit' if eight_bit else '7bit'}\r\n"
+            + _disposition("attachment", filename)
+        )
+        return _Part(headers, data, eight_bit)
+
+
+class EmailMultiAlternatives(EmailMessage):
+    """A message with alternative renderings of the body, e.g. text and HTML."""
+
+    def __init__(
+        self,
+        subject: str = "",
+        body: str = "",
+        from_email: AddressLike | None = None,
+        to: Iterable[AddressLike] | None = None,
+        *,
+        bcc: Iterable[AddressLike] | None = None,
+        connection: BaseEmailBackend | None = None,
+        attachments: Iterable[EmailAttachment | tuple[Any, ...] | email.message.Message]
+        | None = None,
+        headers: dict[str, Any] | None = None,
+        alternatives: Iterable[EmailAlternative | tuple[str | bytes, str]]
+        | None = None,
+        cc: Iterable[AddressLike] | None = None,
+        reply_to: Iterable[AddressLike] | None = None,
+    ) -> None:
+        super().__init__(
+            subject,
+            body,
+            from_email,
+            to,
+            bcc=bcc,
+            connection=connection,
+            attachments=attachments,
+            headers=headers,
+            cc=cc,
+            reply_to=reply_to,
+        )
+        self.alternatives: list[EmailAlternative] = [
+            EmailAlternative(*alternative) for alternative in (alternatives or ())
+        ]
+
+    def attach_alternative(self, content: str | bytes, mimetype: str) -> None:
+        """Add an alternative rendering of the body (e.g. ``"text/html"``)."""
+        if content is None or mimetype is None:
+            raise ValueError("Both content and mimetype must be provided.")
+        _check_mimetype(mimetype)
+        self.alternatives.append(EmailAlternative(content, mimetype))
+
+    def body_contains(self, text: str) -> bool:
+        """True if *text* is in the body and in every text/* alternative."""
+        if text not in self.body:
+            return False
+        for content, mimetype in self.alternatives:
+            if mimetype.startswith("text/"):
+                haystack = content.decode() if isinstance(content, bytes) else content
+                if text not in haystack:
+                    return False
+        return True
+
+    def _content_parts(self, allow_8bit: bool) -> list[_Part]:
+        if not self.alternatives:
+            return super()._content_parts(allow_8bit)
+        parts = [self._body_part(allow_8bit)] if self.body else []
+        for content, mimetype in self.alternatives:
+            maintype, subtype = _check_mimetype(mimetype)
+            if maintype == "text":
+                text = content.decode() if isinstance(content, bytes) else content
+                parts.append(_text_part(text, subtype, self._charset(), allow_8bit))
+            else:
+                data = (
+                    content.encode(self._charset())
+                    if isinstance(content, str)
+                    else content
+                )
+                parts.append(_binary_part(bytes(data), f"{maintype}/{subtype}"))
+        return [_multipart("alternative", parts)]
+
+
+def _address_list_argument(
+    name: str, value: Iterable[AddressLike] | None
+) -> list[AddressLike]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        raise TypeError(f'"{name}" argument must be a list or tuple')
+    if isinstance(value, Address):
+        raise TypeError(f'"{name}" argument must be a list or tuple of addresses')
+    return list(value)
+
+
+def _parse_for_header(header: str, value: AddressLike) -> Mailbox:
+    try:
+        return parse_address(value)
+    except BadHeaderError as exc:
+        exc.header = header
+        raise
+
+
+def _header_text(name: str, value: Any) -> str:
+    """The text of a header value given as str, int or datetime."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (Address, tuple)) and name.lower() in _ADDRESS_HEADERS:
+        return str(parse_address(value))
+    raise TypeError(
+        f"Header {name!r} must be a str, int or datetime, not {type(value).__name__}"
+    )

@@ -1,0 +1,339 @@
+"""Settings: Django's names and meanings, from defaults, environment and code.
+
+Sources, later wins::
+
+    built-in defaults  <  environment variables of the same names
+                       <  asyncmail.configure(NAME=value, ...)
+                       <  keyword arguments of each call
+
+``asyncmail.settings`` is a read-only view of the effective values. The
+environment is read once, on first use, so variables set by a process
+manager before the first send are seen.
+
+Where asyncmail differs from Django's defaults it is on purpose and listed
+here: ``EMAIL_SUBJECT_PREFIX`` is ``""`` (Django: ``"[Django] "``), and
+``EMAIL_TIMEOUT`` is 60 seconds (Django: no timeout, which lets a stuck
+server hang a caller forever); ``None`` still means "no timeout".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from .exceptions import ConfigurationError
+
+__all__ = ["DEFAULTS", "Settings", "configure", "settings"]
+
+DEFAULTS: Mapping[str, Any] = {
+    "EMAIL_BACKEND": "asyncmail.backends.smtp.EmailBackend",
+    "EMAIL_HOST": "localhost",
+    "EMAIL_PORT": 25,
+    "EMAIL_HOST_USER": "",
+    "EMAIL_HOST_PASSWORD": "",
+    "EMAIL_USE_TLS": False,
+    "EMAIL_USE_SSL": False,
+    "EMAIL_SSL_CERTFILE": None,
+    "EMAIL_SSL_KEYFILE": None,
+    "EMAIL_TIMEOUT": 60.0,
+    "EMAIL_USE_LOCALTIME": False,
+    "EMAIL_SUBJECT_PREFIX": "",
+    "DEFAULT_FROM_EMAIL": "webmaster@localhost",
+    "SERVER_EMAIL": "root@localhost",
+    "ADMINS": (),
+    "MANAGERS": (),
+    "EMAIL_FILE_PATH": None,
+    "DEFAULT_CHARSET": "utf-8",
+    "MAILERS": {},
+}
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+# -- validators: each takes (name, value) and returns the normalised value ----
+
+
+def _str(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _optional_str(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, os.PathLike):
+        return str(os.fspath(value))
+    return _str(name, value)
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def _port(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ConfigurationError(
+            f"{name} must be an int from 1 to 65535, not {value!r}"
+        )
+    return value
+
+
+def _timeout(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds or None, not {value!r}"
+        )
+    return float(value)
+
+
+def _charset(name: str, value: Any) -> str:
+    import codecs
+
+    text = _str(name, value)
+    try:
+        codecs.lookup(text)
+    except LookupError:
+        raise ConfigurationError(f"{name}: unknown charset {text!r}") from None
+    return text
+
+
+def _address_list(name: str, value: Any) -> tuple[str, ...]:
+    """Django 6 style list of address strings; (name, address) pairs are
+    accepted and turned into strings, as older Django settings hold them."""
+    from .address import parse_address
+
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigurationError(
+            f"{name} must be a list of e-mail addresses, not {type(value).__name__}"
+        )
+    result = []
+    for item in value:
+        try:
+            mailbox = parse_address(item)
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"{name}: {exc}") from None
+        result.append(str(mailbox) if isinstance(item, tuple) else item)
+    return tuple(result)
+
+
+def _address(name: str, value: Any) -> str:
+    from .address import parse_address
+
+    _str(name, value)
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from None
+    return str(value)
+
+
+def _mailers(name: str, value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, Mapping):
+        raise ConfigurationError(f"{name} must be a dict of alias -> config")
+    result: dict[str, dict[str, Any]] = {}
+    for alias, config in value.items():
+        if not isinstance(alias, str) or not alias:
+            raise ConfigurationError(f"{name}: aliases must be non-empty str")
+        if not isinstance(config, Mapping):
+            raise ConfigurationError(f"{name}[{alias!r}] must be a dict")
+        unknown = set(config) - {"BACKEND", "OPTIONS"}
+        if unknown:
+            raise ConfigurationError(
+                f"{name}[{alias!r}] has unknown keys {sorted(unknown)}; "
+                "use 'BACKEND' and 'OPTIONS'"
+            )
+        backend = config.get("BACKEND", DEFAULTS["EMAIL_BACKEND"])
+        options = config.get("OPTIONS", {})
+        if not isinstance(backend, str):
+            raise ConfigurationError(f"{name}[{alias!r}]['BACKEND'] must be a str")
+        if not isinstance(options, Mapping) or not all(
+            isinstance(key, str) for key in options
+        ):
+            raise ConfigurationError(
+                f"{name}[{alias!r}]['OPTIONS'] must be a dict of keyword arguments"
+            )
+        result[alias] = {"BACKEND": backend, "OPTIONS": dict(options)}
+    return result
+
+
+_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "EMAIL_BACKEND": _str,
+    "EMAIL_HOST": _str,
+    "EMAIL_PORT": _port,
+    "EMAIL_HOST_USER": _str,
+    "EMAIL_HOST_PASSWORD": _str,
+    "EMAIL_USE_TLS": _bool,
+    "EMAIL_USE_SSL": _bool,
+    "EMAIL_SSL_CERTFILE": _optional_str,
+    "EMAIL_SSL_KEYFILE": _optional_str,
+    "EMAIL_TIMEOUT": _timeout,
+    "EMAIL_USE_LOCALTIME": _bool,
+    "EMAIL_SUBJECT_PREFIX": _str,
+    "DEFAULT_FROM_EMAIL": _address,
+    "SERVER_EMAIL": _address,
+    "ADMINS": _address_list,
+    "MANAGERS": _address_list,
+    "EMAIL_FILE_PATH": _optional_str,
+    "DEFAULT_CHARSET": _charset,
+    "MAILERS": _mailers,
+}
+
+
+def _from_environment(name: str, raw: str) -> Any:
+    """Turn an environment variable's text into a value of the setting's type."""
+    validator = _VALIDATORS[name]
+    if validator is _port:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"${name} must be a port number, not {raw!r}"
+            ) from None
+    if validator is _bool:
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise ConfigurationError(f"${name} must be true or false (1/0), not {raw!r}")
+    if validator is _timeout:
+        if raw.strip().lower() in ("", "none"):
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigurationError(f"${name} must be seconds, not {raw!r}") from None
+    if validator is _optional_str:
+        return raw or None
+    if validator is _address_list:
+        from .address import parse_address_list
+
+        if not raw.strip():
+            return ()
+        try:
+            return tuple(str(mailbox) for mailbox in parse_address_list(raw, name))
+        except ValueError as exc:
+            raise ConfigurationError(f"${name}: {exc}") from None
+    if validator is _mailers:
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise ConfigurationError(f"${name} must be JSON: {exc}") from None
+    return raw
+
+
+def _check_name(name: str) -> None:
+    if name not in DEFAULTS:
+        close = difflib.get_close_matches(name, DEFAULTS, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ConfigurationError(f"Unknown setting {name!r}{hint}")
+
+
+class Settings:
+    """Read-only view of the effective settings (``asyncmail.settings``)."""
+
+    __slots__ = ("_configured", "_environment", "_lock")
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_configured", {})
+        object.__setattr__(self, "_environment", None)
+
+    def _load_environment(self) -> dict[str, Any]:
+        environment: dict[str, Any] | None = self._environment
+        if environment is None:
+            environment = {}
+            for name in DEFAULTS:
+                raw = os.environ.get(name)
+                if raw is not None:
+                    value = _from_environment(name, raw)
+                    environment[name] = _VALIDATORS[name](f"${name}", value)
+            object.__setattr__(self, "_environment", environment)
+        return environment
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            _check_name(name)
+        configured: dict[str, Any] = self._configured
+        if name in configured:
+            return configured[name]
+        environment = self._load_environment()
+        if name in environment:
+            return environment[name]
+        return DEFAULTS[name]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"asyncmail.settings is read-only; use asyncmail.configure({name}=...)"
+        )
+
+    def __dir__(self) -> list[str]:
+        return sorted(DEFAULTS)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every effective setting, for display (passwords masked)."""
+        values = {name: getattr(self, name) for name in DEFAULTS}
+        if values["EMAIL_HOST_PASSWORD"]:
+            values["EMAIL_HOST_PASSWORD"] = "********"  # noqa: S105 - a mask
+        return values
+
+    def configure(self, **values: Any) -> None:
+        """Set settings in code; see :func:`asyncmail.configure`."""
+        checked = {}
+        for name, value in values.items():
+            _check_name(name)
+            checked[name] = _VALIDATORS[name](name, value)
+        if checked.get("EMAIL_USE_TLS") and checked.get("EMAIL_USE_SSL"):
+            raise ConfigurationError(
+                "EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive; set one"
+            )
+        with self._lock:
+            self._configured.update(checked)
+
+    @contextlib.contextmanager
+    def override(self, **values: Any) -> Iterator[None]:
+        """Temporarily configure settings (for tests); restores on exit."""
+        with self._lock:
+            saved = dict(self._configured)
+        try:
+            self.configure(**values)
+            yield
+        finally:
+            with self._lock:
+                self._configured.clear()
+                self._configured.update(saved)
+
+    def reload_environment(self) -> None:
+        """Forget the environment read so far; it is read again on next use."""
+        object.__setattr__(self, "_environment", None)
+
+
+settings = Settings()
+
+
+def configure(**values: Any) -> None:
+    """Set asyncmail settings in code, by their Django names.
+
+    Example::
+
+        asyncmail.configure(EMAIL_HOST="smtp.example.com", EMAIL_PORT=587,
+                            EMAIL_USE_TLS=True, DEFAULT_FROM_EMAIL="app@example.com")
+
+    Every name is checked (a typo raises
+    :class:`~asyncmail.exceptions.ConfigurationError` suggesting the closest
+    name) and every value's type is validated. Values given here win over
+    environment variables and defaults; keyword arguments of a call win over
+    them all.
+    """
+    settings.configure(**values)

@@ -1,0 +1,34 @@
+"""Shared fixtures: anyio backends (asyncio, asyncio+uvloop), clean settings."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterator
+
+import pytest
+
+import asyncmail
+
+BACKENDS = [pytest.param(("asyncio", {}), id="asyncio")]
+if importlib.util.find_spec("uvloop") is not None:
+    BACKENDS.append(pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"))
+
+
+@pytest.fixture(params=BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> object:
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts from the defaults: no EMAIL_* environment, nothing
+    configured, an empty outbox."""
+    from asyncmail.settings import DEFAULTS
+
+    for name in DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    asyncmail.settings.reload_environment()
+    with asyncmail.settings.override():
+        asyncmail.outbox.clear()
+        yield
+    asyncmail.settings.reload_environment()
