@@ -1,0 +1,429 @@
+"""asyncmail's benchmark suite: one entry point for all scenarios.
+
+    python benchmarks/run.py [--scenario loopback|relay|build|memory|blocking|all]
+        [--rounds 3] [--count 2000] [--json out.json] [--py312 PATH]
+
+Scenarios (see shared/design/BENCHMARKS.md):
+
+* loopback: ~2 KB messages to Postfix's smtp-sink on 127.0.0.1 (client CPU
+  bound), 1, 10 and 50 connections.
+* relay: the same to relay_sink.c, which delays MAIL, RCPT and end-of-DATA
+  replies by 10 ms each (latency bound; ~33 msg/s per connection at most).
+  A contender with N connections sends min(--count, --relay-per-conn * N)
+  messages so that one-connection runs stay short.
+* build: build and serialise one message, per shape (plain, html,
+  attachment, unicode) from _shapes.py.
+* memory: peak RSS growth while sending one message with a 50 MB attachment.
+* blocking: blocking send_mail() to Django's locmem and dummy backends.
+
+Every contender is a subprocess that prints one JSON line (see
+_contender.py); sinks are started fresh for every run and their message
+count must equal what the client reports, or the row is flagged.  The
+client is pinned to one CPU and the sink to the other.
+
+This file is run by the interpreter that has Django 5.2 and aiosmtplib
+(the ``bench`` extra); --py312 names a Python 3.12+ with Django 6.x, and
+--fastapi-mail-python one with fastapi-mail, if not this one.  Contenders
+whose interpreter lacks their packages are skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from _harness import (
+    BUILD_RATE,
+    PER_CALL,
+    RSS_GROWTH,
+    THROUGHPUT,
+    Contender,
+    Measured,
+    run_all,
+    table,
+    write_json,
+)
+from _shapes import SHAPES
+from _sinks import Placement, RelaySink, Sink, SmtpSink, ensure_postfix, relay_binary
+
+HERE = Path(__file__).resolve().parent
+CONTENDERS = HERE / "contenders"
+SCENARIOS = ("loopback", "relay", "build", "memory", "blocking")
+
+# ---------------------------------------------------------------------------
+# asyncmail contenders: REGISTER THEM HERE.
+#
+# Each entry is a function (args, python) -> list[Contender], like the
+# reference builders below, called once; rows of tables outside the chosen
+# --scenario are dropped.  python is the interpreter run.py was given.  The scripts are
+# subprocesses printing one JSON line (see _contender.py) and take
+#   --host --port --count --connections N --loop {asyncio,uvloop}
+# Give them the same table names as the references ("loopback", "relay",
+# "build: <shape>", "memory", "blocking") so they land in the same tables.
+# Intentionally empty until asyncmail's contenders exist: no placeholders.
+ASYNCMAIL_CONTENDERS: list[Callable[[argparse.Namespace, str], list[Contender]]] = []
+# ---------------------------------------------------------------------------
+
+
+def script(name: str) -> str:
+    return str(CONTENDERS / name)
+
+
+def probe(python: str, code: str) -> str | None:
+    """Run code under an interpreter; its stdout, or None if it failed."""
+    try:
+        proc = subprocess.run(
+            [python, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except OSError:
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+# Django "major.minor/pyX.Y": the interpreter matters as much as Django here.
+DJANGO_VERSION = (
+    "import sys, django; "
+    "print('%d.%d/py%d.%d' % (*django.VERSION[:2], *sys.version_info[:2]))"
+)
+
+
+class Interpreters:
+    """Which interpreter runs which reference, and what is missing."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.main: str = args.python
+        self.skipped: list[str] = []
+        # (interpreter, "X.Y/pyA.B") for every Django that gets rows; the
+        # first one (run.py's own) is the reference.
+        self.djangos: list[tuple[str, str]] = []
+        for python in (self.main, args.py312, *args.also_django):
+            if not python:
+                continue
+            label = probe(python, DJANGO_VERSION)
+            if label is None:
+                self.skipped.append(f"Django rows: no django under {python}")
+            elif python == args.py312 and not label.startswith("6"):
+                self.skipped.append(f"--py312 {python} has Django {label}, not 6.x")
+            else:
+                self.djangos.append((python, label))
+        main_django = [label for python, label in self.djangos if python == self.main]
+        self.reference_django = main_django[0] if main_django else None
+        self.aiosmtplib = probe(self.main, "import aiosmtplib") is not None
+        if not self.aiosmtplib:
+            self.skipped.append(f"aiosmtplib rows: not under {self.main}")
+        self.uvloop = probe(self.main, "import uvloop") is not None
+        if not self.uvloop:
+            self.skipped.append(f"uvloop variants: no uvloop under {self.main}")
+        self.fastapi_mail = args.fastapi_mail_python or self.main
+        if probe(self.fastapi_mail, "import fastapi_mail") is None:
+            self.skipped.append(f"fastapi-mail: not under {self.fastapi_mail}")
+            self.fastapi_mail = ""
+
+    def versions(self) -> dict[str, object]:
+        """Versions of everything measured, for the JSON report."""
+        pyver = "import sys; print(sys.version.split()[0])"
+        return {
+            "python": probe(self.main, pyver),
+            "djangos": {label: python for python, label in self.djangos},
+            "aiosmtplib": probe(
+                self.main, "import aiosmtplib as a; print(a.__version__)"
+            ),
+            "uvloop": probe(self.main, "import uvloop as u; print(u.__version__)"),
+            "fastapi-mail": probe(
+                self.fastapi_mail,
+                "from importlib.metadata import version as v; print(v('fastapi-mail'))",
+            )
+            if self.fastapi_mail
+            else None,
+        }
+
+
+def send_contenders(
+    args: argparse.Namespace, py: Interpreters, scenario: str
+) -> list[Contender]:
+    """References for the loopback and relay scenarios."""
+    metric, sink = THROUGHPUT, scenario
+    conns = (1, 10, 50)
+
+    def count(n: int) -> int:
+        total: int = args.count
+        return total if scenario == "loopback" else min(total, args.relay_per_conn * n)
+
+    out = [
+        Contender(
+            f"smtp-source (C), {n} sess",
+            (sys.executable, script("smtp_source.py"), "--connections", str(n)),
+            scenario,
+            metric,
+            count(n),
+            sink,
+        )
+        for n in conns
+    ]
+    for python, version in py.djangos:
+        for n in conns:
+            if n == 50 and scenario == "loopback" and version != py.reference_django:
+                continue  # 1 and 10 say enough about other Djangos; saves time
+            label = "1 conn" if n == 1 else f"{n} threads"
+            out.append(
+                Contender(
+                    f"django {version}, {label}",
+                    (python, script("django_send.py"), "--connections", str(n)),
+                    scenario,
+                    metric,
+                    count(n),
+                    sink,
+                )
+            )
+    if py.aiosmtplib:
+        loops = ("asyncio", "uvloop") if py.uvloop else ("asyncio",)
+        for loop in loops:
+            for n in conns:
+                argv = (py.main, script("aiosmtplib_send.py"), "--connections", str(n))
+                out.append(
+                    Contender(
+                        f"aiosmtplib, {n} conn, {loop}",
+                        (*argv, "--loop", loop),
+                        scenario,
+                        metric,
+                        count(n),
+                        sink,
+                    )
+                )
+                if n == 1 and scenario == "loopback":
+                    out.append(
+                        Contender(
+                            f"aiosmtplib, 1 conn, {loop}, prebuilt bytes",
+                            (*argv, "--loop", loop, "--prebuilt"),
+                            scenario,
+                            metric,
+                            count(n),
+                            sink,
+                        )
+                    )
+    if py.fastapi_mail:
+        out.append(
+            Contender(
+                "fastapi-mail, 1 conn",
+                (py.fastapi_mail, script("fastapi_mail_send.py")),
+                scenario,
+                metric,
+                count(1),
+                sink,
+            )
+        )
+    return out
+
+
+def build_contenders(args: argparse.Namespace, py: Interpreters) -> list[Contender]:
+    """Scenario 3: each Django and the stdlib, one table per shape."""
+    out = []
+    for shape in SHAPES:
+        n = args.build_count
+        if shape == "attachment":
+            n = max(n // 10, 50)
+        builders = [
+            (f"django {version}", python, "build_django.py")
+            for python, version in py.djangos
+        ]
+        builders.append(("stdlib email (modern policy)", py.main, "build_stdlib.py"))
+        out += [
+            Contender(
+                label,
+                (python, script(name), "--shape", shape),
+                f"build: {shape}",
+                BUILD_RATE,
+                n,
+            )
+            for label, python, name in builders
+        ]
+    return out
+
+
+def memory_contenders(args: argparse.Namespace, py: Interpreters) -> list[Contender]:
+    """Scenario 4: one message with a 50 MB attachment, to smtp-sink."""
+    size = ("--size", str(args.attachment_mb * 1024 * 1024))
+    out = [
+        (f"django {version}", (python, script("memory_django.py")))
+        for python, version in py.djangos
+    ]
+    if py.aiosmtplib:
+        out.append(("stdlib + aiosmtplib", (py.main, script("memory_stdlib.py"))))
+    return [
+        Contender(label, (*argv, *size), "memory", RSS_GROWTH, 1, "loopback")
+        for label, argv in out
+    ]
+
+
+def blocking_contenders(args: argparse.Namespace, py: Interpreters) -> list[Contender]:
+    """Scenario 5: Django's blocking send_mail() with no network involved."""
+    return [
+        Contender(
+            f"django {version} send_mail, {backend}",
+            (python, script("blocking_django.py"), "--backend", backend),
+            "blocking",
+            PER_CALL,
+            args.blocking_count,
+        )
+        for python, version in py.djangos
+        for backend in ("locmem", "dummy")
+    ]
+
+
+def references(py: Interpreters) -> dict[str, str]:
+    """The reference row of each table (override with --ref TABLE=NAME)."""
+    dj = f"django {py.reference_django}"
+    refs = {
+        "loopback": f"{dj}, 1 conn",
+        "relay": "smtp-source (C), 50 sess",
+        "memory": dj,
+        "blocking": f"{dj} send_mail, locmem",
+    }
+    refs.update({f"build: {shape}": dj for shape in SHAPES})
+    return refs
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--count", type=int, default=2000, help="messages per send run")
+    p.add_argument(
+        "--relay-per-conn",
+        type=int,
+        default=100,
+        help="relay: messages per connection cap",
+    )
+    p.add_argument(
+        "--build-count", type=int, default=1000, help="builds per run (attachment: /10)"
+    )
+    p.add_argument("--blocking-count", type=int, default=2000)
+    p.add_argument("--attachment-mb", type=int, default=50)
+    p.add_argument("--json", metavar="PATH", help="write the full report here")
+    p.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter with Django 5.2 + aiosmtplib",
+    )
+    p.add_argument("--py312", metavar="PATH", help="Python 3.12+ with Django 6.x")
+    p.add_argument(
+        "--also-django",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="another interpreter with Django to add rows for (repeatable)",
+    )
+    p.add_argument(
+        "--fastapi-mail-python", metavar="PATH", help="interpreter with fastapi-mail"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run contenders whose name contains this (repeatable)",
+    )
+    p.add_argument(
+        "--ref",
+        action="append",
+        default=[],
+        metavar="TABLE=NAME",
+        help="override a table's reference",
+    )
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    started = time.monotonic()
+    scenarios = SCENARIOS if args.scenario == "all" else (args.scenario,)
+    py = Interpreters(args)
+    placement = Placement.detect()
+
+    contenders: list[Contender] = []
+    for scenario in scenarios:
+        if scenario in ("loopback", "relay"):
+            contenders += send_contenders(args, py, scenario)
+        elif scenario == "build":
+            contenders += build_contenders(args, py)
+        elif scenario == "memory":
+            contenders += memory_contenders(args, py)
+        else:
+            contenders += blocking_contenders(args, py)
+    for register in ASYNCMAIL_CONTENDERS:
+        new = register(args, py.main)
+        contenders += [c for c in new if c.table.split(":")[0] in scenarios]
+    if args.only:
+        contenders = [c for c in contenders if any(s in c.name for s in args.only)]
+
+    sinks: dict[str, Callable[[], Sink]] = {}
+    if any(c.sink for c in contenders):  # smtp-source runs against both sinks
+        ensure_postfix()
+        sinks["loopback"] = lambda: SmtpSink(placement.sink_cpu)
+    if any(c.sink == "relay" for c in contenders):
+        relay_binary()
+        sinks["relay"] = lambda: RelaySink(placement.sink_cpu, delay_ms=10.0)
+
+    for note in py.skipped:
+        print(f"skipped: {note}", file=sys.stderr)
+    print(f"placement: {placement.describe()}", file=sys.stderr)
+    print(
+        f"{len(contenders)} contenders x {args.rounds} rounds",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    measured = run_all(contenders, args.rounds, sinks, placement)
+
+    refs = references(py)
+    for item in args.ref:
+        key, _, name = item.partition("=")
+        refs[key] = name
+    tables = []
+    for title in dict.fromkeys(m.contender.table for m in measured):
+        rows: list[Measured] = [m for m in measured if m.contender.table == title]
+        tables.append(table(title, rows, refs.get(title, "")))
+    bad = [
+        f"{m.contender.name}: {p}"
+        for m in measured
+        for r in m.rounds
+        for p in (r.problems + ([r.error] if r.error else []))
+    ]
+
+    elapsed = time.monotonic() - started
+    print(f"\n{placement.describe()}; {args.rounds} rounds; took {elapsed:.0f} s")
+    if args.json:
+        meta = {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": sys.argv,
+            "placement": placement.describe(),
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "versions": py.versions(),
+            "skipped": py.skipped,
+            "rounds": args.rounds,
+            "elapsed_seconds": round(elapsed, 1),
+        }
+        write_json(args.json, meta, tables)
+        print(f"wrote {args.json}")
+    if bad:
+        print(f"\n!!!!! {len(bad)} BAD RUNS (left out of the medians) !!!!!")
+        for line in bad:
+            print(f"!!!!! {line}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
