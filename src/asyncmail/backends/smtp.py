@@ -1,0 +1,1076 @@
+"""SMTP backend: aiosmtplib for the session, a pipelined path for each message.
+
+How a connection is made (:meth:`EmailBackend.connect`), with aiosmtplib:
+greeting, EHLO (HELO fallback), STARTTLS when ``use_tls`` (required: a server
+that does not offer it is an error, never a silent downgrade), EHLO again,
+then AUTH when credentials are set, but only over TLS, to a loopback peer, or
+with the loudly named ``dangerously_allow_plaintext_auth=True``. TLS always
+verifies the certificate and host name (TLS 1.2+) unless you pass your own
+``ssl_context``. The connection joins the pool only when every step succeeded;
+anything that fails is closed, never reused.
+
+How a message is sent (:class:`SMTPConnection`): aiosmtplib's per-command API
+costs most of the client's CPU (a timer and an address parse per command, no
+pipelining), so once the session is set up the transport is handed to a small
+protocol of ours. It writes MAIL, every RCPT and DATA in one go when the
+server offers PIPELINING (RFC 2920), then the already serialised, dot-stuffed
+message, and reads and checks every reply, under one deadline per phase
+instead of one timer per command. Every command argument is checked for
+CR/LF/NUL before a byte is written, replies are parsed strictly (bounded line
+length and line count), and unsolicited data marks the connection broken.
+
+Outcomes are recorded per recipient (see :mod:`asyncmail.results`). Transient
+failures (connection lost before the end of data, 421, 4xx on MAIL, RCPT or
+DATA) are retried with exponential backoff and jitter, within ``retries`` and
+the per-message ``deadline``, for the recipients still pending; nothing is
+ever retried once the end of the data was written (the outcome is then
+"unknown": it may have been delivered).
+
+With ``max_connections`` above 1 the backend sends concurrently over a
+bounded pool (see :mod:`asyncmail.pool`), optionally rate limited; with the
+default of 1 it behaves like Django's backend: one connection, opened by
+``open()`` or per ``send_messages`` call, reused while open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import re
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
+
+import aiosmtplib
+import anyio
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ..address import envelope_address
+from ..dnsname import aget_fqdn
+from ..exceptions import (
+    ConfigurationError,
+    DeliveryUnknownError,
+    InsecureAuthError,
+    MailError,
+    MessageRefusedError,
+    RecipientsRefusedError,
+    SMTPAuthenticationError,
+    SMTPConnectError,
+    SMTPError,
+    SMTPNotSupportedError,
+    SMTPResponseError,
+    SMTPTimeoutError,
+    TLSError,
+)
+from ..pool import ConnectionPool, Pooled, PoolLimits
+from ..ratelimit import RateLimiter
+from ..results import MessageResult, Outcome, RecipientResult, ResultCallback
+from ..settings import settings
+from .base import BaseEmailBackend
+
+if TYPE_CHECKING:
+    from ..message import EmailMessage, RenderedMessage
+
+__all__ = ["EmailBackend", "SMTPConnection"]
+
+
+class _NotGiven:
+    """Sentinel: the option was not given (distinct from None)."""
+
+    def __repr__(self) -> str:
+        return "NOT_GIVEN"
+
+
+NOT_GIVEN: Final = _NotGiven()
+
+# Reply parsing bounds: a reply line and a whole reply (an endless multi-line
+# reply must fail, not eat memory).
+MAX_REPLY_LINE: Final = 4096
+MAX_REPLY_LINES: Final = 256
+MAX_BUFFER: Final = 256 * 1024
+QUIT_TIMEOUT: Final = 5.0
+
+_ENHANCED_STATUS = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
+_EHLO_NAME = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?)+|\[[0-9A-Fa-f:.]+\]"
+)
+
+
+class Reply(NamedTuple):
+    """One SMTP reply: the code and the text (lines joined with "\\n")."""
+
+    code: int
+    text: str
+
+    @property
+    def enhanced_status(self) -> str | None:
+        match = _ENHANCED_STATUS.match(self.text)
+        return match.group(1) if match else None
+
+    @property
+    def outcome(self) -> Outcome:
+        if 200 <= self.code < 400:
+            return Outcome.ACCEPTED
+        return Outcome.TEMPORARY if 400 <= self.code < 500 else Outcome.PERMANENT
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class _ReplyStream(asyncio.Protocol):
+    """The connection's protocol once aiosmtplib has set up the session.
+
+    Commands are written straight to the transport; replies are parsed as
+    they arrive and queued. ``expect(n)`` announces how many replies the
+    commands just written will produce: data beyond that is unsolicited and
+    breaks the connection, as does a malformed or overlong reply.
+    """
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        self._buffer = bytearray()
+        self._lines: list[bytes] = []
+        self._replies: deque[Reply] = deque()
+        self._expected = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self.error: SMTPError | None = None
+
+    @property
+    def broken(self) -> bool:
+        return self.error is not None or self.transport.is_closing()
+
+    # -- asyncio callbacks -------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.error is not None:
+            return
+        if self._expected == 0:
+            self._fail(
+                SMTPResponseError(
+                    f"Unsolicited data from the server: {bytes(data[:80])!r}"
+                )
+            )
+            return
+        self._buffer += data
+        try:
+            self._parse()
+        except SMTPError as exc:
+            self._fail(exc)
+
+    def _parse(self) -> None:
+        buffer = self._buffer
+        start = 0
+        while self._expected:
+            end = buffer.find(b"\n", start)
+            if end == -1:
+                break
+            line = bytes(buffer[start:end]).rstrip(b"\r")
+            start = end + 1
+            if len(line) > MAX_REPLY_LINE:
+                raise SMTPResponseError("The server sent an overlong reply line")
+            if (
+                len(line) < 3
+                or not line[:3].isdigit()
+                or line[3:4] not in (b"", b" ", b"-")
+            ):
+                raise SMTPResponseError(
+                    f"Malformed reply from the server: {line[:80]!r}"
+                )
+            if self._lines and line[:3] != self._lines[0][:3]:
+                raise SMTPResponseError("Reply lines with different codes")
+            self._lines.append(line)
+            if len(self._lines) > MAX_REPLY_LINES:
+                raise SMTPResponseError("The server sent an endless multi-line reply")
+            if line[3:4] != b"-":
+                lines, self._lines = self._lines, []
+                text = "\n".join(item[4:].decode("utf-8", "replace") for item in lines)
+                self._replies.append(Reply(int(line[:3]), text))
+                self._expected -= 1
+        del buffer[:start]
+        if len(buffer) > MAX_BUFFER:
+            raise SMTPResponseError("The server sent an overlong reply")
+        if not self._expected and (buffer or self._lines):
+            raise SMTPResponseError("The server sent more replies than commands")
+        self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(SMTPConnectError(f"Connection lost{f': {exc}' if exc else ''}"))
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        self._fail(SMTPConnectError("The server closed the connection"))
+        return False
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    def _fail(self, error: SMTPError) -> None:
+        if self.error is None:
+            self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- API for the transaction ---------------------------------------------------
+
+    def send(self, data: bytes, replies: int) -> None:
+        """Write *data*, which will produce *replies* replies."""
+        if self.broken:
+            raise self.error or SMTPConnectError("Connection closed")
+        self._expected += replies
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer has room again."""
+        while self._paused and not self.broken:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            await self._drain_waiter
+        if self.error is not None:
+            raise self.error
+
+    async def read(self) -> Reply:
+        """The next reply, waiting for it if needed."""
+        while not self._replies:
+            if self.error is not None:
+                raise self.error
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._replies.popleft()
+
+
+def _check_command(command: str) -> None:
+    """No CR, LF or NUL inside a command line (defence in depth: arguments
+    are validated addresses already)."""
+    if "\r" in command or "\n" in command or "\0" in command:
+        raise SMTPError(f"Refusing to send a command with a line break: {command!r}")
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """The message as the DATA phase sends it: CRLF line endings only, every
+    line starting with "." doubled, and the end-of-data line appended."""
+    if data.count(b"\r\n") != data.count(b"\n") or data.count(b"\r") != data.count(
+        b"\n"
+    ):
+        # Bare CR or LF (never from asyncmail's own serialiser): make them CRLF
+        # so a lenient server cannot see an early end of data.
+        data = (
+            data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        )
+    if data.startswith(b"."):
+        data = b"." + data
+    data = data.replace(b"\r\n.", b"\r\n..")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data + b".\r\n"
+
+
+@dataclass(slots=True)
+class _Transaction:
+    """What one MAIL..end-of-data exchange did.
+
+    ``end_written`` turns true the moment the end-of-data sequence is handed
+    to the transport: from then on a failure leaves the outcome unknown.
+    """
+
+    recipients: dict[str, RecipientResult] = field(default_factory=dict)
+    error: MailError | None = None
+    reply: str = ""
+    reusable: bool = True
+    end_written: bool = False
+
+
+def _refusal(address: str, reply: Reply) -> RecipientResult:
+    return RecipientResult(
+        address, reply.outcome, reply.code, reply.enhanced_status, reply.text
+    )
+
+
+def _settle_failure(
+    result: _Transaction, recipients: list[str], error: MailError
+) -> None:
+    """Decide the recipients a failed exchange left open: unknown once the end
+    of data was written (maybe delivered), else temporary (safe to retry)."""
+    outcome = Outcome.UNKNOWN if result.end_written else Outcome.TEMPORARY
+    for address in recipients:
+        if address not in result.recipients:
+            result.recipients[address] = RecipientResult(
+                address, outcome, text=str(error)
+            )
+    if result.end_written:
+        result.error = DeliveryUnknownError(
+            f"Connection failed after the end of data was sent ({error}); the "
+            "message may have been delivered, so it is not resent"
+        )
+    else:
+        result.error = error
+
+
+class SMTPConnection:
+    """One SMTP session, set up by aiosmtplib, then driven by :class:`_ReplyStream`."""
+
+    def __init__(self, client: aiosmtplib.SMTP, timeout: float | None) -> None:
+        transport = client.transport
+        # uvloop's transports do not subclass asyncio's; check the interface.
+        if transport is None or not hasattr(transport, "set_protocol"):
+            raise SMTPConnectError("The connection closed during setup")
+        transport = cast("asyncio.WriteTransport", transport)
+        self.client = client
+        self.timeout = timeout
+        extensions = client.esmtp_extensions
+        self.pipelining = "pipelining" in extensions
+        self.eight_bit_mime = "8bitmime" in extensions
+        self.smtputf8 = "smtputf8" in extensions
+        size = extensions.get("size", "")
+        self.size_limit = (
+            int(size) if size.strip().isdigit() and int(size) > 0 else None
+        )
+        self.stream = _ReplyStream(transport)
+        leftover = client.protocol._buffer if client.protocol is not None else b""
+        transport.set_protocol(self.stream)
+        if leftover:
+            self.stream.error = SMTPResponseError("Unsolicited data from the server")
+
+    @property
+    def usable(self) -> bool:
+        return not self.stream.broken
+
+    def _deadline(self, limit: float | None) -> float | None:
+        """The loop time by which the next phase must finish."""
+        loop_now = asyncio.get_running_loop().time()
+        candidates = [limit] if limit is not None else []
+        if self.timeout is not None:
+            candidates.append(loop_now + self.timeout)
+        return min(candidates) if candidates else None
+
+    async def transaction(
+        self,
+        sender: str,
+        recipients: list[str],
+        data: bytes,
+        *,
+        eight_bit: bool,
+        smtputf8: bool,
+        deadline: float | None,
+    ) -> _Transaction:
+        """Send one message to *recipients*; *data* is already dot-stuffed.
+
+        *deadline* is a loop time bounding the whole exchange. Never raises for
+        what the server said or for a lost connection: the outcome is in the
+        returned :class:`_Transaction` (cancellation propagates).
+        """
+        result = _Transaction()
+        try:
+            async with asyncio.timeout_at(self._deadline(deadline)) as timer:
+                await self._exchange(
+                    result,
+                    sender,
+                    recipients,
+                    data,
+                    eight_bit=eight_bit,
+                    smtputf8=smtputf8,
+                    deadline=deadline,
+                    timer=timer,
+                )
+        except (SMTPError, OSError, TimeoutError) as exc:
+            result.reusable = False
+            self.stream.transport.abort()
+            _settle_failure(result, recipients, map_error(exc))
+        except BaseException:
+            # Cancelled (or worse) mid-exchange: the session state is unknown.
+            self.stream.transport.abort()
+            raise
+        return result
+
+    async def _exchange(
+        self,
+        result: _Transaction,
+        sender: str,
+        recipients: list[str],
+        data: bytes,
+        *,
+        eight_bit: bool,
+        smtputf8: bool,
+        deadline: float | None,
+        timer: asyncio.Timeout,
+    ) -> None:
+        stream = self.stream
+        params = ""
+        if self.size_limit is not None:
+            params += f" SIZE={len(data)}"
+        if eight_bit:
+            params += " BODY=8BITMIME"
+        if smtputf8:
+            params += " SMTPUTF8"
+        commands = [f"MAIL FROM:<{sender}>{params}"] + [
+            f"RCPT TO:<{r}>" for r in recipients
+        ]
+        for command in commands:
+            _check_command(command)
+        encoding = "utf-8" if smtputf8 else "ascii"
+        replies: list[Reply] = []
+        if self.pipelining:
+            wire = "\r\n".join([*commands, "DATA"]) + "\r\n"
+            stream.send(wire.encode(encoding), len(commands) + 1)
+            for _ in range(len(commands) + 1):
+                replies.append(await stream.read())
+        else:
+            for command in commands:
+                stream.send(f"{command}\r\n".encode(encoding), 1)
+                replies.append(await stream.read())
+                if not 200 <= replies[0].code < 300:
+                    break
+            if replies[0].code < 300 and any(200 <= r.code < 300 for r in replies[1:]):
+                stream.send(b"DATA\r\n", 1)
+                replies.append(await stream.read())
+
+        mail_reply = replies[0]
+        rcpt_replies = replies[1 : 1 + len(recipients)]
+        data_reply = (
+            replies[1 + len(recipients)] if len(replies) > len(recipients) + 1 else None
+        )
+        if mail_reply.code == 354 or any(r.code == 354 for r in rcpt_replies):
+            raise SMTPResponseError(
+                "Replies out of step with commands (354 to MAIL/RCPT)"
+            )
+        if any(r.code == 421 for r in replies):
+            result.reusable = False
+
+        if not 200 <= mail_reply.code < 300:
+            for address in recipients:
+                result.recipients[address] = _refusal(address, mail_reply)
+            result.error = MessageRefusedError(
+                f"Sender <{sender}> refused: {mail_reply}",
+                code=mail_reply.code,
+                text=mail_reply.text,
+                enhanced_status=mail_reply.enhanced_status,
+            )
+        else:
+            for address, reply in zip(recipients, rcpt_replies, strict=False):
+                if 200 <= reply.code < 300:
+                    continue
+                result.recipients[address] = _refusal(address, reply)
+            for address in recipients[len(rcpt_replies) :]:
+                # Not sent (a sequential session stopped early).
+                result.recipients[address] = RecipientResult(
+                    address, Outcome.TEMPORARY, text="not attempted"
+                )
+        accepted = [a for a in recipients if a not in result.recipients]
+
+        if data_reply is not None and data_reply.code == 354:
+            timer.reschedule(self._deadline(deadline))
+            if not accepted:
+                # RFC 2920: DATA accepted although every RCPT failed; end it
+                # with an empty message, which the server must reject.
+                stream.send(b".\r\n", 1)
+                await stream.read()
+            else:
+                await self._send_data(result, data)
+                timer.reschedule(self._deadline(deadline))
+                final = await stream.read()
+                result.reply = str(final)
+                if final.code == 421:
+                    result.reusable = False
+                if 200 <= final.code < 300:
+                    for address in accepted:
+                        result.recipients[address] = RecipientResult(
+                            address,
+                            Outcome.ACCEPTED,
+                            final.code,
+                            final.enhanced_status,
+                            final.text,
+                        )
+                    accepted = []
+                else:
+                    for address in accepted:
+                        result.recipients[address] = _refusal(address, final)
+                    result.error = MessageRefusedError(
+                        f"Message refused after DATA: {final}",
+                        code=final.code,
+                        text=final.text,
+                        enhanced_status=final.enhanced_status,
+                    )
+                    accepted = []
+        elif accepted:
+            # DATA refused (or never sent): nobody got the message.
+            reply = data_reply or Reply(503, "DATA not sent")
+            for address in accepted:
+                result.recipients[address] = _refusal(address, reply)
+            result.error = MessageRefusedError(
+                f"DATA refused: {reply}",
+                code=reply.code,
+                text=reply.text,
+                enhanced_status=reply.enhanced_status,
+            )
+
+        refused = {a: r for a, r in result.recipients.items() if not r.accepted}
+        if refused and result.error is None:
+            first = next(iter(refused.values()))
+            result.error = RecipientsRefusedError(
+                f"{len(refused)} of {len(recipients)} recipient(s) refused, first "
+                f"<{first.address}>: {first.code} {first.text}",
+                refused=refused,
+            )
+        if refused and result.reusable:
+            # Leave the session clean for the next message.
+            stream.send(b"RSET\r\n", 1)
+            reset = await stream.read()
+            if not 200 <= reset.code < 300:
+                result.reusable = False
+
+    async def _send_data(self, result: _Transaction, data: bytes) -> None:
+        # From the moment the end of data is handed over, a lost connection
+        # leaves the outcome unknown.
+        result.end_written = True
+        self.stream.send(data, 1)
+        await self.stream.drain()
+
+    async def noop(self) -> bool:
+        """A NOOP round trip: True when the server answered 250."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                self.stream.send(b"NOOP\r\n", 1)
+                reply = await self.stream.read()
+        except (SMTPError, OSError, TimeoutError):
+            return False
+        return 200 <= reply.code < 300
+
+    async def close(self) -> None:
+        """QUIT politely (bounded wait), then close the transport."""
+        try:
+            if self.usable:
+                timeout = min(self.timeout or QUIT_TIMEOUT, QUIT_TIMEOUT)
+                with anyio.move_on_after(timeout):
+                    self.stream.send(b"QUIT\r\n", 1)
+                    await self.stream.read()
+        except (SMTPError, OSError):
+            pass
+        finally:
+            self.stream.transport.close()
+            self.client.close()
+
+
+# -- errors -----------------------------------------------------------------------
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def map_error(exc: BaseException, where: str = "") -> MailError:
+    """Map aiosmtplib, ssl and OS errors to asyncmail's tree (see exceptions)."""
+    if isinstance(exc, MailError):
+        return exc
+    prefix = f"{where}: " if where else ""
+    tls = _ssl_cause(exc)
+    if tls is not None:
+        reason = getattr(tls, "verify_message", None) or tls.reason or str(tls)
+        return TLSError(f"{prefix}TLS failed: {reason}")
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return SMTPAuthenticationError(
+            f"{prefix}authentication failed: {exc.code} {exc.message}",
+            code=exc.code,
+            text=exc.message,
+        )
+    if isinstance(exc, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
+        return SMTPTimeoutError(f"{prefix}timed out ({exc or 'deadline reached'})")
+    if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
+        return SMTPConnectError(
+            f"{prefix}the server refused the connection: {exc.code} {exc.message}",
+            code=exc.code,
+            text=exc.message,
+        )
+    if isinstance(
+        exc, (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected)
+    ):
+        return SMTPConnectError(f"{prefix}{exc}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return SMTPResponseError(
+            f"{prefix}unexpected reply: {exc.code} {exc.message}",
+            code=exc.code,
+            text=exc.message,
+        )
+    if isinstance(exc, OSError):
+        return SMTPConnectError(f"{prefix}{exc.strerror or exc}")
+    if isinstance(exc, aiosmtplib.SMTPException):
+        return SMTPError(f"{prefix}{exc}")
+    return SMTPError(f"{prefix}{type(exc).__name__}: {exc}")
+
+
+def _is_transient(error: MailError) -> bool:
+    """Whether retrying later may succeed (nothing was delivered)."""
+    if isinstance(error, (TLSError, SMTPAuthenticationError, InsecureAuthError)):
+        return False
+    if isinstance(error, (SMTPConnectError, SMTPTimeoutError)):
+        code = error.code
+        return code is None or 400 <= code < 500
+    return False
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether *host* (a peer's IP address, never a name) is a loopback address.
+
+    An IPv4-mapped IPv6 address (``::ffff:127.0.0.1``, what a dual-stack
+    socket reports) counts as the IPv4 address it maps.
+    """
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+# -- the backend --------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A message rendered and addressed, ready for any connection."""
+
+    message: EmailMessage
+    sender: str
+    recipients: list[str]
+    rendered: RenderedMessage
+    data: bytes  # dot-stuffed
+    seven_bit: bytes | None = None  # re-rendered without 8bit, when needed
+
+
+class EmailBackend(BaseEmailBackend):
+    """Send over SMTP (aiosmtplib underneath), Django-compatible options.
+
+    Django's options, each defaulting to its EMAIL_* setting: ``host``,
+    ``port``, ``username``, ``password``, ``use_tls`` (STARTTLS, required when
+    set), ``use_ssl`` (implicit TLS; not with use_tls), ``timeout`` (seconds
+    for each wait on the server; None: no timeout), ``ssl_certfile``,
+    ``ssl_keyfile`` (a client certificate).
+
+    asyncmail's own:
+
+    :param ssl_context: your :class:`ssl.SSLContext` (replaces the verifying
+        default; not with ssl_certfile/ssl_keyfile).
+    :param local_hostname: the EHLO name (default: this host's FQDN).
+    :param dangerously_allow_plaintext_auth: send credentials over an
+        unencrypted connection to a non-loopback server. Off by default.
+    :param max_connections: connections used at once (1: Django's behaviour).
+    :param max_messages_per_connection: retire a connection after this many.
+    :param max_connection_lifetime: retire a connection after this many seconds.
+    :param idle_timeout: close a connection idle this long (seconds).
+    :param rate_limit: at most this many messages a second (all connections).
+    :param retries: extra attempts for transient failures (default 2).
+    :param retry_backoff: first backoff in seconds, doubled each retry, with
+        jitter, capped by ``retry_backoff_max``.
+    :param deadline: seconds one message may take in all, connecting and
+        retries included (default: 5 x timeout; None: no bound).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        use_tls: bool | None = None,
+        use_ssl: bool | None = None,
+        timeout: float | _NotGiven | None = NOT_GIVEN,
+        ssl_keyfile: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+        dangerously_allow_plaintext_auth: bool = False,
+        max_connections: int = 1,
+        max_messages_per_connection: int | None = None,
+        max_connection_lifetime: float | None = None,
+        idle_timeout: float | None = 60.0,
+        rate_limit: float | None = None,
+        retries: int = 2,
+        retry_backoff: float = 0.5,
+        retry_backoff_max: float = 30.0,
+        deadline: float | _NotGiven | None = NOT_GIVEN,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.host = host or settings.EMAIL_HOST
+        self.port = port or settings.EMAIL_PORT
+        self.username = settings.EMAIL_HOST_USER if username is None else username
+        self.password = settings.EMAIL_HOST_PASSWORD if password is None else password
+        self.use_tls = settings.EMAIL_USE_TLS if use_tls is None else use_tls
+        self.use_ssl = settings.EMAIL_USE_SSL if use_ssl is None else use_ssl
+        self.timeout: float | None = (
+            settings.EMAIL_TIMEOUT if isinstance(timeout, _NotGiven) else timeout
+        )
+        self.ssl_keyfile = (
+            settings.EMAIL_SSL_KEYFILE if ssl_keyfile is None else ssl_keyfile
+        )
+        self.ssl_certfile = (
+            settings.EMAIL_SSL_CERTFILE if ssl_certfile is None else ssl_certfile
+        )
+        self.ssl_context = ssl_context
+        self.local_hostname = local_hostname
+        self.dangerously_allow_plaintext_auth = dangerously_allow_plaintext_auth
+        self.retries = retries
+        self.retry_backoff = retry_backoff
+        self.retry_backoff_max = retry_backoff_max
+        if isinstance(deadline, _NotGiven):
+            deadline = None if self.timeout is None else 5 * self.timeout
+        self.deadline = deadline
+        self._validate()
+        self.limits = PoolLimits(
+            max_connections=max_connections,
+            max_messages=max_messages_per_connection,
+            max_lifetime=max_connection_lifetime,
+            idle_timeout=idle_timeout,
+        )
+        self.rate_limiter = RateLimiter(rate_limit) if rate_limit else None
+        self._pool: ConnectionPool[SMTPConnection] | None = None
+        self._tls_context: ssl.SSLContext | None = None
+
+    def _validate(self) -> None:
+        if self.use_tls and self.use_ssl:
+            raise ConfigurationError(
+                "use_tls (STARTTLS) and use_ssl (implicit TLS) are mutually "
+                "exclusive; set only one"
+            )
+        if self.ssl_context is not None and (self.ssl_certfile or self.ssl_keyfile):
+            raise ConfigurationError(
+                "Give either ssl_context or ssl_certfile/ssl_keyfile, not both"
+            )
+        if (
+            not isinstance(self.port, int)
+            or isinstance(self.port, bool)
+            or not 0 < self.port < 65536
+        ):
+            raise ConfigurationError(f"Invalid SMTP port {self.port!r}")
+        if self.local_hostname is not None and not _EHLO_NAME.fullmatch(
+            self.local_hostname
+        ):
+            raise ConfigurationError(
+                f"Invalid local_hostname {self.local_hostname!r}: use a host name "
+                "or an address literal such as [192.0.2.1]"
+            )
+        for name in ("host", "username", "password"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
+                raise ConfigurationError(f"Invalid SMTP {name}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigurationError("timeout must be positive or None")
+        if self.retries < 0:
+            raise ConfigurationError("retries must be 0 or more")
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__module__}.{type(self).__qualname__} "
+            f"{self.host}:{self.port} {self.state.value}>"
+        )
+
+    # -- connections ---------------------------------------------------------------
+
+    async def _tls(self) -> ssl.SSLContext:
+        if self.ssl_context is not None:
+            return self.ssl_context
+        if self._tls_context is None:
+            # Loading the CA store reads files: keep it off the event loop.
+            self._tls_context = await anyio.to_thread.run_sync(self._build_tls_context)
+        return self._tls_context
+
+    def _build_tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
+
+    async def connect(self) -> SMTPConnection:
+        """Open a new, fully set-up connection (TLS and AUTH done) or raise."""
+        where = f"SMTP {self.host}:{self.port}"
+        tls = await self._tls() if (self.use_tls or self.use_ssl) else None
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            local_hostname=self.local_hostname or await aget_fqdn(),
+            timeout=self.timeout,
+            use_tls=self.use_ssl,
+            start_tls=False,
+            tls_context=tls,
+        )
+        try:
+            async with asyncio.timeout(self.deadline):
+                await client.connect()
+                await self._hello(client)
+                if self.use_tls:
+                    if not client.supports_extension("starttls"):
+                        raise TLSError(
+                            f"{where}: STARTTLS was required (use_tls) but the "
+                            "server does not offer it; nothing was sent"
+                        )
+                    await client.starttls(tls_context=tls)
+                    await self._hello(client)
+                if self.username or self.password:
+                    await self._login(client, where)
+            return SMTPConnection(client, self.timeout)
+        except BaseException as exc:
+            client.close()
+            if isinstance(exc, Exception):
+                raise map_error(exc, where) from exc
+            raise
+
+    async def _hello(self, client: aiosmtplib.SMTP) -> None:
+        try:
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:
+            await client.helo()
+
+    async def _login(self, client: aiosmtplib.SMTP, where: str) -> None:
+        encrypted = client.get_transport_info("sslcontext") is not None
+        peer = client.get_transport_info("peername")
+        loopback = isinstance(peer, tuple) and _is_loopback(str(peer[0]))
+        if not (encrypted or loopback or self.dangerously_allow_plaintext_auth):
+            raise InsecureAuthError(
+                f"{where}: refusing to send credentials over an unencrypted "
+                "connection; set use_tls or use_ssl (or, on a trusted network only, "
+                "dangerously_allow_plaintext_auth=True)"
+            )
+        if not client.supports_extension("auth"):
+            raise SMTPAuthenticationError(
+                f"{where}: credentials are set but the server offers no AUTH"
+            )
+        await client.login(self.username, self.password)
+
+    def _get_pool(self) -> ConnectionPool[SMTPConnection]:
+        if self._pool is None:
+            self._pool = ConnectionPool(
+                connect=self.connect,
+                close=SMTPConnection.close,
+                is_usable=lambda connection: connection.usable,
+                probe=SMTPConnection.noop,
+                limits=self.limits,
+            )
+        return self._pool
+
+    @property
+    def pool(self) -> ConnectionPool[SMTPConnection] | None:
+        """The connection pool while the backend is open (None when closed)."""
+        return self._pool
+
+    async def open(self) -> bool | None:
+        """Connect (one connection; a pool grows on demand) and keep it open.
+
+        Returns True if connected now, False if already open, None if the
+        connection failed and ``fail_silently`` is set.
+        """
+        if self._pool is not None:
+            return False
+        pool = self._get_pool()
+        try:
+            entry = await pool.acquire()
+        except MailError as exc:
+            self._pool = None
+            self.open_error = exc
+            if self.fail_silently:
+                return None
+            raise
+        self.open_error = None
+        await pool.release(entry, reusable=True)
+        await super().open()
+        return True
+
+    async def close(self) -> None:
+        """QUIT and close every connection."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+        await super().close()
+
+    # -- sending -------------------------------------------------------------------
+
+    def _prepare(self, message: EmailMessage) -> _Prepared:
+        from .base import _recipient_keys  # the same keys as other results
+
+        sender = envelope_address(message.from_email)
+        recipients = _recipient_keys(message)
+        for address in message.recipients():
+            envelope_address(address)  # raises for an invalid recipient
+        rendered = message.render()
+        return _Prepared(
+            message, sender, recipients, rendered, dot_stuff(rendered.data)
+        )
+
+    def _payload(
+        self, prepared: _Prepared, connection: SMTPConnection
+    ) -> tuple[bytes, bool]:
+        """The bytes for this connection: 8bit only where the server takes it."""
+        if not prepared.rendered.eight_bit or connection.eight_bit_mime:
+            return prepared.data, prepared.rendered.eight_bit
+        if prepared.seven_bit is None:
+            prepared.seven_bit = dot_stuff(
+                prepared.message.render(allow_8bit=False).data
+            )
+        return prepared.seven_bit, False
+
+    async def deliver(self, message: EmailMessage) -> MessageResult:
+        prepared = self._prepare(message)  # BadHeaderError etc.: nothing on the wire
+        loop = asyncio.get_running_loop()
+        deadline = None if self.deadline is None else loop.time() + self.deadline
+        pending = list(prepared.recipients)
+        outcome: dict[str, RecipientResult] = {}
+        error: MailError | None = None
+        reply = ""
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.rate_limiter is not None:
+                await self.rate_limiter.acquire()
+            step_error, step_reply = await self._attempt(
+                prepared, pending, outcome, deadline
+            )
+            error = step_error
+            reply = step_reply or reply
+            # Only what failed transiently is tried again (never what is
+            # unknown: it may have been delivered).
+            retry = [a for a in pending if outcome[a].outcome is Outcome.TEMPORARY]
+            if not retry or attempt > self.retries:
+                break
+            delay = min(self.retry_backoff * 2 ** (attempt - 1), self.retry_backoff_max)
+            delay *= random.uniform(0.5, 1.0)  # jitter: spread retries out
+            if deadline is not None and loop.time() + delay >= deadline:
+                break
+            await asyncio.sleep(delay)
+            pending = retry
+        ordered = {address: outcome[address] for address in prepared.recipients}
+        if all(result.accepted for result in ordered.values()):
+            error = None
+        return MessageResult(
+            message,
+            ordered,
+            error=error,
+            message_id=prepared.rendered.message_id,
+            reply=reply,
+            attempts=attempt,
+        )
+
+    async def _attempt(
+        self,
+        prepared: _Prepared,
+        recipients: list[str],
+        outcome: dict[str, RecipientResult],
+        deadline: float | None,
+    ) -> tuple[MailError | None, str]:
+        """One try at *recipients*; fills *outcome*; returns (error, reply)."""
+        pool = self._get_pool()
+        try:
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                raise SMTPTimeoutError(
+                    "The message's deadline passed before it was sent"
+                )
+            entry: Pooled[SMTPConnection] = await pool.acquire()
+        except MailError as exc:
+            kind = Outcome.TEMPORARY if _is_transient(exc) else Outcome.PERMANENT
+            _fail_recipients(outcome, recipients, exc, kind)
+            return exc, ""
+        reusable = False
+        try:
+            connection = entry.connection
+            rendered = prepared.rendered
+            data, eight_bit = self._payload(prepared, connection)
+            problem: MailError | None = None
+            if rendered.smtputf8 and not connection.smtputf8:
+                problem = SMTPNotSupportedError(
+                    "The message needs SMTPUTF8 (a non-ASCII local part) but the "
+                    "server does not support it"
+                )
+            elif (
+                connection.size_limit is not None and len(data) > connection.size_limit
+            ):
+                problem = MessageRefusedError(
+                    f"The message ({len(data)} octets) exceeds the server's size "
+                    f"limit ({connection.size_limit} octets)"
+                )
+            if problem is not None:
+                # Refused before a byte was written: the connection is fine.
+                reusable = True
+                _fail_recipients(outcome, recipients, problem, Outcome.PERMANENT)
+                return problem, ""
+            transaction = await connection.transaction(
+                prepared.sender,
+                recipients,
+                data,
+                eight_bit=eight_bit,
+                smtputf8=rendered.smtputf8,
+                deadline=deadline,
+            )
+            entry.messages += 1
+            reusable = transaction.reusable
+            outcome.update(transaction.recipients)
+            return transaction.error, transaction.reply
+        finally:
+            await pool.release(entry, reusable=reusable)
+
+    async def dispatch(
+        self,
+        messages: AsyncIterator[EmailMessage],
+        publish: ResultCallback,
+    ) -> None:
+        """Send over up to ``max_connections`` connections at once.
+
+        A single producer reads the messages into a small buffer (so a huge
+        or endless iterator is never materialised, and a slow relay slows the
+        producer); one worker per connection slot sends from it.
+        """
+        workers = self.limits.max_connections
+        if workers == 1:
+            await super().dispatch(messages, publish)
+            return
+        send, receive = anyio.create_memory_object_stream["EmailMessage"](workers * 2)
+
+        async def produce() -> None:
+            async with send:
+                async for message in messages:
+                    await send.send(message)
+
+        async def work(stream: MemoryObjectReceiveStream[EmailMessage]) -> None:
+            async with stream:
+                async for message in stream:
+                    publish(await self.deliver_or_fail(message))
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(produce)
+            async with receive:
+                for _ in range(workers):
+                    group.start_soon(work, receive.clone())
+
+
+def _fail_recipients(
+    outcome: dict[str, RecipientResult],
+    recipients: list[str],
+    error: MailError,
+    kind: Outcome,
+) -> None:
+    """Record *error* as the outcome of every recipient of one attempt."""
+    code = getattr(error, "code", None)
+    enhanced = getattr(error, "enhanced_status", None)
+    for address in recipients:
+        outcome[address] = RecipientResult(address, kind, code, enhanced, str(error))
