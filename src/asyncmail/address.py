@@ -68,6 +68,8 @@ _UNSAFE_CHARS = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f{LINE_SEPARATORS}]")
 # A display-name word in a string address: atoms, plus "." (common in names
 # such as "John Q. Public", and harmless once we quote it on output).
 _PHRASE_WORD = re.compile(rf"(?:{_ATEXT}|\.)+\Z")
+# A display name that can stand unquoted in an address string.
+_PLAIN_PHRASE = re.compile(rf"(?:{_ATEXT}|\.)+(?: (?:{_ATEXT}|\.)+)*\Z")
 
 
 class Mailbox(NamedTuple):
@@ -97,6 +99,21 @@ class Mailbox(NamedTuple):
             return [self.addr_spec]
         return [*encode_phrase(self.display_name), f"<{self.addr_spec}>"]
 
+    def as_text(self) -> str:
+        """``Name <local@domain>`` as a person writes it, which
+        :func:`parse_address` reads back as this same mailbox.
+
+        ``str()`` gives the header form instead, where a non-ASCII display
+        name is an RFC 2047 encoded word: parsed again, that would be taken
+        literally.
+        """
+        if not self.display_name:
+            return self.addr_spec
+        name = self.display_name
+        if _PLAIN_PHRASE.match(name) is None:
+            name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return f"{name} <{self.addr_spec}>"
+
     def __str__(self) -> str:
         return " ".join(self.header_words())
 
@@ -122,7 +139,7 @@ def parse_address(value: AddressLike) -> Mailbox:
         name, address = value
         if not isinstance(name, str) or not isinstance(address, str):
             raise _fail(value, "a (name, address) pair must hold two strings")
-        local, domain = _split_addr_spec(value, address.strip())
+        local, domain = _split_addr_spec(value, address.strip(" \t"))
         return _mailbox_from_parts(value, name, local, domain, quote=False)
     raise TypeError(
         "An address must be a str, a (name, address) pair or an "

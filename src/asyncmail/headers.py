@@ -111,18 +111,16 @@ def fold(name: str, pieces: Iterable[tuple[str, str]]) -> str:
     """
     lines: list[str] = []
     line = f"{name}:"
+    # Fold only at whitespace, and never right after the field name: a
+    # parser would keep the whitespace that starts the continuation line.
+    after_name = True
     for space, word in pieces:
-        # Fold only at whitespace, and only when the line holds more than the
-        # bare field name (folding right after the colon gains nothing).
-        if (
-            space
-            and len(line) + len(space) + len(word) > SOFT_LIMIT
-            and len(line) > len(name) + 1
-        ):
+        if space and not after_name and len(line) + len(space) + len(word) > SOFT_LIMIT:
             lines.append(line)
             line = space + word
         else:
             line += space + word
+        after_name = False
     lines.append(line)
     return "\r\n".join(lines) + "\r\n"
 
@@ -296,9 +294,15 @@ def format_parameter(name: str, value: str) -> list[str]:
 
     Printable ASCII is sent as a quoted string. Anything else uses RFC 2231
     (``name*=utf-8''...``), split into numbered continuations when long, so
-    every line stays short.
+    every line stays short. So does a value holding "=?": many readers
+    (Python's email package among them) decode RFC 2047 encoded words even
+    inside a quoted parameter, which would change the name.
     """
-    if _TOKEN_OR_QUOTABLE.match(value) is not None and len(value) <= _PARAMETER_ROOM:
+    if (
+        _TOKEN_OR_QUOTABLE.match(value) is not None
+        and len(value) <= _PARAMETER_ROOM
+        and "=?" not in value
+    ):
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return [f'{name}="{escaped}"']
     encoded = quote(value.encode("utf-8"), safe=_ATTRIBUTE_SAFE)

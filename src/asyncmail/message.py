@@ -28,6 +28,7 @@ import email.policy
 import mimetypes
 import os
 import random
+import re
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -122,6 +123,8 @@ _BCC_ERROR = (
 )
 
 _SMTP_POLICY = email.policy.SMTP
+# A folding line break inside a raw header value.
+_FOLD = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")
 _MSGID_CHARS = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
     "!#$%&'*+-/=?^_`{|}~.@<>[]"
@@ -211,7 +214,11 @@ def _encode_text(data: bytes, allow_8bit: bool) -> tuple[str, bytes, bool]:
         if allow_8bit:
             return "8bit", _to_crlf(data), True
     quoted = binascii.b2a_qp(data, istext=True)
-    if len(quoted) <= len(data) * 4 // 3 + len(data) // 38:
+    # Compare the sizes on the wire: CRLF line endings, base64 of the CRLF
+    # text in lines of 76 characters.
+    base64_size = (len(data) + data.count(b"\n") + 2) // 3 * 4
+    base64_size += -(-base64_size // 76) * 2
+    if len(quoted) + quoted.count(b"\n") <= base64_size:
         return "quoted-printable", _to_crlf(quoted), False
     return "base64", _base64_lines(data.replace(b"\n", b"\r\n")), False
 
@@ -325,10 +332,13 @@ def _foreign_bytes(data: bytes, what: str) -> tuple[bytes, bool]:
 
 
 def _check_foreign_headers(part: email.message.Message) -> None:
+    # The raw values, as the generator writes them: items() would hide a CR
+    # or LF stored with set_raw() (the modern policy strips them on access).
+    # A line break followed by whitespace is a fold; any other is injection.
     for sub in part.walk():
-        for name, value in sub.items():
+        for name, value in sub.raw_items():
             check_header_name(name)
-            check_no_line_separators(name, str(value))
+            check_no_line_separators(name, _FOLD.sub("", str(value)))
 
 
 def _mime_part(part: email.message.Message) -> _Part:
@@ -499,12 +509,13 @@ class EmailMessage:
     ) -> email.message.EmailMessage:
         """The message as a stdlib :class:`email.message.EmailMessage`.
 
-        It is parsed from :meth:`as_bytes`, so it is exactly what is sent; as
-        in Django, its line endings are ``\n`` (as_bytes() holds only CRLF, so
-        the conversion is exact).
+        It is parsed from asyncmail's serialisation, so it is exactly what
+        :meth:`as_bytes` gives (unless a subclass overrides this method); as
+        in Django, its line endings are ``\n`` (the serialisation holds only
+        CRLF, so the conversion is exact).
         """
-        data = self.as_bytes().replace(b"\r\n", b"\n")
-        parsed = BytesParser(policy=policy).parsebytes(data)
+        data = self._render(allow_8bit=True).data.replace(b"\r\n", b"\n")
+        parsed = BytesParser(email.message.EmailMessage, policy=policy).parsebytes(data)
         assert isinstance(parsed, email.message.EmailMessage)
         return parsed
 
@@ -551,6 +562,15 @@ class EmailMessage:
         """
         if type(self).message is not EmailMessage.message:
             return self._render_through_message()
+        return self._render(allow_8bit)
+
+    def _render(self, allow_8bit: bool) -> RenderedMessage:
+        """asyncmail's own serialisation, which :meth:`message` parses.
+
+        :meth:`render` calls it unless a subclass overrides :meth:`message`;
+        such an override usually calls ``super().message()``, which must not
+        go back through the override.
+        """
         extra = self._normalised_extra_headers()
         std, message_id, smtputf8 = self._standard_headers(extra)
         root = self._root_part(allow_8bit)
@@ -562,13 +582,20 @@ class EmailMessage:
         return RenderedMessage(data, root.eight_bit, smtputf8, message_id)
 
     def _render_through_message(self) -> RenderedMessage:
-        """Compatibility path for subclasses that override :meth:`message`."""
-        msg = self.message(policy=_SMTP_POLICY.clone(utf8=True))
+        """Compatibility path for subclasses that override :meth:`message`.
+
+        The policy does not allow UTF-8 headers, so non-ASCII text the
+        override adds is RFC 2047 encoded; only a non-ASCII local part (raw
+        in the parsed headers) makes the message need SMTPUTF8.
+        """
+        msg = self.message(policy=_SMTP_POLICY)
         if "bcc" in msg:
             del msg["bcc"]
         _check_foreign_headers(msg)
-        data, eight_bit = _foreign_bytes(msg.as_bytes(), "The message")
-        smtputf8 = not data.partition(b"\r\n\r\n")[0].isascii()
+        data, _ = _foreign_bytes(msg.as_bytes(), "The message")
+        head, _, body = data.partition(b"\r\n\r\n")
+        smtputf8 = not head.isascii()
+        eight_bit = not body.isascii()
         return RenderedMessage(
             data, eight_bit, smtputf8, str(msg.get("Message-ID", ""))
         )
@@ -703,7 +730,9 @@ class EmailMessage:
                 _disposition("attachment", filename),
             )
         if maintype == "message":
-            return self._message_attachment(filename, content, maintype, subtype)
+            return self._message_attachment(
+                filename, content, maintype, subtype, allow_8bit
+            )
         if maintype == "multipart":
             raise ValueError(
                 "multipart/* attachments must be given as an email.message.MIMEPart"
@@ -722,11 +751,17 @@ class EmailMessage:
         )
 
     def _message_attachment(
-        self, filename: str | None, content: Any, maintype: str, subtype: str
+        self,
+        filename: str | None,
+        content: Any,
+        maintype: str,
+        subtype: str,
+        allow_8bit: bool,
     ) -> _Part:
-        # RFC 2046 5.2.1: message/rfc822 is never base64 or quoted-printable.
+        # RFC 2046 5.2.1: message/rfc822 is never base64 or quoted-printable,
+        # so an attached EmailMessage must itself avoid 8bit when we must.
         if isinstance(content, EmailMessage):
-            rendered = content.render()
+            rendered = content.render(allow_8bit=allow_8bit)
             data, eight_bit = rendered.data, rendered.eight_bit
         elif isinstance(content, email.message.Message):
             _check_foreign_headers(content)
@@ -851,7 +886,7 @@ def _header_text(name: str, value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, (Address, tuple)) and name.lower() in _ADDRESS_HEADERS:
-        return str(parse_address(value))
+        return parse_address(value).as_text()
     raise TypeError(
         f"Header {name!r} must be a str, int or datetime, not {type(value).__name__}"
     )

@@ -120,10 +120,13 @@ def _address_list(name: str, value: Any) -> tuple[str, ...]:
     result = []
     for item in value:
         try:
-            mailbox = parse_address(item)
+            # A pair becomes text that parses back to the same mailbox (not
+            # str(mailbox), the RFC 2047 header form).
+            text = item if isinstance(item, str) else parse_address(item).as_text()
+            parse_address(text)
         except (ValueError, TypeError) as exc:
             raise ConfigurationError(f"{name}: {exc}") from None
-        result.append(str(mailbox) if isinstance(item, tuple) else item)
+        result.append(text)
     return tuple(result)
 
 
@@ -222,7 +225,7 @@ def _from_environment(name: str, raw: str) -> Any:
         if not raw.strip():
             return ()
         try:
-            return tuple(str(mailbox) for mailbox in parse_address_list(raw, name))
+            return tuple(mailbox.as_text() for mailbox in parse_address_list(raw, name))
         except ValueError as exc:
             raise ConfigurationError(f"${name}: {exc}") from None
     if validator is _mailers:
@@ -264,6 +267,10 @@ class Settings:
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
+            if name.startswith("_"):
+                # Protocol probes (hasattr(obj, "__wrapped__") in inspect and
+                # doctest, copy, pickle) must see a plain AttributeError.
+                raise AttributeError(name)
             _check_name(name)
         configured: dict[str, Any] = self._configured
         if name in configured:
@@ -274,6 +281,11 @@ class Settings:
         return DEFAULTS[name]
 
     def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"asyncmail.settings is read-only; use asyncmail.configure({name}=...)"
+        )
+
+    def __delattr__(self, name: str) -> None:
         raise AttributeError(
             f"asyncmail.settings is read-only; use asyncmail.configure({name}=...)"
         )
