@@ -88,7 +88,12 @@ class _Handler:
                 data,
                 list(envelope.mail_options),
                 id(session),
-                session.ssl is not None,
+                # STARTTLS sets session.ssl; implicit TLS shows on the transport.
+                session.ssl is not None
+                or (
+                    server.transport is not None
+                    and server.transport.get_extra_info("ssl_object") is not None
+                ),
                 session.auth_data.login.decode()
                 if session.authenticated
                 and isinstance(session.auth_data, LoginPassword)
@@ -242,8 +247,9 @@ class SMTPServer:
             assert self._server is not None
             self._server.close()
             for protocol in list(self._live):
-                if protocol.transport is not None:
-                    protocol.transport.abort()
+                transport = protocol.transport
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.abort()
             current = asyncio.current_task()
             tasks = [task for task in asyncio.all_tasks() if task is not current]
             for task in tasks:

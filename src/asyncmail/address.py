@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import NamedTuple, TypeAlias
 
 from .exceptions import InvalidAddressError
-from .headers import LINE_SEPARATORS, encode_phrase, fold
+from .headers import LINE_SEPARATORS, encode_phrase, first_word_room, fold
 
 __all__ = [
     "AddressLike",
@@ -93,11 +93,12 @@ class Mailbox(NamedTuple):
         """True when the local part is not ASCII (only SMTPUTF8 can carry it)."""
         return not self.local_part.isascii()
 
-    def header_words(self) -> list[str]:
-        """The mailbox as foldable words for an address header."""
+    def header_words(self, first: int = 75) -> list[str]:
+        """The mailbox as foldable words for an address header; the first
+        encoded word (if any) is at most *first* characters."""
         if not self.display_name:
             return [self.addr_spec]
-        return [*encode_phrase(self.display_name), f"<{self.addr_spec}>"]
+        return [*encode_phrase(self.display_name, first), f"<{self.addr_spec}>"]
 
     def as_text(self) -> str:
         """``Name <local@domain>`` as a person writes it, which
@@ -119,7 +120,10 @@ class Mailbox(NamedTuple):
 
 
 def _fail(value: object, reason: str) -> InvalidAddressError:
-    return InvalidAddressError(f"Invalid address {value!r}: {reason}")
+    shown = repr(value)
+    if len(shown) > 200:  # never echo a huge hostile input in full
+        shown = shown[:200] + "..."
+    return InvalidAddressError(f"Invalid address {shown}: {reason}")
 
 
 def parse_address(value: AddressLike) -> Mailbox:
@@ -148,6 +152,11 @@ def parse_address(value: AddressLike) -> Mailbox:
 
 
 def _check_display_name(value: object, name: str) -> None:
+    if len(name) > MAX_ADDRESS_LENGTH:
+        raise InvalidAddressError(
+            f"Invalid address: the display name is longer than "
+            f"{MAX_ADDRESS_LENGTH} characters ({name[:40]!r}...)"
+        )
     for separator in LINE_SEPARATORS:
         if separator in name:
             raise _fail(value, "the display name contains a line break")
@@ -399,7 +408,7 @@ def format_address_header(name: str, mailboxes: list[Mailbox]) -> str:
     pieces: list[tuple[str, str]] = []
     last = len(mailboxes) - 1
     for index, mailbox in enumerate(mailboxes):
-        words = mailbox.header_words()
+        words = mailbox.header_words(first_word_room(name) if index == 0 else 75)
         if index < last:
             words[-1] += ","
         pieces.extend((" ", word) for word in words)

@@ -124,6 +124,10 @@ async def asend_mail(
     mail = EmailMultiAlternatives(subject, message, from_email, recipient_list)
     if html_message:
         mail.attach_alternative(html_message, "text/html")
+    if not mail.recipients():
+        # As Django's send_mail (through EmailMessage.send): nothing to send,
+        # no connection opened, 0 whatever the backend.
+        return 0
     return await backend.send_messages([mail], fail_silently=fail_silently)
 
 

@@ -184,9 +184,8 @@ async def _debug_server(args: argparse.Namespace) -> int:
 
     server = DebugServer(args.host, args.port)
     await server.start()
-    print(
-        f"asyncmail debug server listening on {server.host}:{server.port} (Ctrl-C stops)"
-    )
+    where = f"{server.host}:{server.port}"
+    print(f"asyncmail debug server listening on {where} (Ctrl-C stops)")
     sys.stdout.flush()
     try:
         await server.serve_forever()
@@ -222,4 +221,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigurationError, ValueError, OSError) as exc:
         print(f"asyncmail: {exc}", file=sys.stderr)
         return 2
-

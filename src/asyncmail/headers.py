@@ -28,6 +28,8 @@ __all__ = [
     "check_header_name",
     "check_no_line_separators",
     "encode_phrase",
+    "encode_words",
+    "first_word_room",
     "fold",
     "format_parameter",
     "format_unstructured",
@@ -44,8 +46,9 @@ _SAFE_WORD = re.compile(r"[\x21-\x7e]*\Z")
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")
 _WSP_SPLIT = re.compile(r"([ \t]+)")
 
-#: Longest line we aim for, and the hard limit of RFC 5322 (without CRLF).
-SOFT_LIMIT = 78
+#: Longest line we aim for (RFC 2047 caps lines holding encoded words at 76;
+#: RFC 5322 suggests 78), and the hard limit of RFC 5322 (without CRLF).
+SOFT_LIMIT = 76
 HARD_LIMIT = 998
 
 # Longest plain word kept as is; longer ones are carried in encoded words so
@@ -143,10 +146,15 @@ def format_unstructured(name: str, value: str) -> str:
     ):
         return f"{name}: {value}\r\n" if value else f"{name}:\r\n"
     _check_encodable(name, value)
-    return fold(name, _unstructured_pieces(value))
+    return fold(name, _unstructured_pieces(name, value))
 
 
-def _unstructured_pieces(value: str) -> list[tuple[str, str]]:
+def first_word_room(name: str) -> int:
+    """Room for the first word after ``Name: ``, which cannot be folded away."""
+    return SOFT_LIMIT - len(name) - 2
+
+
+def _unstructured_pieces(name: str, value: str) -> list[tuple[str, str]]:
     parts = _WSP_SPLIT.split(value)
     # parts alternates word, space, word, ...; it starts and ends with a word
     # (possibly empty).
@@ -184,7 +192,8 @@ def _unstructured_pieces(value: str) -> list[tuple[str, str]]:
         text = words[start]
         for position in range(start, index):
             text += spaces[position] + words[position + 1]
-        for number, word in enumerate(encode_words(text)):
+        first = first_word_room(name) if not pieces else _ENCODED_WORD_MAX
+        for number, word in enumerate(encode_words(text, first)):
             pieces.append((pending_space if number == 0 else " ", word))
         pending_space = spaces[index] if index < count - 1 else ""
         index += 1
@@ -201,8 +210,9 @@ def _needs_encoding(word: str) -> bool:
     )
 
 
-def encode_words(text: str) -> list[str]:
-    """Encode *text* as RFC 2047 encoded words of at most 75 characters.
+def encode_words(text: str, first: int = 75) -> list[str]:
+    """Encode *text* as RFC 2047 encoded words of at most 75 characters, the
+    first one at most *first* (to fit the rest of a header's first line).
 
     Chooses Q or B encoding per text, whichever is shorter (with a small bias
     toward the more readable Q), and never splits a character across words.
@@ -210,9 +220,13 @@ def encode_words(text: str) -> list[str]:
     data = text.encode("utf-8")
     q_length = sum(len(_Q_TABLE[byte]) for byte in data)
     b_length = (len(data) + 2) // 3 * 4
+    # A first word too short to carry anything useful keeps the full size.
+    first_room = min(first, _ENCODED_WORD_MAX) - len(_Q_PREFIX) - 2
+    if first_room < 8:
+        first_room = _WORD_ROOM
     if q_length - b_length < 5:
-        return _q_words(text)
-    return _b_words(text)
+        return _q_words(text, first_room)
+    return _b_words(text, first_room // 4 * 3)
 
 
 _Q_PREFIX = "=?utf-8?q?"
@@ -220,13 +234,13 @@ _B_PREFIX = "=?utf-8?b?"
 _WORD_ROOM = _ENCODED_WORD_MAX - len(_Q_PREFIX) - 2
 
 
-def _q_words(text: str) -> list[str]:
+def _q_words(text: str, room: int) -> list[str]:
     words: list[str] = []
     current: list[str] = []
     size = 0
     for char in text:
         encoded = "".join(_Q_TABLE[byte] for byte in char.encode("utf-8"))
-        if size + len(encoded) > _WORD_ROOM and current:
+        if size + len(encoded) > (room if not words else _WORD_ROOM) and current:
             words.append(_Q_PREFIX + "".join(current) + "?=")
             current = []
             size = 0
@@ -241,12 +255,12 @@ def _q_words(text: str) -> list[str]:
 _B_ROOM = _WORD_ROOM // 4 * 3
 
 
-def _b_words(text: str) -> list[str]:
+def _b_words(text: str, room: int) -> list[str]:
     words: list[str] = []
     chunk = bytearray()
     for char in text:
         encoded = char.encode("utf-8")
-        if len(chunk) + len(encoded) > _B_ROOM and chunk:
+        if len(chunk) + len(encoded) > (room if not words else _B_ROOM) and chunk:
             words.append(_B_PREFIX + base64.b64encode(chunk).decode("ascii") + "?=")
             chunk = bytearray()
         chunk += encoded
@@ -262,7 +276,7 @@ _ATOM_PHRASE = re.compile(rf"{_ATOM}(?: {_ATOM})*\Z")
 _QUOTABLE = re.compile(r"[\x20-\x7e]*\Z")
 
 
-def encode_phrase(text: str) -> list[str]:
+def encode_phrase(text: str, first: int = _ENCODED_WORD_MAX) -> list[str]:
     """Render a display name as a list of words to place in an address header.
 
     Plain atoms stay as they are; other printable ASCII becomes one quoted
@@ -280,7 +294,7 @@ def encode_phrase(text: str) -> list[str]:
     ):
         escaped = text.replace("\\", "\\\\").replace('"', '\\"')
         return [f'"{escaped}"']
-    return encode_words(text)
+    return encode_words(text, first)
 
 
 # RFC 2231 attribute-char: what may stand unencoded in an extended value.

@@ -25,8 +25,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self, TextIO
 
 if TYPE_CHECKING:
+    from aiosmtpd.smtp import SMTP as SMTPProtocol  # noqa: N811 - a class
     from aiosmtpd.smtp import Envelope, Session
-    from aiosmtpd.smtp import SMTP as SMTPProtocol
 
 __all__ = ["DebugServer", "ReceivedMessage"]
 

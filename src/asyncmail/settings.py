@@ -52,6 +52,7 @@ DEFAULTS: Mapping[str, Any] = {
     "MAILERS": {},
 }
 
+_ABSENT = object()  # an environment variable that is not set
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
@@ -253,17 +254,25 @@ class Settings:
         object.__setattr__(self, "_configured", {})
         object.__setattr__(self, "_environment", None)
 
-    def _load_environment(self) -> dict[str, Any]:
+    def _from_environment(self, name: str) -> tuple[bool, Any]:
+        """(found, value) of one setting's environment variable.
+
+        Each variable is parsed once, on first use, and on its own: a bad
+        value fails the reads of that setting only, naming the variable.
+        """
         environment: dict[str, Any] | None = self._environment
         if environment is None:
             environment = {}
-            for name in DEFAULTS:
-                raw = os.environ.get(name)
-                if raw is not None:
-                    value = _from_environment(name, raw)
-                    environment[name] = _VALIDATORS[name](f"${name}", value)
             object.__setattr__(self, "_environment", environment)
-        return environment
+        if name not in environment:
+            raw = os.environ.get(name)
+            if raw is None:
+                environment[name] = _ABSENT
+            else:
+                value = _from_environment(name, raw)
+                environment[name] = _VALIDATORS[name](f"${name}", value)
+        value = environment[name]
+        return value is not _ABSENT, value
 
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:
@@ -275,10 +284,8 @@ class Settings:
         configured: dict[str, Any] = self._configured
         if name in configured:
             return configured[name]
-        environment = self._load_environment()
-        if name in environment:
-            return environment[name]
-        return DEFAULTS[name]
+        found, value = self._from_environment(name)
+        return value if found else DEFAULTS[name]
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(
@@ -306,12 +313,20 @@ class Settings:
         for name, value in values.items():
             _check_name(name)
             checked[name] = _VALIDATORS[name](name, value)
-        if checked.get("EMAIL_USE_TLS") and checked.get("EMAIL_USE_SSL"):
-            raise ConfigurationError(
-                "EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive; set one"
-            )
         with self._lock:
+            merged = {**self._configured, **checked}
+            use_tls = merged.get("EMAIL_USE_TLS", self._effective("EMAIL_USE_TLS"))
+            use_ssl = merged.get("EMAIL_USE_SSL", self._effective("EMAIL_USE_SSL"))
+            if use_tls and use_ssl:
+                raise ConfigurationError(
+                    "EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive; set one"
+                )
             self._configured.update(checked)
+
+    def _effective(self, name: str) -> Any:
+        """A setting's value from the environment or the defaults."""
+        found, value = self._from_environment(name)
+        return value if found else DEFAULTS[name]
 
     @contextlib.contextmanager
     def override(self, **values: Any) -> Iterator[None]:

@@ -16,7 +16,8 @@ waits for the result. So blocking calls work
 
 The caller's context variables (e.g. :func:`asyncmail.collect_results`) are
 carried into the call. Interrupting the waiting thread (Ctrl-C) cancels the
-call. The loop shuts down cleanly at interpreter exit.
+call. The loop shuts down cleanly at interpreter exit, closing (QUIT) any
+connection a script opened through a blocking view and never closed.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ import contextlib
 import contextvars
 import os
 import threading
+import weakref
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar
 
+import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from . import api
@@ -57,6 +60,9 @@ __all__ = [
 P = ParamSpec("P")
 T = TypeVar("T")
 
+#: How long shutdown waits for connections left open to close politely.
+CLOSE_TIMEOUT: Final = 5.0
+
 
 class _LibraryLoop:
     """The one event loop thread behind every blocking call (per process)."""
@@ -67,6 +73,9 @@ class _LibraryLoop:
         self._context: AbstractContextManager[BlockingPortal] | None = None
         self._pid = 0
         self._thread_id: int | None = None
+        # Backends opened through a blocking view: their connections live on
+        # this loop, so shutdown closes them rather than leak open transports.
+        self._opened: weakref.WeakSet[BaseEmailBackend] = weakref.WeakSet()
 
     def portal(self) -> BlockingPortal:
         portal = self._portal
@@ -87,10 +96,20 @@ class _LibraryLoop:
             options["use_uvloop"] = True
         context = start_blocking_portal("asyncio", options, name="asyncmail-event-loop")
         portal = context.__enter__()
+        self._opened = weakref.WeakSet()  # after a fork: the parent's, not ours
         self._context = context
         self._portal = portal
         self._pid = os.getpid()
         self._thread_id = portal.call(threading.get_ident)
+
+    def opened(self, backend: BaseEmailBackend) -> None:
+        """Remember a backend opened on this loop, to close it at shutdown."""
+        with self._lock:
+            self._opened.add(backend)
+
+    def closed(self, backend: BaseEmailBackend) -> None:
+        with self._lock:
+            self._opened.discard(backend)
 
     def in_loop_thread(self) -> bool:
         return self._thread_id is not None and threading.get_ident() == self._thread_id
@@ -100,8 +119,12 @@ class _LibraryLoop:
             context, self._context = self._context, None
             portal, self._portal = self._portal, None
             self._thread_id = None
+            left_open, self._opened = list(self._opened), weakref.WeakSet()
             if context is None or portal is None or self._pid != os.getpid():
                 return
+            if left_open:
+                with contextlib.suppress(Exception):
+                    portal.call(_close_all, left_open)
             # Cancel whatever is still running (e.g. a connection a script left
             # open) instead of waiting for it forever, then join the thread.
             with contextlib.suppress(RuntimeError):
@@ -116,9 +139,24 @@ atexit.register(_loop.shutdown)
 def shutdown() -> None:
     """Stop the library's event loop thread (it restarts on the next call).
 
-    Called automatically at interpreter exit.
+    Connections still open through a blocking view are closed first (the
+    backend is closed: a later ``send_messages`` on it opens a new
+    connection). Called automatically at interpreter exit.
     """
     _loop.shutdown()
+
+
+async def _close_all(backends: list[BaseEmailBackend]) -> None:
+    """Close *backends* concurrently, politely but within CLOSE_TIMEOUT."""
+
+    async def close(backend: BaseEmailBackend) -> None:
+        with contextlib.suppress(Exception):
+            await backend.close()
+
+    with anyio.move_on_after(CLOSE_TIMEOUT):
+        async with anyio.create_task_group() as group:
+            for backend in backends:
+                group.start_soon(close, backend)
 
 
 async def _run_in_context(
@@ -179,14 +217,17 @@ class BlockingBackend:
 
     def open(self) -> bool | None:
         """Open the backend's connection (see BaseEmailBackend.open)."""
+        _loop.opened(self.backend)
         return run_blocking(self.backend.open)
 
     def close(self) -> None:
         """Close the backend's connection."""
         run_blocking(self.backend.close)
+        _loop.closed(self.backend)
 
     def open_for_block(self) -> None:
         """Open for a ``with`` block: close again if opening fails."""
+        _loop.opened(self.backend)
         run_blocking(self.backend.__aenter__)
 
     def send_messages(

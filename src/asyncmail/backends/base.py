@@ -59,6 +59,10 @@ class BaseEmailBackend:
     :param fail_silently: when true, failures are recorded in the results
         but not raised.
     :param alias: the mailer name this backend was created for, if any.
+
+    ``open_error`` is the error that made the last :meth:`open` fail
+    silently (None otherwise), so that the results can say why nothing was
+    sent.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class BaseEmailBackend:
         self.fail_silently = fail_silently
         self.alias = alias
         self.state = BackendState.CLOSED
+        self.open_error: MailError | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -156,13 +161,19 @@ class BaseEmailBackend:
         tally = _Tally(keep_all, on_result)
         try:
             opened = await self.open()
-        except MailError as exc:
+        except BaseException as exc:
+            # As in __aenter__: a backend that failed to open is closed again,
+            # so that a half-open one is not taken for open next time.
+            with anyio.CancelScope(shield=True):
+                await self.close()
+            if not isinstance(exc, MailError):
+                raise
             opened = None
             await tally.fail_all(first, source, exc)
         else:
             if opened is None:
                 # open() failed silently: nothing can be sent; say why.
-                error = MailError("the backend could not be opened")
+                error = self.open_error or MailError("the backend could not be opened")
                 await tally.fail_all(first, source, error)
         if opened is not None:
             try:
@@ -214,10 +225,13 @@ def accepted_result(
 def failed_result(
     message: EmailMessage, error: MailError, outcome: Outcome
 ) -> MessageResult:
-    """A result in which every recipient got *outcome* because of *error*."""
+    """A result in which every recipient got *outcome* because of *error*
+    (with the server's reply code, when a reply caused it)."""
     text = str(error)
+    code = getattr(error, "code", None)
+    enhanced = getattr(error, "enhanced_status", None)
     recipients = {
-        key: RecipientResult(key, outcome, text=text)
+        key: RecipientResult(key, outcome, code, enhanced, text)
         for key in _recipient_keys(message)
     }
     return MessageResult(message, recipients, error=error)
@@ -265,11 +279,7 @@ class _Tally:
         error: MailError,
     ) -> None:
         """Nothing could be sent: every message fails with *error*."""
-        outcome = (
-            Outcome.TEMPORARY
-            if isinstance(error, ConnectionError)
-            else Outcome.PERMANENT
-        )
+        outcome = _open_failure_outcome(error)
         async for message in _prepend(first, rest):
             if message.recipients():
                 self.publish(failed_result(message, error, outcome))
@@ -283,6 +293,16 @@ class _Tally:
             error.sent = self.sent
             raise error
         return self.sent
+
+
+def _open_failure_outcome(error: MailError) -> Outcome:
+    """Connecting failed: temporary when retrying later may succeed (lost or
+    refused connections and timeouts, unless the server answered 5xx)."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        code = getattr(error, "code", None)
+        if not (isinstance(code, int) and code >= 500):
+            return Outcome.TEMPORARY
+    return Outcome.PERMANENT
 
 
 async def _aiter(messages: MessageSource) -> AsyncIterator[EmailMessage]:

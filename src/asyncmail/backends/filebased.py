@@ -1,8 +1,8 @@
 """A backend that appends messages to a file: one file per backend instance.
 
-The file is ``<file_path>/<timestamp>-<id>.log``, created on first open under
-``file_path`` (or the EMAIL_FILE_PATH setting); the directory is created if
-missing. A path that exists but is not a directory, or that cannot be
+The file is ``<file_path>/<timestamp>-<random hex>.log``, created on first
+open under ``file_path`` (or the EMAIL_FILE_PATH setting); the directory is
+created if missing. A path that exists but is not a directory, or that cannot be
 written, is a :class:`~asyncmail.exceptions.ConfigurationError` that says so.
 Writes go through aiofiles, off the event loop.
 """
@@ -10,6 +10,7 @@ Writes go through aiofiles, off the event loop.
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,7 +77,9 @@ class EmailBackend(ConsoleBackend):
                 f"EMAIL_FILE_PATH {str(directory)!r} is not writable"
             )
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        return directory / f"{stamp}-{abs(id(self))}.log"
+        # Not id(self), as Django does: ids are reused once an object is
+        # freed, and two backends would then share one file.
+        return directory / f"{stamp}-{uuid.uuid4().hex}.log"
 
     async def deliver(self, message: EmailMessage) -> MessageResult:
         from .base import accepted_result

@@ -593,6 +593,7 @@ def map_error(exc: BaseException, where: str = "") -> MailError:
             f"{prefix}authentication failed: {exc.code} {exc.message}",
             code=exc.code,
             text=exc.message,
+            enhanced_status=Reply(exc.code, exc.message).enhanced_status,
         )
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
         return SMTPTimeoutError(f"{prefix}timed out ({exc or 'deadline reached'})")
@@ -601,6 +602,7 @@ def map_error(exc: BaseException, where: str = "") -> MailError:
             f"{prefix}the server refused the connection: {exc.code} {exc.message}",
             code=exc.code,
             text=exc.message,
+            enhanced_status=Reply(exc.code, exc.message).enhanced_status,
         )
     if isinstance(
         exc, (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected)
@@ -611,6 +613,7 @@ def map_error(exc: BaseException, where: str = "") -> MailError:
             f"{prefix}unexpected reply: {exc.code} {exc.message}",
             code=exc.code,
             text=exc.message,
+            enhanced_status=Reply(exc.code, exc.message).enhanced_status,
         )
     if isinstance(exc, OSError):
         return SMTPConnectError(f"{prefix}{exc.strerror or exc}")
@@ -739,13 +742,16 @@ class EmailBackend(BaseEmailBackend):
             deadline = None if self.timeout is None else 5 * self.timeout
         self.deadline = deadline
         self._validate()
-        self.limits = PoolLimits(
-            max_connections=max_connections,
-            max_messages=max_messages_per_connection,
-            max_lifetime=max_connection_lifetime,
-            idle_timeout=idle_timeout,
-        )
-        self.rate_limiter = RateLimiter(rate_limit) if rate_limit else None
+        try:
+            self.limits = PoolLimits(
+                max_connections=max_connections,
+                max_messages=max_messages_per_connection,
+                max_lifetime=max_connection_lifetime,
+                idle_timeout=idle_timeout,
+            )
+            self.rate_limiter = RateLimiter(rate_limit) if rate_limit else None
+        except ValueError as exc:  # a bad option, as the others are
+            raise ConfigurationError(str(exc)) from exc
         self._pool: ConnectionPool[SMTPConnection] | None = None
         self._tls_context: ssl.SSLContext | None = None
 
@@ -780,6 +786,8 @@ class EmailBackend(BaseEmailBackend):
             raise ConfigurationError("timeout must be positive or None")
         if self.retries < 0:
             raise ConfigurationError("retries must be 0 or more")
+        if self.deadline is not None and self.deadline <= 0:
+            raise ConfigurationError("deadline must be positive or None")
 
     def __repr__(self) -> str:
         return (
