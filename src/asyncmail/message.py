@@ -542,6 +542,11 @@ class EmailMessage:
             return 0
         from .api import connection_for_call
 
+        if using is not None and self.connection is not None:
+            raise TypeError(
+                "using= cannot be combined with a message's connection; "
+                "give one or the other"
+            )
         backend = connection_for_call(self.connection, using, None, None)
         return await backend.send_messages([self], fail_silently=fail_silently)
 

@@ -20,7 +20,9 @@ also override ``send_messages`` wholesale, as Django backends do.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -169,20 +171,51 @@ class BaseEmailBackend:
             if not isinstance(exc, MailError):
                 raise
             opened = None
-            await tally.fail_all(first, source, exc)
+            await tally.fail_all(tally.number(_prepend(first, source)), exc)
         else:
             if opened is None:
                 # open() failed silently: nothing can be sent; say why.
                 error = self.open_error or MailError("the backend could not be opened")
-                await tally.fail_all(first, source, error)
+                await tally.fail_all(tally.number(_prepend(first, source)), error)
         if opened is not None:
             try:
-                await self.dispatch(_prepend(first, source), tally.publish)
+                await self.dispatch(
+                    tally.number(_prepend(first, source)), tally.publish
+                )
             finally:
                 if opened:
                     with anyio.CancelScope(shield=True):
                         await self.close()
         return tally.finish(silent)
+
+    @contextlib.asynccontextmanager
+    async def stream_results(
+        self, email_messages: MessageSource
+    ) -> AsyncIterator[AsyncIterator[MessageResult]]:
+        """Send messages in the background and iterate their results as each
+        completes (for progress bars, or to log results as they come)::
+
+            async with backend.stream_results(messages) as results:
+                async for result in results:
+                    print(result.status, result.message_id)
+
+        Failures are in the results, never raised (as with fail_silently);
+        leaving the block early cancels the sending that is still under way.
+        """
+        send, receive = anyio.create_memory_object_stream[MessageResult](math.inf)
+
+        async def run() -> None:
+            async with send:
+                await self.send_messages(
+                    email_messages, fail_silently=True, on_result=send.send_nowait
+                )
+
+        async with anyio.create_task_group() as group, receive:
+            group.start_soon(run)
+            try:
+                yield receive
+            finally:
+                group.cancel_scope.cancel()
 
     async def dispatch(
         self,
@@ -252,35 +285,64 @@ def _recipient_keys(message: EmailMessage) -> list[str]:
 
 
 class _Tally:
-    """Counts, records and remembers results for one send_messages call."""
+    """Counts, records and remembers results for one send_messages call.
+
+    Messages are numbered as they are taken from the source, so that the
+    error raised is that of the first failed message *in the order given*
+    and ``exc.results`` follows that order, however concurrently they were
+    sent.
+    """
 
     def __init__(self, keep_all: bool, callback: ResultCallback | None) -> None:
         self.keep_all = keep_all
         self.callback = callback
-        self.results: list[MessageResult] = []
+        self.results: list[tuple[int, MessageResult]] = []
         self.sent = 0
-        self.first_error: MailError | None = None
+        self.first_error: tuple[int, MailError] | None = None
+        self._positions: dict[int, list[int]] = {}
+        self._taken = 0
+
+    async def number(
+        self, messages: AsyncIterator[EmailMessage]
+    ) -> AsyncIterator[EmailMessage]:
+        """Pass *messages* through, remembering each one's position."""
+        async for message in messages:
+            self._positions.setdefault(id(message), []).append(self._taken)
+            self._taken += 1
+            yield message
+
+    def _position(self, result: MessageResult) -> int:
+        positions = self._positions.get(id(result.message))
+        if not positions:
+            return self._taken
+        position = positions.pop(0)
+        if not positions:
+            del self._positions[id(result.message)]
+        return position
 
     def publish(self, result: MessageResult) -> None:
+        position = self._position(result)
         if result.sent:
             self.sent += 1
-        if not result.ok and self.first_error is None:
-            self.first_error = result.error or MailError("message not delivered")
+        if not result.ok and (
+            self.first_error is None or position < self.first_error[0]
+        ):
+            self.first_error = (
+                position,
+                result.error or MailError("message not delivered"),
+            )
         # A generator of a million messages must not pile up here: keep every
         # result only for lists; otherwise keep the failures.
         if self.keep_all or not result.ok:
-            self.results.append(result)
+            self.results.append((position, result))
         record(result, self.callback)
 
     async def fail_all(
-        self,
-        first: EmailMessage,
-        rest: AsyncIterator[EmailMessage],
-        error: MailError,
+        self, messages: AsyncIterator[EmailMessage], error: MailError
     ) -> None:
         """Nothing could be sent: every message fails with *error*."""
         outcome = _open_failure_outcome(error)
-        async for message in _prepend(first, rest):
+        async for message in messages:
             if message.recipients():
                 self.publish(failed_result(message, error, outcome))
             else:
@@ -288,11 +350,17 @@ class _Tally:
 
     def finish(self, silent: bool) -> int:
         if self.first_error is not None and not silent:
-            error = self.first_error
-            error.results = tuple(self.results)
+            error = self.first_error[1]
+            error.results = tuple(
+                result for _, result in sorted(self.results, key=_first)
+            )
             error.sent = self.sent
             raise error
         return self.sent
+
+
+def _first(item: tuple[int, MessageResult]) -> int:
+    return item[0]
 
 
 def _open_failure_outcome(error: MailError) -> Outcome:

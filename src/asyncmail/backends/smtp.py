@@ -295,6 +295,10 @@ class _Transaction:
     reply: str = ""
     reusable: bool = True
     end_written: bool = False
+    settled: bool = False  # every recipient has its outcome
+
+
+_REFUSED: Final = (Outcome.TEMPORARY, Outcome.PERMANENT)
 
 
 def _refusal(address: str, reply: Reply) -> RecipientResult:
@@ -392,7 +396,8 @@ class SMTPConnection:
         except (SMTPError, OSError, TimeoutError) as exc:
             result.reusable = False
             self.stream.transport.abort()
-            _settle_failure(result, recipients, map_error(exc))
+            if not result.settled:
+                _settle_failure(result, recipients, map_error(exc))
         except BaseException:
             # Cancelled (or worse) mid-exchange: the session state is unknown.
             self.stream.transport.abort()
@@ -430,12 +435,19 @@ class SMTPConnection:
             wire = "\r\n".join([*commands, "DATA"]) + "\r\n"
             stream.send(wire.encode(encoding), len(commands) + 1)
             for _ in range(len(commands) + 1):
-                replies.append(await stream.read())
+                try:
+                    replies.append(await stream.read())
+                except SMTPConnectError:
+                    if not replies or replies[-1].code != 421:
+                        raise
+                    break  # "421 closing": keep what the server said
+            if isinstance(stream.error, SMTPResponseError):
+                raise stream.error  # e.g. more replies than commands: out of step
         else:
             for command in commands:
                 stream.send(f"{command}\r\n".encode(encoding), 1)
                 replies.append(await stream.read())
-                if not 200 <= replies[0].code < 300:
+                if not 200 <= replies[0].code < 300 or replies[-1].code == 421:
                     break
             if replies[0].code < 300 and any(200 <= r.code < 300 for r in replies[1:]):
                 stream.send(b"DATA\r\n", 1)
@@ -446,11 +458,22 @@ class SMTPConnection:
         data_reply = (
             replies[1 + len(recipients)] if len(replies) > len(recipients) + 1 else None
         )
-        if mail_reply.code == 354 or any(r.code == 354 for r in rcpt_replies):
+        if any(
+            not 200 <= r.code < 600 or 300 <= r.code < 400
+            for r in (mail_reply, *rcpt_replies)
+        ) or (
+            data_reply is not None
+            and data_reply.code != 354
+            and not 400 <= data_reply.code < 600
+        ):
+            # A 354 to MAIL/RCPT, a 250 to DATA...: an unsolicited reply shifted
+            # the others; none of them can be trusted.
             raise SMTPResponseError(
-                "Replies out of step with commands (354 to MAIL/RCPT)"
+                "Replies out of step with commands: "
+                + ", ".join(str(r.code) for r in replies)
             )
-        if any(r.code == 421 for r in replies):
+        closing = next((r for r in replies if r.code == 421), None)
+        if closing is not None:
             result.reusable = False
 
         if not 200 <= mail_reply.code < 300:
@@ -468,9 +491,13 @@ class SMTPConnection:
                     continue
                 result.recipients[address] = _refusal(address, reply)
             for address in recipients[len(rcpt_replies) :]:
-                # Not sent (a sequential session stopped early).
-                result.recipients[address] = RecipientResult(
-                    address, Outcome.TEMPORARY, text="not attempted"
+                # No reply (the session stopped early, or closed with 421).
+                result.recipients[address] = (
+                    _refusal(address, closing)
+                    if closing is not None
+                    else RecipientResult(
+                        address, Outcome.TEMPORARY, text="not attempted"
+                    )
                 )
         accepted = [a for a in recipients if a not in result.recipients]
 
@@ -485,6 +512,10 @@ class SMTPConnection:
                 await self._send_data(result, data)
                 timer.reschedule(self._deadline(deadline))
                 final = await stream.read()
+                if not 200 <= final.code < 300 and not 400 <= final.code < 600:
+                    raise SMTPResponseError(
+                        f"Unexpected reply to the end of data: {final}"
+                    )
                 result.reply = str(final)
                 if final.code == 421:
                     result.reusable = False
@@ -510,7 +541,7 @@ class SMTPConnection:
                     accepted = []
         elif accepted:
             # DATA refused (or never sent): nobody got the message.
-            reply = data_reply or Reply(503, "DATA not sent")
+            reply = data_reply or closing or Reply(503, "DATA not sent")
             for address in accepted:
                 result.recipients[address] = _refusal(address, reply)
             result.error = MessageRefusedError(
@@ -528,6 +559,7 @@ class SMTPConnection:
                 f"<{first.address}>: {first.code} {first.text}",
                 refused=refused,
             )
+        result.settled = True
         if refused and result.reusable:
             # Leave the session clean for the next message.
             stream.send(b"RSET\r\n", 1)
@@ -754,6 +786,9 @@ class EmailBackend(BaseEmailBackend):
             raise ConfigurationError(str(exc)) from exc
         self._pool: ConnectionPool[SMTPConnection] | None = None
         self._tls_context: ssl.SSLContext | None = None
+        # Set when a message spent all its retries failing to connect; the
+        # rest of that send_messages call then fails fast (no new attempts).
+        self._unreachable: MailError | None = None
 
     def _validate(self) -> None:
         if self.use_tls and self.use_ssl:
@@ -893,14 +928,30 @@ class EmailBackend(BaseEmailBackend):
         if self._pool is not None:
             return False
         pool = self._get_pool()
-        try:
-            entry = await pool.acquire()
-        except MailError as exc:
-            self._pool = None
-            self.open_error = exc
-            if self.fail_silently:
-                return None
-            raise
+        loop = asyncio.get_running_loop()
+        deadline = None if self.deadline is None else loop.time() + self.deadline
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                entry = await pool.acquire()
+                break
+            except MailError as exc:
+                # A transient failure (421 greeting, silence, a dropped
+                # connection) is retried like a message would be.
+                delay = self._backoff(attempt)
+                if (
+                    _is_transient(exc)
+                    and attempt <= self.retries
+                    and (deadline is None or loop.time() + delay < deadline)
+                ):
+                    await asyncio.sleep(delay)
+                    continue
+                self._pool = None
+                self.open_error = exc
+                if self.fail_silently:
+                    return None
+                raise
         self.open_error = None
         await pool.release(entry, reusable=True)
         await super().open()
@@ -939,6 +990,12 @@ class EmailBackend(BaseEmailBackend):
             )
         return prepared.seven_bit, False
 
+    def _backoff(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number *attempt* (from 1):
+        exponential, capped, with jitter so that retries spread out."""
+        delay = min(self.retry_backoff * 2.0 ** (attempt - 1), self.retry_backoff_max)
+        return delay * random.uniform(0.5, 1.0)
+
     async def deliver(self, message: EmailMessage) -> MessageResult:
         prepared = self._prepare(message)  # BadHeaderError etc.: nothing on the wire
         loop = asyncio.get_running_loop()
@@ -952,18 +1009,22 @@ class EmailBackend(BaseEmailBackend):
             attempt += 1
             if self.rate_limiter is not None:
                 await self.rate_limiter.acquire()
-            step_error, step_reply = await self._attempt(
+            step_error, step_reply, connected = await self._attempt(
                 prepared, pending, outcome, deadline
             )
-            error = step_error
+            if not isinstance(error, DeliveryUnknownError):
+                error = step_error or error  # a later success keeps what failed
             reply = step_reply or reply
             # Only what failed transiently is tried again (never what is
             # unknown: it may have been delivered).
             retry = [a for a in pending if outcome[a].outcome is Outcome.TEMPORARY]
             if not retry or attempt > self.retries:
+                if not connected and error is not None:
+                    # This message spent its retries failing to connect: the
+                    # server is down; the rest of the batch fails fast.
+                    self._unreachable = error
                 break
-            delay = min(self.retry_backoff * 2 ** (attempt - 1), self.retry_backoff_max)
-            delay *= random.uniform(0.5, 1.0)  # jitter: spread retries out
+            delay = self._backoff(attempt)
             if deadline is not None and loop.time() + delay >= deadline:
                 break
             await asyncio.sleep(delay)
@@ -971,6 +1032,16 @@ class EmailBackend(BaseEmailBackend):
         ordered = {address: outcome[address] for address in prepared.recipients}
         if all(result.accepted for result in ordered.values()):
             error = None
+        elif isinstance(error, RecipientsRefusedError):
+            # Across attempts: the recipients refused in the end, not the last try's.
+            refused = {a: r for a, r in ordered.items() if r.outcome in _REFUSED}
+            if refused:
+                first = next(iter(refused.values()))
+                error = RecipientsRefusedError(
+                    f"{len(refused)} of {len(ordered)} recipient(s) refused, "
+                    f"first <{first.address}>: {first.code} {first.text}",
+                    refused=refused,
+                )
         return MessageResult(
             message,
             ordered,
@@ -986,19 +1057,23 @@ class EmailBackend(BaseEmailBackend):
         recipients: list[str],
         outcome: dict[str, RecipientResult],
         deadline: float | None,
-    ) -> tuple[MailError | None, str]:
-        """One try at *recipients*; fills *outcome*; returns (error, reply)."""
+    ) -> tuple[MailError | None, str, bool]:
+        """One try at *recipients*; fills *outcome*; returns (error, reply,
+        whether a connection was had)."""
         pool = self._get_pool()
         try:
             if deadline is not None and asyncio.get_running_loop().time() >= deadline:
                 raise SMTPTimeoutError(
                     "The message's deadline passed before it was sent"
                 )
+            if self._unreachable is not None and not pool.idle:
+                raise self._unreachable
             entry: Pooled[SMTPConnection] = await pool.acquire()
         except MailError as exc:
             kind = Outcome.TEMPORARY if _is_transient(exc) else Outcome.PERMANENT
             _fail_recipients(outcome, recipients, exc, kind)
-            return exc, ""
+            return exc, "", False
+        self._unreachable = None
         reusable = False
         try:
             connection = entry.connection
@@ -1021,7 +1096,7 @@ class EmailBackend(BaseEmailBackend):
                 # Refused before a byte was written: the connection is fine.
                 reusable = True
                 _fail_recipients(outcome, recipients, problem, Outcome.PERMANENT)
-                return problem, ""
+                return problem, "", True
             transaction = await connection.transaction(
                 prepared.sender,
                 recipients,
@@ -1033,7 +1108,7 @@ class EmailBackend(BaseEmailBackend):
             entry.messages += 1
             reusable = transaction.reusable
             outcome.update(transaction.recipients)
-            return transaction.error, transaction.reply
+            return transaction.error, transaction.reply, True
         finally:
             await pool.release(entry, reusable=reusable)
 
@@ -1048,6 +1123,7 @@ class EmailBackend(BaseEmailBackend):
         or endless iterator is never materialised, and a slow relay slows the
         producer); one worker per connection slot sends from it.
         """
+        self._unreachable = None
         workers = self.limits.max_connections
         if workers == 1:
             await super().dispatch(messages, publish)
