@@ -38,6 +38,7 @@ from .message import (
     EmailAttachment,
     EmailMessage,
     EmailMultiAlternatives,
+    RawMessage,
     make_msgid,
 )
 from .results import (
@@ -71,6 +72,7 @@ __all__ = [
     "MessageResult",
     "MessageStatus",
     "Outcome",
+    "RawMessage",
     "RecipientResult",
     "RecipientsRefusedError",
     "SMTPAuthenticationError",

@@ -30,7 +30,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.parser import BytesParser
@@ -64,6 +64,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ATTACHMENT_MIME_TYPE",
+    "STREAM_THRESHOLD",
+    "Base64Payload",
     "EmailAlternative",
     "EmailAttachment",
     "EmailMessage",
@@ -75,7 +77,9 @@ __all__ = [
 #: MIME type of attachments whose type is not given and cannot be guessed.
 DEFAULT_ATTACHMENT_MIME_TYPE = "application/octet-stream"
 
-AttachmentContent: TypeAlias = "str | bytes | EmailMessage | email.message.Message"
+AttachmentContent: TypeAlias = (
+    "str | bytes | memoryview | Path | EmailMessage | email.message.Message"
+)
 
 
 class EmailAlternative(NamedTuple):
@@ -162,7 +166,8 @@ def make_msgid(idstring: str | None = None, domain: str | None = None) -> str:
     if idstring:
         left += f".{idstring}"
     msgid = f"<{left}@{domain or get_fqdn()}>"
-    _check_msgid_text("Message-ID", msgid)
+    if idstring or domain:  # the rest is built from trusted parts
+        _check_msgid_text("Message-ID", msgid)
     return msgid
 
 
@@ -223,7 +228,7 @@ def _encode_text(data: bytes, allow_8bit: bool) -> tuple[str, bytes, bool]:
     return "base64", _base64_lines(data.replace(b"\n", b"\r\n")), False
 
 
-def _base64_lines(data: bytes) -> bytes:
+def _base64_lines(data: bytes | memoryview) -> bytes:
     """Base64 in lines of 76 characters, each ending in CRLF."""
     encoded = binascii.b2a_base64(data, newline=False)
     if len(encoded) <= 76:
@@ -236,11 +241,94 @@ def _base64_lines(data: bytes) -> bytes:
     )
 
 
+#: Binary contents larger than this are base64-encoded block by block while
+#: they are sent, instead of all at once in memory.
+STREAM_THRESHOLD = 1 << 20
+
+
+class Base64Payload:
+    """A binary body that is base64-encoded block by block as it is written.
+
+    The source is bytes (kept as a memoryview, never copied) or a file path
+    (read in blocks when the message is sent, so a large file never sits in
+    memory). Blocks are whole base64 lines, so they concatenate to exactly
+    what :func:`_base64_lines` gives for the whole source.
+    """
+
+    BLOCK = 57 * 4096  # raw octets per block: 4096 lines of 76 characters
+
+    __slots__ = ("size", "source")
+
+    def __init__(self, source: bytes | memoryview | Path) -> None:
+        self.source = source
+        self.size = source.stat().st_size if isinstance(source, Path) else len(source)
+
+    @property
+    def encoded_size(self) -> int:
+        """Octets on the wire: base64 characters plus a CRLF per line."""
+        characters = (self.size + 2) // 3 * 4
+        return characters + 2 * max(1, -(-characters // 76))
+
+    def blocks(self) -> Iterator[bytes]:
+        """The encoded body, block by block (reading the file if any)."""
+        if isinstance(self.source, Path):
+            with self.source.open("rb") as file:
+                yield from self._encode(iter(lambda: file.read(self.BLOCK), b""))
+        else:
+            view = memoryview(self.source)
+            yield from self._encode(
+                view[start : start + self.BLOCK]
+                for start in range(0, len(view), self.BLOCK)
+            )
+
+    async def ablocks(self) -> AsyncIterator[bytes]:
+        """The encoded body, block by block, reading a file off the event loop."""
+        if not isinstance(self.source, Path):
+            for block in self.blocks():
+                yield block
+            return
+        import aiofiles
+
+        async with aiofiles.open(self.source, "rb") as file:
+            total = 0
+            while raw := await file.read(self.BLOCK):
+                total += len(raw)
+                yield _base64_lines(raw)
+        self._check_size(total)
+        if total == 0:
+            yield b"\r\n"
+
+    def _encode(self, raw_blocks: Iterable[bytes | memoryview]) -> Iterator[bytes]:
+        total = 0
+        for raw in raw_blocks:
+            total += len(raw)
+            yield _base64_lines(raw)
+        self._check_size(total)
+        if total == 0:
+            yield b"\r\n"
+
+    def _check_size(self, total: int) -> None:
+        if total != self.size:
+            what = self.source if isinstance(self.source, Path) else "the content"
+            raise ValueError(
+                f"{what} changed size since it was attached "
+                f"({self.size} octets then, {total} now)"
+            )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Base64Payload, (self.source,))
+
+
+#: A body: bytes, or for large binary contents a sequence mixing bytes with
+#: payloads encoded while they are sent.
+Body: TypeAlias = "bytes | tuple[bytes | Base64Payload, ...]"
+
+
 class _Part(NamedTuple):
-    """A rendered MIME entity: header lines (str, CRLF-ended) and body bytes."""
+    """A rendered MIME entity: header lines (str, CRLF-ended) and its body."""
 
     headers: str
-    body: bytes
+    body: Body
     eight_bit: bool
 
 
@@ -263,22 +351,29 @@ def _text_part(
     return _Part(headers, body, eight_bit)
 
 
-def _binary_part(data: bytes, mimetype: str, extra: str = "") -> _Part:
+def _binary_part(
+    data: bytes | memoryview | Path, mimetype: str, extra: str = ""
+) -> _Part:
     headers = (
         f"Content-Type: {mimetype}\r\nContent-Transfer-Encoding: base64\r\n{extra}"
     )
+    if isinstance(data, Path) or len(data) > STREAM_THRESHOLD:
+        return _Part(headers, (Base64Payload(data),), False)
     return _Part(headers, _base64_lines(data), False)
 
 
 def _multipart(subtype: str, parts: Sequence[_Part]) -> _Part:
     boundary = f"==={random.getrandbits(128):032x}==="
     delimiter = f"--{boundary}\r\n".encode("ascii")
-    chunks: list[bytes] = []
+    chunks: list[bytes | Base64Payload] = []
     for part in parts:
         chunks.append(delimiter)
         chunks.append(part.headers.encode("utf-8"))
         chunks.append(b"\r\n")
-        chunks.append(part.body)
+        if isinstance(part.body, bytes):
+            chunks.append(part.body)
+        else:
+            chunks.extend(part.body)
         # The CRLF before a delimiter belongs to the delimiter, so one more
         # keeps the part's own final line break.
         chunks.append(b"\r\n")
@@ -287,7 +382,28 @@ def _multipart(subtype: str, parts: Sequence[_Part]) -> _Part:
         "Content-Type",
         [(" ", f"multipart/{subtype};"), (" ", f'boundary="{boundary}"')],
     )
-    return _Part(headers, b"".join(chunks), any(part.eight_bit for part in parts))
+    eight_bit = any(part.eight_bit for part in parts)
+    return _Part(headers, _join(chunks), eight_bit)
+
+
+def _join(chunks: Sequence[bytes | Base64Payload]) -> Body:
+    """Bytes when every chunk is bytes; else the chunks with runs of bytes
+    joined (payloads stay lazy)."""
+    if all(isinstance(chunk, bytes) for chunk in chunks):
+        return b"".join(chunks)  # type: ignore[arg-type]
+    merged: list[bytes | Base64Payload] = []
+    run: list[bytes] = []
+    for chunk in chunks:
+        if isinstance(chunk, bytes):
+            run.append(chunk)
+            continue
+        if run:
+            merged.append(b"".join(run))
+            run = []
+        merged.append(chunk)
+    if run:
+        merged.append(b"".join(run))
+    return tuple(merged)
 
 
 def _disposition(kind: str, filename: str | None) -> str:
@@ -361,19 +477,69 @@ def _mime_part(part: email.message.Message) -> _Part:
     return _Part(headers, body, eight_bit)
 
 
-class RenderedMessage(NamedTuple):
+class RenderedMessage:
     """A message serialised for sending.
 
-    ``data`` is the whole message, CRLF line endings, not yet dot-stuffed.
+    ``chunks`` is the whole message, CRLF line endings, not yet dot-stuffed:
+    bytes, and for large binary attachments :class:`Base64Payload` objects
+    that are encoded while they are sent (``data`` joins everything, reading
+    and encoding those too). Every chunk starts at the beginning of a line.
     ``eight_bit`` says a body part uses 8bit transfer encoding (the server
     must offer 8BITMIME, else asyncmail renders again without it);
     ``smtputf8`` says an address needs SMTPUTF8.
     """
 
-    data: bytes
-    eight_bit: bool
-    smtputf8: bool
-    message_id: str
+    __slots__ = ("chunks", "eight_bit", "message_id", "smtputf8")
+
+    def __init__(
+        self,
+        chunks: tuple[bytes | Base64Payload, ...],
+        eight_bit: bool,
+        smtputf8: bool,
+        message_id: str,
+    ) -> None:
+        self.chunks = chunks
+        self.eight_bit = eight_bit
+        self.smtputf8 = smtputf8
+        self.message_id = message_id
+
+    @property
+    def streamed(self) -> bool:
+        """True when part of the message is encoded only as it is sent."""
+        return len(self.chunks) != 1 or not isinstance(self.chunks[0], bytes)
+
+    @property
+    def size(self) -> int:
+        """The message's size in octets (before dot-stuffing)."""
+        return sum(
+            len(chunk) if isinstance(chunk, bytes) else chunk.encoded_size
+            for chunk in self.chunks
+        )
+
+    @property
+    def data(self) -> bytes:
+        """The whole message as bytes (large payloads encoded now)."""
+        if not self.streamed:
+            return self.chunks[0]  # type: ignore[return-value]
+        return b"".join(
+            chunk if isinstance(chunk, bytes) else b"".join(chunk.blocks())
+            for chunk in self.chunks
+        )
+
+
+def _guess_mimetype(filename: str | None, mimetype: str | None) -> str:
+    return (
+        mimetype
+        or (mimetypes.guess_type(filename)[0] if filename else None)
+        or DEFAULT_ATTACHMENT_MIME_TYPE
+    )
+
+
+def _streamable(mimetype: str) -> bool:
+    """Whether a file of this type can be sent from disk as it is read:
+    binary types are base64-encoded block by block; text and messages are
+    decoded and checked first."""
+    return mimetype.split("/", 1)[0].lower() not in ("text", "message")
 
 
 def _text_content(content: str | bytes) -> str | None:
@@ -468,11 +634,7 @@ class EmailMessage:
             raise TypeError(
                 f"Attachment filenames must be str, not {type(filename).__name__}"
             )
-        mimetype = (
-            mimetype
-            or (mimetypes.guess_type(filename)[0] if filename else None)
-            or DEFAULT_ATTACHMENT_MIME_TYPE
-        )
+        mimetype = _guess_mimetype(filename, mimetype)
         maintype, _ = _check_mimetype(mimetype)
         if maintype == "text" and isinstance(content, bytes):
             text = _text_content(content)
@@ -485,21 +647,35 @@ class EmailMessage:
     def attach_file(
         self, path: str | os.PathLike[str], mimetype: str | None = None
     ) -> None:
-        """Attach a file from the filesystem (read now, blocking).
+        """Attach a file from the filesystem (blocking).
 
-        In async code prefer :meth:`aattach_file`, which reads off the event
-        loop.
+        The file is read now, as in Django, except a binary file larger than
+        STREAM_THRESHOLD (1 MiB): that one is attached by reference (its
+        ``Path`` becomes the content) and streamed from disk when the message
+        is sent, so it never sits in memory whole. In async code prefer
+        :meth:`aattach_file`, which does its I/O off the event loop.
         """
         path = Path(path)
-        self.attach(path.name, path.read_bytes(), mimetype)
+        mimetype = _guess_mimetype(path.name, mimetype)
+        if _streamable(mimetype) and path.stat().st_size > STREAM_THRESHOLD:
+            self.attach(path.name, path, mimetype)
+        else:
+            self.attach(path.name, path.read_bytes(), mimetype)
 
     async def aattach_file(
         self, path: str | os.PathLike[str], mimetype: str | None = None
     ) -> None:
-        """Attach a file from the filesystem, reading it with aiofiles."""
+        """Attach a file from the filesystem, as :meth:`attach_file` does,
+        reading it with aiofiles (large binary files are streamed at send)."""
         import aiofiles
+        import aiofiles.os
 
         path = Path(path)
+        mimetype = _guess_mimetype(path.name, mimetype)
+        size = (await aiofiles.os.stat(path)).st_size
+        if _streamable(mimetype) and size > STREAM_THRESHOLD:
+            self.attach(path.name, path, mimetype)
+            return
         async with aiofiles.open(path, "rb") as file:
             content = await file.read()
         self.attach(path.name, content, mimetype)
@@ -583,8 +759,11 @@ class EmailMessage:
             head = "MIME-Version: 1.0\r\n" + root.headers + std
         else:
             head = root.headers + "MIME-Version: 1.0\r\n" + std
-        data = b"".join((head.encode("utf-8"), b"\r\n", root.body))
-        return RenderedMessage(data, root.eight_bit, smtputf8, message_id)
+        top = head.encode("utf-8") + b"\r\n"
+        body = root.body
+        chunks = (top + body,) if isinstance(body, bytes) else _join((top, *body))
+        assert isinstance(chunks, tuple)
+        return RenderedMessage(chunks, root.eight_bit, smtputf8, message_id)
 
     def _render_through_message(self) -> RenderedMessage:
         """Compatibility path for subclasses that override :meth:`message`.
@@ -602,7 +781,7 @@ class EmailMessage:
         smtputf8 = not head.isascii()
         eight_bit = not body.isascii()
         return RenderedMessage(
-            data, eight_bit, smtputf8, str(msg.get("Message-ID", ""))
+            (data,), eight_bit, smtputf8, str(msg.get("Message-ID", ""))
         )
 
     def _normalised_extra_headers(self) -> dict[str, tuple[str, Any]]:
@@ -714,6 +893,8 @@ class EmailMessage:
             return _mime_part(attachment)
         filename, content, mimetype = attachment
         maintype, subtype = _check_mimetype(mimetype)
+        if isinstance(content, Path) and not _streamable(mimetype):
+            content = content.read_bytes()  # text is decoded, messages checked
         if maintype == "text":
             text = _text_content(content) if isinstance(content, (str, bytes)) else None
             if text is None and isinstance(content, (bytes, bytearray, memoryview)):
@@ -744,13 +925,15 @@ class EmailMessage:
             )
         if isinstance(content, str):
             content = content.encode(self._charset())
-        if not isinstance(content, (bytes, bytearray, memoryview)):
+        elif isinstance(content, bytearray):
+            content = bytes(content)  # a snapshot: the caller may change it
+        if not isinstance(content, (bytes, memoryview, Path)):
             raise TypeError(
-                f"Content of a {mimetype} attachment must be bytes, "
+                f"Content of a {mimetype} attachment must be bytes or a Path, "
                 f"not {type(content).__name__}"
             )
         return _binary_part(
-            bytes(content),
+            content,
             f"{maintype}/{subtype}",
             _disposition("attachment", filename),
         )
@@ -895,3 +1078,61 @@ def _header_text(name: str, value: Any) -> str:
     raise TypeError(
         f"Header {name!r} must be a str, int or datetime, not {type(value).__name__}"
     )
+
+
+_BCC_LINE = re.compile(rb"(?:^|\r\n)(?:bcc|resent-bcc)[ \t]*:", re.IGNORECASE)
+_MESSAGE_ID_LINE = re.compile(
+    rb"(?:^|\r\n)message-id[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
+)
+
+
+class RawMessage(EmailMessage):
+    """A message that is already serialised, sent exactly as given.
+
+    For messages built elsewhere, queued as bytes, or signed (DKIM) so that
+    they must not change. *data* is the whole message, headers and body;
+    *from_email* and *to* (plus *bcc*) are the SMTP envelope only: nothing is
+    added to the headers. Line endings become CRLF; a line over 998 octets,
+    a NUL or a ``Bcc`` header is an error (nothing Bcc'd may leak).
+    """
+
+    def __init__(
+        self,
+        data: bytes,
+        from_email: AddressLike | None = None,
+        to: Iterable[AddressLike] | None = None,
+        *,
+        bcc: Iterable[AddressLike] | None = None,
+        connection: BaseEmailBackend | None = None,
+    ) -> None:
+        super().__init__(from_email=from_email, to=to, bcc=bcc, connection=connection)
+        if not isinstance(data, bytes):
+            raise TypeError(f"RawMessage data must be bytes, not {type(data).__name__}")
+        self.data = data
+
+    def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
+        data, _ = _foreign_bytes(self.data, "The raw message")
+        head, _, body = data.partition(b"\r\n\r\n")
+        if _BCC_LINE.search(head) is not None:
+            raise BadHeaderError(
+                "A raw message must not carry a Bcc header; give Bcc recipients "
+                "with bcc= (they go in the envelope only)",
+                header="Bcc",
+            )
+        eight_bit = not body.isascii()
+        if eight_bit and not allow_8bit:
+            raise ValueError(
+                "The raw message has 8-bit content and cannot be re-encoded "
+                "for a server without 8BITMIME"
+            )
+        match = _MESSAGE_ID_LINE.search(head)
+        message_id = match.group(1).decode("ascii", "replace").strip() if match else ""
+        return RenderedMessage((data,), eight_bit, not head.isascii(), message_id)
+
+    def message(
+        self, *, policy: email.policy.Policy = email.policy.default
+    ) -> email.message.EmailMessage:
+        data = self.render().data.replace(b"\r\n", b"\n")
+        parsed = BytesParser(email.message.EmailMessage, policy=policy).parsebytes(data)
+        assert isinstance(parsed, email.message.EmailMessage)
+        return parsed

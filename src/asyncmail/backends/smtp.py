@@ -47,7 +47,6 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 import aiosmtplib
 import anyio
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectReceiveStream
 
 from ..address import envelope_address
 from ..dnsname import aget_fqdn
@@ -58,6 +57,7 @@ from ..exceptions import (
     MailError,
     MessageRefusedError,
     RecipientsRefusedError,
+    SendError,
     SMTPAuthenticationError,
     SMTPConnectError,
     SMTPError,
@@ -66,6 +66,7 @@ from ..exceptions import (
     SMTPTimeoutError,
     TLSError,
 )
+from ..message import Base64Payload, RenderedMessage
 from ..pool import ConnectionPool, Pooled, PoolLimits
 from ..ratelimit import RateLimiter
 from ..results import MessageResult, Outcome, RecipientResult, ResultCallback
@@ -73,7 +74,7 @@ from ..settings import settings
 from .base import BaseEmailBackend
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage, RenderedMessage
+    from ..message import EmailMessage
 
 __all__ = ["EmailBackend", "SMTPConnection"]
 
@@ -125,84 +126,142 @@ class _ReplyStream(asyncio.Protocol):
     """The connection's protocol once aiosmtplib has set up the session.
 
     Commands are written straight to the transport; replies are parsed as
-    they arrive and queued. ``expect(n)`` announces how many replies the
-    commands just written will produce: data beyond that is unsolicited and
-    breaks the connection, as does a malformed or overlong reply.
+    they arrive and queued. ``send(data, n)`` announces how many replies the
+    data will produce: anything beyond that is unsolicited and breaks the
+    connection, as does a malformed or overlong reply.
+
+    Time limits use one timer per connection, armed lazily: moving the
+    deadline later costs an attribute write, and the timer re-arms itself
+    when it fires early (instead of one timer per command or per phase).
     """
 
-    def __init__(self, transport: asyncio.WriteTransport) -> None:
+    def __init__(
+        self, transport: asyncio.WriteTransport, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.transport = transport
-        self._buffer = bytearray()
+        self.loop = loop
+        self._partial = b""
         self._lines: list[bytes] = []
         self._replies: deque[Reply] = deque()
         self._expected = 0
         self._waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.error: SMTPError | None = None
 
     @property
     def broken(self) -> bool:
         return self.error is not None or self.transport.is_closing()
 
+    # -- time limits ----------------------------------------------------------------
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """Fail the waits from now on at loop time *deadline* (None: never)."""
+        self._deadline = deadline
+        if deadline is None:
+            return
+        timer = self._timer
+        if timer is None or timer.when() > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if self.loop.time() < deadline:  # moved later meanwhile: wait again
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+            return
+        if self._waiter is not None or self._drain_waiter is not None:
+            self._fail(SMTPTimeoutError("Timed out waiting for the server"))
+            if self._drain_waiter is not None and not self._drain_waiter.done():
+                self._drain_waiter.set_result(None)
+
+    def _check_deadline(self) -> None:
+        """Before waiting: fail if the deadline passed, else make sure the
+        timer will wake the wait (it disarms when it fires with no waiter)."""
+        deadline = self._deadline
+        if deadline is None:
+            return
+        if self.loop.time() >= deadline:
+            self._fail(SMTPTimeoutError("Timed out waiting for the server"))
+        elif self._timer is None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
     # -- asyncio callbacks -------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         if self.error is not None:
             return
-        if self._expected == 0:
+        if not self._expected:
             self._fail(
-                SMTPResponseError(
-                    f"Unsolicited data from the server: {bytes(data[:80])!r}"
-                )
+                SMTPResponseError(f"Unsolicited data from the server: {data[:80]!r}")
             )
             return
-        self._buffer += data
         try:
-            self._parse()
+            self._parse(self._partial + data if self._partial else data)
         except SMTPError as exc:
             self._fail(exc)
+            return
+        waiter = self._waiter
+        if waiter is not None and not waiter.done() and self._replies:
+            waiter.set_result(None)
 
-    def _parse(self) -> None:
-        buffer = self._buffer
-        start = 0
-        while self._expected:
-            end = buffer.find(b"\n", start)
-            if end == -1:
-                break
-            line = bytes(buffer[start:end]).rstrip(b"\r")
-            start = end + 1
+    def _parse(self, data: bytes) -> None:
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # after the last line break: incomplete
+        if len(self._partial) > MAX_REPLY_LINE:
+            raise SMTPResponseError("The server sent an overlong reply line")
+        for raw in lines:
+            if not self._expected:
+                raise SMTPResponseError("The server sent more replies than commands")
+            line = raw[:-1] if raw.endswith(b"\r") else raw
             if len(line) > MAX_REPLY_LINE:
                 raise SMTPResponseError("The server sent an overlong reply line")
+            code = line[:3]
+            separator = line[3:4]
             if (
-                len(line) < 3
-                or not line[:3].isdigit()
-                or line[3:4] not in (b"", b" ", b"-")
+                not code.isdigit()
+                or len(code) < 3
+                or separator not in (b" ", b"-", b"")
             ):
                 raise SMTPResponseError(
                     f"Malformed reply from the server: {line[:80]!r}"
                 )
-            if self._lines and line[:3] != self._lines[0][:3]:
+            pending = self._lines
+            if pending and code != pending[0][:3]:
                 raise SMTPResponseError("Reply lines with different codes")
-            self._lines.append(line)
-            if len(self._lines) > MAX_REPLY_LINES:
-                raise SMTPResponseError("The server sent an endless multi-line reply")
-            if line[3:4] != b"-":
-                lines, self._lines = self._lines, []
-                text = "\n".join(item[4:].decode("utf-8", "replace") for item in lines)
-                self._replies.append(Reply(int(line[:3]), text))
-                self._expected -= 1
-        del buffer[:start]
-        if len(buffer) > MAX_BUFFER:
-            raise SMTPResponseError("The server sent an overlong reply")
-        if not self._expected and (buffer or self._lines):
+            if separator == b"-":
+                pending.append(line)
+                if len(pending) > MAX_REPLY_LINES:
+                    raise SMTPResponseError(
+                        "The server sent an endless multi-line reply"
+                    )
+                continue
+            if pending:
+                pending.append(line)
+                text = "\n".join(
+                    item[4:].decode("utf-8", "replace") for item in pending
+                )
+                self._lines = []
+            else:
+                text = line[4:].decode("utf-8", "replace")
+            self._replies.append(Reply(int(code), text))
+            self._expected -= 1
+        if not self._expected and self._partial:
             raise SMTPResponseError("The server sent more replies than commands")
-        self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(SMTPConnectError(f"Connection lost{f': {exc}' if exc else ''}"))
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def eof_received(self) -> bool:
         self._fail(SMTPConnectError("The server closed the connection"))
@@ -219,9 +278,6 @@ class _ReplyStream(asyncio.Protocol):
     def _fail(self, error: SMTPError) -> None:
         if self.error is None:
             self.error = error
-        self._wake()
-
-    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -238,22 +294,31 @@ class _ReplyStream(asyncio.Protocol):
     async def drain(self) -> None:
         """Wait until the transport's write buffer has room again."""
         while self._paused and not self.broken:
-            self._drain_waiter = asyncio.get_running_loop().create_future()
-            await self._drain_waiter
+            self._check_deadline()
+            if self.error is not None:
+                break
+            self._drain_waiter = self.loop.create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
         if self.error is not None:
             raise self.error
 
     async def read(self) -> Reply:
-        """The next reply, waiting for it if needed."""
-        while not self._replies:
+        """The next reply, waiting for it (until the deadline) if needed."""
+        replies = self._replies
+        while not replies:
+            if self.error is None:
+                self._check_deadline()
             if self.error is not None:
                 raise self.error
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = self.loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._replies.popleft()
+        return replies.popleft()
 
 
 def _check_command(command: str) -> None:
@@ -266,6 +331,12 @@ def _check_command(command: str) -> None:
 def dot_stuff(data: bytes) -> bytes:
     """The message as the DATA phase sends it: CRLF line endings only, every
     line starting with "." doubled, and the end-of-data line appended."""
+    return _stuff_lines(data) + b".\r\n"
+
+
+def _stuff_lines(data: bytes) -> bytes:
+    """CRLF line endings only and leading dots doubled; *data* starts at the
+    beginning of a line, and the result ends with CRLF."""
     if data.count(b"\r\n") != data.count(b"\n") or data.count(b"\r") != data.count(
         b"\n"
     ):
@@ -279,7 +350,34 @@ def dot_stuff(data: bytes) -> bytes:
     data = data.replace(b"\r\n.", b"\r\n..")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return data + b".\r\n"
+    return data
+
+
+#: What a transaction writes after DATA: bytes ready for the wire (stuffed,
+#: with the end-of-data line), or for messages with streamed attachments the
+#: chunks (bytes already stuffed, payloads encoded as they are written).
+WirePayload = bytes | tuple[bytes | Base64Payload, ...]
+
+
+def wire_payload(rendered: RenderedMessage) -> WirePayload:
+    """The DATA-phase form of a rendered message."""
+    if not rendered.streamed:
+        return dot_stuff(rendered.data)
+    # Every chunk starts a line, and base64 blocks never start with ".".
+    return tuple(
+        _stuff_lines(chunk) if isinstance(chunk, bytes) else chunk
+        for chunk in rendered.chunks
+    )
+
+
+def payload_size(payload: WirePayload) -> int:
+    """Octets the payload puts on the wire."""
+    if isinstance(payload, bytes):
+        return len(payload)
+    return 3 + sum(
+        len(chunk) if isinstance(chunk, bytes) else chunk.encoded_size
+        for chunk in payload
+    )
 
 
 @dataclass(slots=True)
@@ -312,7 +410,12 @@ def _settle_failure(
 ) -> None:
     """Decide the recipients a failed exchange left open: unknown once the end
     of data was written (maybe delivered), else temporary (safe to retry)."""
-    outcome = Outcome.UNKNOWN if result.end_written else Outcome.TEMPORARY
+    if result.end_written:
+        outcome = Outcome.UNKNOWN
+    elif isinstance(error, SMTPError):
+        outcome = Outcome.TEMPORARY  # the session failed: safe to retry
+    else:
+        outcome = Outcome.PERMANENT  # our side (e.g. an unreadable attachment)
     for address in recipients:
         if address not in result.recipients:
             result.recipients[address] = RecipientResult(
@@ -325,6 +428,17 @@ def _settle_failure(
         )
     else:
         result.error = error
+
+
+async def _aiter_blocks(
+    blocks: list[bytes] | AsyncIterator[bytes],
+) -> AsyncIterator[bytes]:
+    if isinstance(blocks, list):
+        for block in blocks:
+            yield block
+    else:
+        async for block in blocks:
+            yield block
 
 
 class SMTPConnection:
@@ -346,7 +460,7 @@ class SMTPConnection:
         self.size_limit = (
             int(size) if size.strip().isdigit() and int(size) > 0 else None
         )
-        self.stream = _ReplyStream(transport)
+        self.stream = _ReplyStream(transport, asyncio.get_running_loop())
         leftover = client.protocol._buffer if client.protocol is not None else b""
         transport.set_protocol(self.stream)
         if leftover:
@@ -357,18 +471,18 @@ class SMTPConnection:
         return not self.stream.broken
 
     def _deadline(self, limit: float | None) -> float | None:
-        """The loop time by which the next phase must finish."""
-        loop_now = asyncio.get_running_loop().time()
-        candidates = [limit] if limit is not None else []
-        if self.timeout is not None:
-            candidates.append(loop_now + self.timeout)
-        return min(candidates) if candidates else None
+        """The loop time by which the next phase must finish: one timeout from
+        now, but never after *limit* (the message's overall deadline)."""
+        if self.timeout is None:
+            return limit
+        phase = self.stream.loop.time() + self.timeout
+        return phase if limit is None or phase < limit else limit
 
     async def transaction(
         self,
         sender: str,
         recipients: list[str],
-        data: bytes,
+        data: WirePayload,
         *,
         eight_bit: bool,
         smtputf8: bool,
@@ -381,19 +495,18 @@ class SMTPConnection:
         returned :class:`_Transaction` (cancellation propagates).
         """
         result = _Transaction()
+        self.stream.set_deadline(self._deadline(deadline))
         try:
-            async with asyncio.timeout_at(self._deadline(deadline)) as timer:
-                await self._exchange(
-                    result,
-                    sender,
-                    recipients,
-                    data,
-                    eight_bit=eight_bit,
-                    smtputf8=smtputf8,
-                    deadline=deadline,
-                    timer=timer,
-                )
-        except (SMTPError, OSError, TimeoutError) as exc:
+            await self._exchange(
+                result,
+                sender,
+                recipients,
+                data,
+                eight_bit=eight_bit,
+                smtputf8=smtputf8,
+                deadline=deadline,
+            )
+        except (MailError, OSError, TimeoutError) as exc:
             result.reusable = False
             self.stream.transport.abort()
             if not result.settled:
@@ -409,17 +522,16 @@ class SMTPConnection:
         result: _Transaction,
         sender: str,
         recipients: list[str],
-        data: bytes,
+        data: WirePayload,
         *,
         eight_bit: bool,
         smtputf8: bool,
         deadline: float | None,
-        timer: asyncio.Timeout,
     ) -> None:
         stream = self.stream
         params = ""
         if self.size_limit is not None:
-            params += f" SIZE={len(data)}"
+            params += f" SIZE={payload_size(data)}"
         if eight_bit:
             params += " BODY=8BITMIME"
         if smtputf8:
@@ -502,15 +614,15 @@ class SMTPConnection:
         accepted = [a for a in recipients if a not in result.recipients]
 
         if data_reply is not None and data_reply.code == 354:
-            timer.reschedule(self._deadline(deadline))
+            stream.set_deadline(self._deadline(deadline))
             if not accepted:
                 # RFC 2920: DATA accepted although every RCPT failed; end it
                 # with an empty message, which the server must reject.
                 stream.send(b".\r\n", 1)
                 await stream.read()
             else:
-                await self._send_data(result, data)
-                timer.reschedule(self._deadline(deadline))
+                await self._send_data(result, data, deadline)
+                stream.set_deadline(self._deadline(deadline))
                 final = await stream.read()
                 if not 200 <= final.code < 300 and not 400 <= final.code < 600:
                     raise SMTPResponseError(
@@ -567,20 +679,38 @@ class SMTPConnection:
             if not 200 <= reset.code < 300:
                 result.reusable = False
 
-    async def _send_data(self, result: _Transaction, data: bytes) -> None:
-        # From the moment the end of data is handed over, a lost connection
-        # leaves the outcome unknown.
+    async def _send_data(
+        self, result: _Transaction, data: WirePayload, deadline: float | None
+    ) -> None:
+        stream = self.stream
+        if isinstance(data, bytes):
+            # From the moment the end of data is handed over, a lost
+            # connection leaves the outcome unknown.
+            result.end_written = True
+            stream.send(data, 1)
+            await stream.drain()
+            return
+        try:
+            for chunk in data:
+                blocks = [chunk] if isinstance(chunk, bytes) else chunk.ablocks()
+                async for block in _aiter_blocks(blocks):
+                    stream.send(block, 0)
+                    await stream.drain()
+                    stream.set_deadline(self._deadline(deadline))  # progress
+        except (OSError, ValueError) as exc:
+            # The attachment could not be read (or changed while sent): the
+            # message cannot be completed; the session is abandoned mid-data.
+            raise SendError(f"An attachment could not be read: {exc}") from exc
         result.end_written = True
-        self.stream.send(data, 1)
-        await self.stream.drain()
+        stream.send(b".\r\n", 1)
 
     async def noop(self) -> bool:
         """A NOOP round trip: True when the server answered 250."""
         try:
-            async with asyncio.timeout(self.timeout):
-                self.stream.send(b"NOOP\r\n", 1)
-                reply = await self.stream.read()
-        except (SMTPError, OSError, TimeoutError):
+            self.stream.set_deadline(self._deadline(None))
+            self.stream.send(b"NOOP\r\n", 1)
+            reply = await self.stream.read()
+        except (SMTPError, OSError):
             return False
         return 200 <= reply.code < 300
 
@@ -690,8 +820,8 @@ class _Prepared:
     sender: str
     recipients: list[str]
     rendered: RenderedMessage
-    data: bytes  # dot-stuffed
-    seven_bit: bytes | None = None  # re-rendered without 8bit, when needed
+    data: WirePayload
+    seven_bit: WirePayload | None = None  # re-rendered without 8bit, if needed
 
 
 class EmailBackend(BaseEmailBackend):
@@ -714,6 +844,7 @@ class EmailBackend(BaseEmailBackend):
     :param max_messages_per_connection: retire a connection after this many.
     :param max_connection_lifetime: retire a connection after this many seconds.
     :param idle_timeout: close a connection idle this long (seconds).
+    :param probe_after: probe (NOOP) a connection idle this long before reuse.
     :param rate_limit: at most this many messages a second (all connections).
     :param retries: extra attempts for transient failures (default 2).
     :param retry_backoff: first backoff in seconds, doubled each retry, with
@@ -741,6 +872,7 @@ class EmailBackend(BaseEmailBackend):
         max_messages_per_connection: int | None = None,
         max_connection_lifetime: float | None = None,
         idle_timeout: float | None = 60.0,
+        probe_after: float | None = 10.0,
         rate_limit: float | None = None,
         retries: int = 2,
         retry_backoff: float = 0.5,
@@ -967,27 +1099,23 @@ class EmailBackend(BaseEmailBackend):
     # -- sending -------------------------------------------------------------------
 
     def _prepare(self, message: EmailMessage) -> _Prepared:
-        from .base import _recipient_keys  # the same keys as other results
-
         sender = envelope_address(message.from_email)
-        recipients = _recipient_keys(message)
+        recipients: list[str] = []
         for address in message.recipients():
-            envelope_address(address)  # raises for an invalid recipient
+            key = envelope_address(address)  # raises for an invalid recipient
+            if key not in recipients:
+                recipients.append(key)
         rendered = message.render()
-        return _Prepared(
-            message, sender, recipients, rendered, dot_stuff(rendered.data)
-        )
+        return _Prepared(message, sender, recipients, rendered, wire_payload(rendered))
 
     def _payload(
         self, prepared: _Prepared, connection: SMTPConnection
-    ) -> tuple[bytes, bool]:
-        """The bytes for this connection: 8bit only where the server takes it."""
+    ) -> tuple[WirePayload, bool]:
+        """The payload for this connection: 8bit only where the server takes it."""
         if not prepared.rendered.eight_bit or connection.eight_bit_mime:
             return prepared.data, prepared.rendered.eight_bit
         if prepared.seven_bit is None:
-            prepared.seven_bit = dot_stuff(
-                prepared.message.render(allow_8bit=False).data
-            )
+            prepared.seven_bit = wire_payload(prepared.message.render(allow_8bit=False))
         return prepared.seven_bit, False
 
     def _backoff(self, attempt: int) -> float:
@@ -1086,11 +1214,12 @@ class EmailBackend(BaseEmailBackend):
                     "server does not support it"
                 )
             elif (
-                connection.size_limit is not None and len(data) > connection.size_limit
+                connection.size_limit is not None
+                and (size := payload_size(data)) > connection.size_limit
             ):
                 problem = MessageRefusedError(
-                    f"The message ({len(data)} octets) exceeds the server's size "
-                    f"limit ({connection.size_limit} octets)"
+                    f"The message ({size} octets) exceeds the server's "
+                    f"size limit ({connection.size_limit} octets)"
                 )
             if problem is not None:
                 # Refused before a byte was written: the connection is fine.
@@ -1119,32 +1248,29 @@ class EmailBackend(BaseEmailBackend):
     ) -> None:
         """Send over up to ``max_connections`` connections at once.
 
-        A single producer reads the messages into a small buffer (so a huge
-        or endless iterator is never materialised, and a slow relay slows the
-        producer); one worker per connection slot sends from it.
+        One worker per connection slot takes the next message only when it is
+        free, so a huge or endless iterator is never materialised and a slow
+        relay slows the producer (backpressure). The lock only matters for
+        async sources (an async generator must not be entered twice).
         """
         self._unreachable = None
         workers = self.limits.max_connections
         if workers == 1:
             await super().dispatch(messages, publish)
             return
-        send, receive = anyio.create_memory_object_stream["EmailMessage"](workers * 2)
+        lock = asyncio.Lock()
 
-        async def produce() -> None:
-            async with send:
-                async for message in messages:
-                    await send.send(message)
-
-        async def work(stream: MemoryObjectReceiveStream[EmailMessage]) -> None:
-            async with stream:
-                async for message in stream:
-                    publish(await self.deliver_or_fail(message))
+        async def work() -> None:
+            while True:
+                async with lock:
+                    message = await anext(messages, None)
+                if message is None:
+                    return
+                publish(await self.deliver_or_fail(message))
 
         async with anyio.create_task_group() as group:
-            group.start_soon(produce)
-            async with receive:
-                for _ in range(workers):
-                    group.start_soon(work, receive.clone())
+            for _ in range(workers):
+                group.start_soon(work)
 
 
 def _fail_recipients(
