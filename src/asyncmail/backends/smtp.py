@@ -912,6 +912,7 @@ class EmailBackend(BaseEmailBackend):
                 max_messages=max_messages_per_connection,
                 max_lifetime=max_connection_lifetime,
                 idle_timeout=idle_timeout,
+                probe_after=probe_after,
             )
             self.rate_limiter = RateLimiter(rate_limit) if rate_limit else None
         except ValueError as exc:  # a bad option, as the others are
