@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import sys
 
 import nox
 
@@ -73,8 +74,39 @@ def docs(session: nox.Session) -> None:
     )
 
 
+def _side_venv(session: nox.Session, python: str, name: str, *packages: str) -> str:
+    """A virtualenv of its own for a reference contender (its dependencies
+    must not mix with asyncmail's); returns its interpreter."""
+    path = os.path.join(session.create_tmp(), name)
+    if not os.path.exists(os.path.join(path, "bin", "python")):
+        session.run(python, "-m", "venv", path, external=True)
+    session.run(
+        os.path.join(path, "bin", "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        *packages,
+        external=True,
+    )
+    return os.path.join(path, "bin", "python")
+
+
 @nox.session(python=PYTHONS[:1])
 def bench(session: nox.Session) -> None:
-    """The benchmarks (BENCHMARKS.md): ratios against references, same run."""
+    """The benchmarks (BENCHMARKS.md): ratios against references, same run.
+
+    Needs root for Postfix's smtp-sink/smtp-source (installed by the run if
+    missing) and gcc for the relay sink. Extra arguments go to run.py, e.g.
+    ``nox -s bench -- --scenario loopback --rounds 5``.
+    """
     session.install(".[bench]")
-    session.run("python", "benchmarks/run.py", *session.posargs)
+    args = []
+    py312 = shutil.which("python3.12")
+    if py312:
+        args += ["--py312", _side_venv(session, py312, "django6", "django>=6,<7")]
+    args += [
+        "--fastapi-mail-python",
+        _side_venv(session, sys.executable, "fastapi-mail", "fastapi-mail"),
+    ]
+    session.run("python", "benchmarks/run.py", *args, *session.posargs)

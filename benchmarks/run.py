@@ -57,6 +57,7 @@ HERE = Path(__file__).resolve().parent
 CONTENDERS = HERE / "contenders"
 SCENARIOS = ("loopback", "relay", "build", "memory", "blocking")
 
+
 # ---------------------------------------------------------------------------
 # asyncmail contenders: REGISTER THEM HERE.
 #
@@ -67,8 +68,92 @@ SCENARIOS = ("loopback", "relay", "build", "memory", "blocking")
 #   --host --port --count --connections N --loop {asyncio,uvloop}
 # Give them the same table names as the references ("loopback", "relay",
 # "build: <shape>", "memory", "blocking") so they land in the same tables.
-# Intentionally empty until asyncmail's contenders exist: no placeholders.
-ASYNCMAIL_CONTENDERS: list[Callable[[argparse.Namespace, str], list[Contender]]] = []
+def asyncmail_contenders(args: argparse.Namespace, python: str) -> list[Contender]:
+    """asyncmail's rows for every scenario, beside the references."""
+    loops = ("asyncio", "uvloop")
+    out: list[Contender] = []
+    for scenario in ("loopback", "relay"):
+        for n in (1, 10, 50):
+            count = (
+                args.count
+                if scenario == "loopback"
+                else min(args.count, args.relay_per_conn * n)
+            )
+            for loop in loops:
+                argv = (python, script("asyncmail_send.py"), "--connections", str(n))
+                out.append(
+                    Contender(
+                        f"asyncmail, {n} conn, {loop}",
+                        (*argv, "--loop", loop),
+                        scenario,
+                        THROUGHPUT,
+                        count,
+                        scenario,
+                    )
+                )
+                if scenario == "loopback" and n == 10:
+                    out.append(
+                        Contender(
+                            f"asyncmail, {n} conn, {loop}, prebuilt bytes",
+                            (*argv, "--loop", loop, "--prebuilt"),
+                            scenario,
+                            THROUGHPUT,
+                            count,
+                            scenario,
+                        )
+                    )
+    for shape in SHAPES:
+        n = (
+            args.build_count
+            if shape != "attachment"
+            else max(args.build_count // 10, 50)
+        )
+        out.append(
+            Contender(
+                "asyncmail",
+                (python, script("asyncmail_build.py"), "--shape", shape),
+                f"build: {shape}",
+                BUILD_RATE,
+                n,
+            )
+        )
+    size = ("--size", str(args.attachment_mb * 1024 * 1024))
+    for source in ("bytes", "file"):
+        out.append(
+            Contender(
+                f"asyncmail, from {source}",
+                (python, script("asyncmail_memory.py"), "--source", source, *size),
+                "memory",
+                RSS_GROWTH,
+                1,
+                "loopback",
+            )
+        )
+    for backend in ("locmem", "dummy"):
+        for mode in ("blocking", "async"):
+            label = "send_mail" if mode == "blocking" else "asend_mail (awaited)"
+            out.append(
+                Contender(
+                    f"asyncmail {label}, {backend}",
+                    (
+                        python,
+                        script("asyncmail_blocking.py"),
+                        "--backend",
+                        backend,
+                        "--mode",
+                        mode,
+                    ),
+                    "blocking",
+                    PER_CALL,
+                    args.blocking_count,
+                )
+            )
+    return out
+
+
+ASYNCMAIL_CONTENDERS: list[Callable[[argparse.Namespace, str], list[Contender]]] = [
+    asyncmail_contenders
+]
 # ---------------------------------------------------------------------------
 
 
@@ -294,6 +379,90 @@ def references(py: Interpreters) -> dict[str, str]:
     return refs
 
 
+def check_targets(measured: list[Measured], py: Interpreters) -> None:
+    """The goals of issue #4, each a ratio of medians from this run."""
+
+    def median(table_name: str, name: str) -> float | None:
+        for m in measured:
+            if m.contender.table == table_name and m.contender.name == name:
+                return m.median()
+        return None
+
+    dj = f"django {py.reference_django}"
+    mib = 1024
+    rows: list[tuple[str, float | None, float | None, str]] = []
+
+    def ratio(label: str, a: tuple[str, str], b: tuple[str, str], goal: float) -> None:
+        top, bottom = median(*a), median(*b)
+        value = top / bottom if top is not None and bottom else None
+        rows.append((label, value, goal, ">="))
+
+    for loop in ("asyncio", "uvloop"):
+        mine = ("loopback", f"asyncmail, 10 conn, {loop}")
+        ratio(
+            f"loopback 10 conn {loop} vs Django 1 conn",
+            mine,
+            ("loopback", f"{dj}, 1 conn"),
+            4,
+        )
+        ratio(
+            f"loopback 10 conn {loop} vs aiosmtplib 10 conn {loop}",
+            mine,
+            ("loopback", f"aiosmtplib, 10 conn, {loop}"),
+            2.5,
+        )
+        ratio(
+            f"loopback 10 conn {loop}, prebuilt vs smtp-source 10 sess",
+            ("loopback", f"asyncmail, 10 conn, {loop}, prebuilt bytes"),
+            ("loopback", "smtp-source (C), 10 sess"),
+            0.5,
+        )
+        ratio(
+            f"relay 50 conn {loop} vs Django 1 conn",
+            ("relay", f"asyncmail, 50 conn, {loop}"),
+            ("relay", f"{dj}, 1 conn"),
+            30,
+        )
+        ratio(
+            f"relay 50 conn {loop} vs smtp-source 50 sess",
+            ("relay", f"asyncmail, 50 conn, {loop}"),
+            ("relay", "smtp-source (C), 50 sess"),
+            0.8,
+        )
+    for shape in SHAPES:
+        ratio(
+            f"build {shape} vs {dj}",
+            (f"build: {shape}", "asyncmail"),
+            (f"build: {shape}", dj),
+            1,
+        )
+    for source, limit in (("bytes", 2.5 * 50 * mib), ("file", 64 * mib)):
+        growth = median("memory", f"asyncmail, from {source}")
+        rows.append(
+            (
+                f"memory growth from {source} (MiB)",
+                growth / mib if growth else None,
+                limit / mib,
+                "<=",
+            )
+        )
+    for backend in ("locmem", "dummy"):
+        blocking = median("blocking", f"asyncmail send_mail, {backend}")
+        awaited = median("blocking", f"asyncmail asend_mail (awaited), {backend}")
+        overhead = blocking - awaited if blocking and awaited else None
+        rows.append((f"blocking-call overhead, {backend} (us)", overhead, 1000, "<="))
+
+    print("\n## Targets (issue #4): ratios of medians from this run")
+    print(f"| {'target':<58} | {'measured':>9} | {'goal':>8} | ok |")
+    print(f"|{'-' * 60}|{'-' * 11}|{'-' * 10}|----|")
+    for label, value, goal, sense in rows:
+        if value is None or goal is None:
+            print(f"| {label:<58} | {'n/a':>9} | {sense}{goal:>6g} | -  |")
+            continue
+        ok = "yes" if (value >= goal if sense == ">=" else value <= goal) else "NO "
+        print(f"| {label:<58} | {value:>9.2f} | {sense}{goal:>6g} | {ok} |")
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -401,6 +570,8 @@ def main() -> None:
         for r in m.rounds
         for p in (r.problems + ([r.error] if r.error else []))
     ]
+
+    check_targets(measured, py)
 
     elapsed = time.monotonic() - started
     print(f"\n{placement.describe()}; {args.rounds} rounds; took {elapsed:.0f} s")
