@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -37,12 +37,14 @@ T = TypeVar("T")
 class Act:
     """What the server does in answer to one command.
 
-    In order: wait *delay* seconds; send the *before* lines (unsolicited), the
-    reply *lines* and the *after* lines (unsolicited), in one write or one byte
-    every *trickle* seconds; then, if *endless*, send "250-" lines without end;
-    then close the connection if *close*. An Act with no lines sends nothing
-    (silence: the server just reads on). For ``"."`` only, *body_bytes* makes
-    the server read that many bytes of the body and close mid-body.
+    In order: call *hook* (in the server's thread, e.g. to change a file at
+    an exact point of the exchange); wait *delay* seconds; send the *before*
+    lines (unsolicited), the reply *lines* and the *after* lines
+    (unsolicited), in one write or one byte every *trickle* seconds; then, if
+    *endless*, send "250-" lines without end; then close the connection if
+    *close*. An Act with no lines sends nothing (silence: the server just
+    reads on). For ``"."`` only, *body_bytes* makes the server read that many
+    bytes of the body and close mid-body.
     """
 
     lines: tuple[str, ...] = ()
@@ -53,6 +55,7 @@ class Act:
     endless: bool = False
     close: bool = False
     body_bytes: int | None = None
+    hook: Callable[[], object] | None = None
 
     @property
     def code(self) -> int | None:
@@ -117,6 +120,8 @@ class ScriptServer:
         self.extensions = list(extensions)
         self.rules: list[Rule] = []
         self.sessions: list[Session] = []
+        self.live = 0  # sessions open right now
+        self.max_live = 0  # the most sessions ever open at once
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -209,6 +214,8 @@ class ScriptServer:
         self._tasks.add(task)
         session = Session()
         self.sessions.append(session)
+        self.live += 1
+        self.max_live = max(self.max_live, self.live)
         try:
             await self._converse(session, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -216,6 +223,8 @@ class ScriptServer:
         except asyncio.CancelledError:
             pass  # shutting down (asyncio 3.11 logs a cancelled handler task)
         finally:
+            # Over once the client said QUIT or hung up (or we closed it).
+            self.live -= 1
             self._tasks.discard(task)
             writer.close()  # flushes what is buffered, unless the peer stalls
             try:
@@ -310,6 +319,8 @@ class ScriptServer:
 
     async def _perform(self, writer: asyncio.StreamWriter, act: Act) -> bool:
         """Carry out *act*; False when the connection is closed."""
+        if act.hook is not None:
+            act.hook()
         if act.delay:
             await asyncio.sleep(act.delay)
         payload = "".join(

@@ -8,6 +8,7 @@ keeps working::
     MailError
     ├── BadHeaderError (ValueError)      header injection, malformed header
     │   └── InvalidAddressError          an address that does not parse strictly
+    ├── InvalidMessageError (ValueError) content that cannot be serialised
     ├── ConfigurationError (ValueError)  unknown setting, bad option or backend
     ├── SMTPError                        talking to an SMTP server went wrong
     │   ├── SMTPConnectError (ConnectionError)  refused, lost, greeting refused
@@ -46,6 +47,7 @@ __all__ = [
     "DeliveryUnknownError",
     "InsecureAuthError",
     "InvalidAddressError",
+    "InvalidMessageError",
     "MailError",
     "MessageRefusedError",
     "RecipientsRefusedError",
@@ -98,6 +100,12 @@ class BadHeaderError(MailError, ValueError):
 
 class InvalidAddressError(BadHeaderError):
     """An e-mail address did not parse as exactly one well-formed mailbox."""
+
+
+class InvalidMessageError(MailError, ValueError):
+    """A message's content cannot be serialised: text the charset cannot
+    encode, an invalid MIME type, a line over 998 octets or a NUL in content
+    asyncmail must send as is, an attachment that changed while sent."""
 
 
 class ConfigurationError(MailError, ValueError):

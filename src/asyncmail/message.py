@@ -47,7 +47,7 @@ from .address import (
     parse_address_list,
 )
 from .dnsname import get_fqdn
-from .exceptions import BadHeaderError
+from .exceptions import BadHeaderError, InvalidMessageError
 from .headers import (
     HARD_LIMIT,
     check_header_name,
@@ -78,7 +78,8 @@ __all__ = [
 DEFAULT_ATTACHMENT_MIME_TYPE = "application/octet-stream"
 
 AttachmentContent: TypeAlias = (
-    "str | bytes | memoryview | Path | EmailMessage | email.message.Message"
+    "str | bytes | memoryview | Path | Base64Payload | EmailMessage"
+    " | email.message.Message"
 )
 
 
@@ -259,9 +260,13 @@ class Base64Payload:
 
     __slots__ = ("size", "source")
 
-    def __init__(self, source: bytes | memoryview | Path) -> None:
+    def __init__(
+        self, source: bytes | memoryview | Path, size: int | None = None
+    ) -> None:
         self.source = source
-        self.size = source.stat().st_size if isinstance(source, Path) else len(source)
+        if size is None:
+            size = source.stat().st_size if isinstance(source, Path) else len(source)
+        self.size = size
 
     @property
     def encoded_size(self) -> int:
@@ -310,13 +315,17 @@ class Base64Payload:
     def _check_size(self, total: int) -> None:
         if total != self.size:
             what = self.source if isinstance(self.source, Path) else "the content"
-            raise ValueError(
+            raise InvalidMessageError(
                 f"{what} changed size since it was attached "
                 f"({self.size} octets then, {total} now)"
             )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Base64Payload, (self.source,))
+        return (Base64Payload, (self.source, self.size))
+
+    def __repr__(self) -> str:
+        what = self.source if isinstance(self.source, Path) else "bytes"
+        return f"<Base64Payload {what} ({self.size} octets)>"
 
 
 #: A body: bytes, or for large binary contents a sequence mixing bytes with
@@ -337,8 +346,10 @@ def _text_part(
 ) -> _Part:
     try:
         data = text.encode(charset)
+    except LookupError:
+        raise InvalidMessageError(f"Unknown charset {charset!r}") from None
     except UnicodeEncodeError as exc:
-        raise ValueError(
+        raise InvalidMessageError(
             f"Text can't be encoded as {charset!r}: {exc.reason} "
             f"(character {exc.object[exc.start : exc.end]!r}); "
             "set the message's encoding to 'utf-8'"
@@ -352,11 +363,13 @@ def _text_part(
 
 
 def _binary_part(
-    data: bytes | memoryview | Path, mimetype: str, extra: str = ""
+    data: bytes | memoryview | Path | Base64Payload, mimetype: str, extra: str = ""
 ) -> _Part:
     headers = (
         f"Content-Type: {mimetype}\r\nContent-Transfer-Encoding: base64\r\n{extra}"
     )
+    if isinstance(data, Base64Payload):
+        return _Part(headers, (data,), False)
     if isinstance(data, Path) or len(data) > STREAM_THRESHOLD:
         return _Part(headers, (Base64Payload(data),), False)
     return _Part(headers, _base64_lines(data), False)
@@ -426,24 +439,34 @@ def _disposition(kind: str, filename: str | None) -> str:
 
 def _check_mimetype(mimetype: str) -> tuple[str, str]:
     if not isinstance(mimetype, str) or mimetype.count("/") != 1:
-        raise ValueError(f"Invalid MIME type {mimetype!r}: use 'type/subtype'")
+        raise InvalidMessageError(f"Invalid MIME type {mimetype!r}: use 'type/subtype'")
     maintype, subtype = mimetype.lower().split("/")
     token_chars = set("abcdefghijklmnopqrstuvwxyz0123456789!#$&-^_.+")
     if not maintype or not subtype or not set(maintype + subtype) <= token_chars:
-        raise ValueError(f"Invalid MIME type {mimetype!r}")
+        raise InvalidMessageError(f"Invalid MIME type {mimetype!r}")
     return maintype, subtype
 
 
 def _foreign_bytes(data: bytes, what: str) -> tuple[bytes, bool]:
     """Normalise bytes that asyncmail did not produce (a MIMEPart's or a raw
     message's) to CRLF, and refuse lines the wire cannot carry."""
+    crlf = data.count(b"\r\n")
+    if crlf == data.count(b"\n") == data.count(b"\r") and data.endswith(b"\r\n"):
+        # Already clean CRLF (the usual case): check without copying.
+        if len(data) > HARD_LIMIT and max(map(len, data.split(b"\r\n"))) > HARD_LIMIT:
+            raise InvalidMessageError(
+                f"{what} has a line longer than {HARD_LIMIT} octets"
+            )
+        if b"\0" in data:
+            raise InvalidMessageError(f"{what} contains a NUL byte")
+        return data, not data.isascii()
     data = _normalise_newlines(data)
     if not data.endswith(b"\n"):
         data += b"\n"
     if _longest_line(data) > HARD_LIMIT:
-        raise ValueError(f"{what} has a line longer than {HARD_LIMIT} octets")
+        raise InvalidMessageError(f"{what} has a line longer than {HARD_LIMIT} octets")
     if b"\0" in data:
-        raise ValueError(f"{what} contains a NUL byte")
+        raise InvalidMessageError(f"{what} contains a NUL byte")
     return _to_crlf(data), not data.isascii()
 
 
@@ -650,15 +673,17 @@ class EmailMessage:
         """Attach a file from the filesystem (blocking).
 
         The file is read now, as in Django, except a binary file larger than
-        STREAM_THRESHOLD (1 MiB): that one is attached by reference (its
-        ``Path`` becomes the content) and streamed from disk when the message
-        is sent, so it never sits in memory whole. In async code prefer
-        :meth:`aattach_file`, which does its I/O off the event loop.
+        STREAM_THRESHOLD (1 MiB): that one is attached by reference (the
+        content is a :class:`Base64Payload` holding the path and the size it
+        has now) and streamed from disk when the message is sent, so it never
+        sits in memory whole; if its size changes before then, sending that
+        message fails. In async code prefer :meth:`aattach_file`, which does
+        its I/O off the event loop.
         """
         path = Path(path)
         mimetype = _guess_mimetype(path.name, mimetype)
         if _streamable(mimetype) and path.stat().st_size > STREAM_THRESHOLD:
-            self.attach(path.name, path, mimetype)
+            self.attach(path.name, Base64Payload(path), mimetype)
         else:
             self.attach(path.name, path.read_bytes(), mimetype)
 
@@ -674,7 +699,7 @@ class EmailMessage:
         mimetype = _guess_mimetype(path.name, mimetype)
         size = (await aiofiles.os.stat(path)).st_size
         if _streamable(mimetype) and size > STREAM_THRESHOLD:
-            self.attach(path.name, path, mimetype)
+            self.attach(path.name, Base64Payload(path, size), mimetype)
             return
         async with aiofiles.open(path, "rb") as file:
             content = await file.read()
@@ -768,11 +793,15 @@ class EmailMessage:
     def _render_through_message(self) -> RenderedMessage:
         """Compatibility path for subclasses that override :meth:`message`.
 
-        The policy does not allow UTF-8 headers, so non-ASCII text the
-        override adds is RFC 2047 encoded; only a non-ASCII local part (raw
-        in the parsed headers) makes the message need SMTPUTF8.
+        Unless the message needs SMTPUTF8 anyway (a non-ASCII local part),
+        the policy does not allow UTF-8 headers, so non-ASCII text the
+        override adds is RFC 2047 encoded.
         """
-        msg = self.message(policy=_SMTP_POLICY)
+        # A message that needs SMTPUTF8 anyway (a non-ASCII local part) is
+        # written with UTF-8 headers: with utf8=False, Python 3.13 re-encodes
+        # such a local part as an "unknown-8bit" encoded word, breaking it.
+        needs_utf8 = self._render(allow_8bit=True).smtputf8
+        msg = self.message(policy=email.policy.SMTPUTF8 if needs_utf8 else _SMTP_POLICY)
         if "bcc" in msg:
             del msg["bcc"]
         _check_foreign_headers(msg)
@@ -893,8 +922,14 @@ class EmailMessage:
             return _mime_part(attachment)
         filename, content, mimetype = attachment
         maintype, subtype = _check_mimetype(mimetype)
-        if isinstance(content, Path) and not _streamable(mimetype):
-            content = content.read_bytes()  # text is decoded, messages checked
+        if not _streamable(mimetype):
+            # Text is decoded and messages checked: they need their bytes.
+            if isinstance(content, Base64Payload):
+                content = content.source
+            if isinstance(content, Path):
+                content = content.read_bytes()
+            elif isinstance(content, memoryview):
+                content = bytes(content)
         if maintype == "text":
             text = _text_content(content) if isinstance(content, (str, bytes)) else None
             if text is None and isinstance(content, (bytes, bytearray, memoryview)):
@@ -920,14 +955,14 @@ class EmailMessage:
                 filename, content, maintype, subtype, allow_8bit
             )
         if maintype == "multipart":
-            raise ValueError(
+            raise InvalidMessageError(
                 "multipart/* attachments must be given as an email.message.MIMEPart"
             )
         if isinstance(content, str):
             content = content.encode(self._charset())
         elif isinstance(content, bytearray):
             content = bytes(content)  # a snapshot: the caller may change it
-        if not isinstance(content, (bytes, memoryview, Path)):
+        if not isinstance(content, (bytes, memoryview, Path, Base64Payload)):
             raise TypeError(
                 f"Content of a {mimetype} attachment must be bytes or a Path, "
                 f"not {type(content).__name__}"
@@ -1121,7 +1156,7 @@ class RawMessage(EmailMessage):
             )
         eight_bit = not body.isascii()
         if eight_bit and not allow_8bit:
-            raise ValueError(
+            raise InvalidMessageError(
                 "The raw message has 8-bit content and cannot be re-encoded "
                 "for a server without 8BITMIME"
             )

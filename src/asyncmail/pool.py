@@ -45,6 +45,10 @@ class PoolLimits:
             raise ValueError("max_connections must be at least 1")
         if self.max_messages is not None and self.max_messages < 1:
             raise ValueError("max_messages must be at least 1 or None")
+        for name in ("max_lifetime", "idle_timeout", "probe_after"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be 0 or more seconds, or None")
 
 
 @dataclass(slots=True)
@@ -82,6 +86,7 @@ class ConnectionPool(Generic[C]):
         self._idle: list[Pooled[C]] = []
         self._in_use = 0
         self._slots: asyncio.Semaphore | None = None
+        self._closed = False
         self.opened = 0  # connections opened over the pool's life (for tests)
 
     @property
@@ -124,9 +129,15 @@ class ConnectionPool(Generic[C]):
             if (
                 probe_after is not None
                 and time.monotonic() - entry.last_used > probe_after
-            ) and not await self._probe(entry.connection):
-                await self._discard(entry)
-                continue
+            ):
+                try:
+                    alive = await self._probe(entry.connection)
+                except BaseException:
+                    await self._discard(entry)  # cancelled mid-probe
+                    raise
+                if not alive:
+                    await self._discard(entry)
+                    continue
             return entry
         entry = Pooled(await self._connect())
         self.opened += 1
@@ -155,6 +166,7 @@ class ConnectionPool(Generic[C]):
             entry.last_used = time.monotonic()
             if (
                 reusable
+                and not self._closed
                 and self._is_usable(entry.connection)
                 and not self._expired(entry, entry.last_used)
             ):
@@ -171,6 +183,7 @@ class ConnectionPool(Generic[C]):
 
     async def close(self) -> None:
         """Close every idle connection (those in use close when released)."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for entry in idle:
             await self._discard(entry)

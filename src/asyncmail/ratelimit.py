@@ -25,6 +25,7 @@ class RateLimiter:
         self._tokens = float(self.burst)
         self._updated = time.monotonic()
         self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _refill(self) -> None:
         now = time.monotonic()
@@ -33,8 +34,12 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Take one token, waiting for it if the bucket is empty."""
-        if self._lock is None:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            # A lock belongs to the loop that first waited on it, and a backend
+            # may be used from several (the blocking API's, the caller's).
             self._lock = asyncio.Lock()
+            self._loop = loop
         async with self._lock:  # first come, first served
             self._refill()
             if self._tokens < 1:

@@ -201,21 +201,32 @@ class BaseEmailBackend:
 
         Failures are in the results, never raised (as with fail_silently);
         leaving the block early cancels the sending that is still under way.
+        An error that stops the sending (a message that cannot be rendered)
+        ends the iteration and is raised, as is, when the block exits.
         """
         send, receive = anyio.create_memory_object_stream[MessageResult](math.inf)
+        errors: list[Exception] = []
 
         async def run() -> None:
             async with send:
-                await self.send_messages(
-                    email_messages, fail_silently=True, on_result=send.send_nowait
-                )
+                try:
+                    await self.send_messages(
+                        email_messages, fail_silently=True, on_result=send.send_nowait
+                    )
+                except Exception as exc:  # not wrapped in an exception group
+                    errors.append(exc)
 
-        async with anyio.create_task_group() as group, receive:
+        # The receiving end closes after the task group: a message that
+        # completes while the sending is being cancelled must still find it
+        # open (its result is then dropped, not an error).
+        async with receive, anyio.create_task_group() as group:
             group.start_soon(run)
             try:
                 yield receive
             finally:
                 group.cancel_scope.cancel()
+        if errors:
+            raise errors[0]
 
     async def dispatch(
         self,

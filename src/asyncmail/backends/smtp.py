@@ -712,6 +712,10 @@ class SMTPConnection:
             reply = await self.stream.read()
         except (SMTPError, OSError):
             return False
+        except BaseException:
+            # Cancelled waiting for the reply: the session is out of step.
+            self.stream.transport.abort()
+            raise
         return 200 <= reply.code < 300
 
     async def close(self) -> None:
@@ -821,7 +825,9 @@ class _Prepared:
     recipients: list[str]
     rendered: RenderedMessage
     data: WirePayload
-    seven_bit: WirePayload | None = None  # re-rendered without 8bit, if needed
+    # Rendered again without 8bit, if a server needs it: (payload, Message-ID).
+    seven_bit: tuple[WirePayload, str] | None = None
+    message_id: str = ""  # that of the rendering last sent
 
 
 class EmailBackend(BaseEmailBackend):
@@ -914,7 +920,7 @@ class EmailBackend(BaseEmailBackend):
                 idle_timeout=idle_timeout,
                 probe_after=probe_after,
             )
-            self.rate_limiter = RateLimiter(rate_limit) if rate_limit else None
+            self.rate_limiter = None if rate_limit is None else RateLimiter(rate_limit)
         except ValueError as exc:  # a bad option, as the others are
             raise ConfigurationError(str(exc)) from exc
         self._pool: ConnectionPool[SMTPConnection] | None = None
@@ -1107,17 +1113,56 @@ class EmailBackend(BaseEmailBackend):
             if key not in recipients:
                 recipients.append(key)
         rendered = message.render()
-        return _Prepared(message, sender, recipients, rendered, wire_payload(rendered))
+        return _Prepared(
+            message,
+            sender,
+            recipients,
+            rendered,
+            wire_payload(rendered),
+            message_id=rendered.message_id,
+        )
 
     def _payload(
         self, prepared: _Prepared, connection: SMTPConnection
     ) -> tuple[WirePayload, bool]:
-        """The payload for this connection: 8bit only where the server takes it."""
-        if not prepared.rendered.eight_bit or connection.eight_bit_mime:
-            return prepared.data, prepared.rendered.eight_bit
-        if prepared.seven_bit is None:
-            prepared.seven_bit = wire_payload(prepared.message.render(allow_8bit=False))
-        return prepared.seven_bit, False
+        """The payload for this connection: 8bit only where the server takes it.
+
+        Raises a MailError, before anything is written, when the connection
+        cannot carry the message (SMTPUTF8 or 8BITMIME missing, too large).
+        """
+        rendered = prepared.rendered
+        if rendered.smtputf8 and not connection.smtputf8:
+            raise SMTPNotSupportedError(
+                "The message needs SMTPUTF8 (a non-ASCII local part) but the "
+                "server does not support it"
+            )
+        if not rendered.eight_bit or connection.eight_bit_mime:
+            data, eight_bit = prepared.data, rendered.eight_bit
+            prepared.message_id = rendered.message_id
+        else:
+            if prepared.seven_bit is None:
+                try:
+                    seven_bit = prepared.message.render(allow_8bit=False)
+                    if seven_bit.eight_bit:  # e.g. a subclass's own message()
+                        raise ValueError("its 8-bit content cannot be re-encoded")
+                except ValueError as exc:  # e.g. a raw message's 8-bit body
+                    raise SMTPNotSupportedError(
+                        "The server does not support 8BITMIME and the message "
+                        f"cannot be sent without it: {exc}"
+                    ) from exc
+                prepared.seven_bit = (wire_payload(seven_bit), seven_bit.message_id)
+            # A new rendering has its own Message-ID (unless one was given).
+            data, prepared.message_id = prepared.seven_bit
+            eight_bit = False
+        if (
+            connection.size_limit is not None
+            and (size := payload_size(data)) > connection.size_limit
+        ):
+            raise MessageRefusedError(
+                f"The message ({size} octets) exceeds the server's "
+                f"size limit ({connection.size_limit} octets)"
+            )
+        return data, eight_bit
 
     def _backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number *attempt* (from 1):
@@ -1128,6 +1173,9 @@ class EmailBackend(BaseEmailBackend):
     async def deliver(self, message: EmailMessage) -> MessageResult:
         prepared = self._prepare(message)  # BadHeaderError etc.: nothing on the wire
         loop = asyncio.get_running_loop()
+        if self.rate_limiter is not None:
+            # Waiting for the first token is queueing, not the message's time.
+            await self.rate_limiter.acquire()
         deadline = None if self.deadline is None else loop.time() + self.deadline
         pending = list(prepared.recipients)
         outcome: dict[str, RecipientResult] = {}
@@ -1136,7 +1184,7 @@ class EmailBackend(BaseEmailBackend):
         attempt = 0
         while True:
             attempt += 1
-            if self.rate_limiter is not None:
+            if self.rate_limiter is not None and attempt > 1:
                 await self.rate_limiter.acquire()
             step_error, step_reply, connected = await self._attempt(
                 prepared, pending, outcome, deadline
@@ -1153,6 +1201,8 @@ class EmailBackend(BaseEmailBackend):
                     # server is down; the rest of the batch fails fast.
                     self._unreachable = error
                 break
+            if step_error is not None and step_error is self._unreachable:
+                break  # the breaker is open (see _attempt): no backoff, no retry
             delay = self._backoff(attempt)
             if deadline is not None and loop.time() + delay >= deadline:
                 break
@@ -1175,7 +1225,7 @@ class EmailBackend(BaseEmailBackend):
             message,
             ordered,
             error=error,
-            message_id=prepared.rendered.message_id,
+            message_id=prepared.message_id,
             reply=reply,
             attempts=attempt,
         )
@@ -1190,39 +1240,32 @@ class EmailBackend(BaseEmailBackend):
         """One try at *recipients*; fills *outcome*; returns (error, reply,
         whether a connection was had)."""
         pool = self._get_pool()
-        try:
-            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-                raise SMTPTimeoutError(
-                    "The message's deadline passed before it was sent"
-                )
-            if self._unreachable is not None and not pool.idle:
-                raise self._unreachable
-            entry: Pooled[SMTPConnection] = await pool.acquire()
-        except MailError as exc:
-            kind = Outcome.TEMPORARY if _is_transient(exc) else Outcome.PERMANENT
-            _fail_recipients(outcome, recipients, exc, kind)
-            return exc, "", False
+        failure: MailError | None = None
+        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+            failure = SMTPTimeoutError(
+                "The message's deadline passed before it was sent"
+            )
+        elif self._unreachable is not None and not pool.idle:
+            # The breaker is open: fail with the error that opened it (not
+            # raised again: a shared exception would collect a traceback per
+            # message).
+            failure = self._unreachable
+        else:
+            try:
+                entry: Pooled[SMTPConnection] = await pool.acquire()
+            except MailError as exc:
+                failure = exc
+        if failure is not None:
+            kind = Outcome.TEMPORARY if _is_transient(failure) else Outcome.PERMANENT
+            _fail_recipients(outcome, recipients, failure, kind)
+            return failure, "", False
         self._unreachable = None
         reusable = False
         try:
             connection = entry.connection
-            rendered = prepared.rendered
-            data, eight_bit = self._payload(prepared, connection)
-            problem: MailError | None = None
-            if rendered.smtputf8 and not connection.smtputf8:
-                problem = SMTPNotSupportedError(
-                    "The message needs SMTPUTF8 (a non-ASCII local part) but the "
-                    "server does not support it"
-                )
-            elif (
-                connection.size_limit is not None
-                and (size := payload_size(data)) > connection.size_limit
-            ):
-                problem = MessageRefusedError(
-                    f"The message ({size} octets) exceeds the server's "
-                    f"size limit ({connection.size_limit} octets)"
-                )
-            if problem is not None:
+            try:
+                data, eight_bit = self._payload(prepared, connection)
+            except MailError as problem:
                 # Refused before a byte was written: the connection is fine.
                 reusable = True
                 _fail_recipients(outcome, recipients, problem, Outcome.PERMANENT)
@@ -1232,7 +1275,7 @@ class EmailBackend(BaseEmailBackend):
                 recipients,
                 data,
                 eight_bit=eight_bit,
-                smtputf8=rendered.smtputf8,
+                smtputf8=prepared.rendered.smtputf8,
                 deadline=deadline,
             )
             entry.messages += 1
@@ -1260,18 +1303,27 @@ class EmailBackend(BaseEmailBackend):
             await super().dispatch(messages, publish)
             return
         lock = asyncio.Lock()
+        errors: list[Exception] = []
 
         async def work() -> None:
-            while True:
-                async with lock:
-                    message = await anext(messages, None)
-                if message is None:
-                    return
-                publish(await self.deliver_or_fail(message))
+            try:
+                while not errors:
+                    async with lock:
+                        message = None if errors else await anext(messages, None)
+                    if message is None:
+                        return
+                    publish(await self.deliver_or_fail(message))
+            except Exception as exc:
+                # E.g. a message that cannot be rendered, or a failing source:
+                # the other workers finish what they are sending (no result is
+                # lost mid-transaction) and take nothing more.
+                errors.append(exc)
 
         async with anyio.create_task_group() as group:
             for _ in range(workers):
                 group.start_soon(work)
+        if errors:
+            raise errors[0]  # as the one-connection path raises it
 
 
 def _fail_recipients(

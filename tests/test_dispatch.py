@@ -1,0 +1,947 @@
+"""Bulk dispatch: the connection pool, lazy sources, rate limits, results.
+
+The pool's limits are checked on what the scripted server saw: how many
+sessions were open at once, how many messages each one carried, where NOOP
+and RSET came. Sources of messages are instrumented to prove they are read
+lazily. The rate limiter runs on a fake clock (no sleeping, no timing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import types
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from asyncmail import (
+    EmailMessage,
+    InvalidMessageError,
+    MailError,
+    MessageResult,
+    MessageStatus,
+    Outcome,
+    RecipientsRefusedError,
+    SMTPConnectError,
+    ratelimit,
+)
+from asyncmail.backends.smtp import EmailBackend
+from asyncmail.ratelimit import RateLimiter
+from asyncmail.sync import run_blocking
+from scriptserver import CLOSE, DEFAULT_EXTENSIONS, SILENCE, ScriptServer, reply
+
+HOLD = 0.05  # seconds the server holds each final reply, to overlap sends
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def message(n: int, to: Sequence[str] | None = None) -> EmailMessage:
+    """Message *n*: from sender<n>@, to rcpt<n>@, with a unique Message-ID."""
+    return EmailMessage(
+        f"Message {n}",
+        f"Body of message {n}.\n",
+        f"sender{n}@example.com",
+        list(to or [f"rcpt{n}@example.com"]),
+        headers={"Message-ID": f"<{uuid.uuid4().hex}.{n}@dispatch.example>"},
+    )
+
+
+def make_backend(server: ScriptServer, **options: Any) -> EmailBackend:
+    settings: dict[str, Any] = {
+        "timeout": 10.0,
+        "retries": 0,
+        "retry_backoff": 0.01,
+        "local_hostname": "client.example",
+    }
+    settings.update(options)
+    return EmailBackend(host=server.host, port=server.port, **settings)
+
+
+def scripted(pipelining: bool = True) -> ScriptServer:
+    extensions = [e for e in DEFAULT_EXTENSIONS if pipelining or e != "PIPELINING"]
+    return ScriptServer(tuple(extensions))
+
+
+def hold_each_message(server: ScriptServer, seconds: float = HOLD) -> None:
+    """Answer every final dot (250) only after *seconds*."""
+    server.on(".", reply("250 2.0.0 OK", delay=seconds), times=None)
+
+
+def senders(server: ScriptServer) -> Counter[str]:
+    """How many times each sender's message was accepted."""
+    return Counter(item.mail_from for item in server.accepted)
+
+
+def mails_per_session(server: ScriptServer) -> list[int]:
+    return [session.verbs().count("MAIL") for session in server.sessions]
+
+
+async def settle(done: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll *done* (the server's records change in its own thread)."""
+    for _ in range(int(seconds / 0.01)):
+        if done():
+            return True
+        await anyio.sleep(0.01)
+    return done()
+
+
+PIPELINING = pytest.mark.parametrize(
+    "pipelining", [True, False], ids=["pipelined", "sequential"]
+)
+
+
+# -- the in-flight cap ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("max_connections", [2, 4])
+async def test_max_connections_caps_the_sessions_open_at_once(
+    max_connections: int,
+) -> None:
+    with scripted() as server:
+        hold_each_message(server)
+        backend = make_backend(server, max_connections=max_connections)
+        messages = [message(n) for n in range(1, 25)]
+
+        assert await backend.send_messages(messages) == 24
+
+    assert senders(server) == {f"sender{n}@example.com": 1 for n in range(1, 25)}
+    assert server.max_live == max_connections  # reached, never exceeded
+    assert len(server.sessions) == max_connections  # and every one reused
+    assert all(m.result is not None and m.result.ok for m in messages)
+
+
+@pytest.mark.anyio
+async def test_one_connection_carries_every_message() -> None:
+    with scripted() as server:
+        hold_each_message(server, 0.01)
+        backend = make_backend(server, max_connections=1)
+
+        assert await backend.send_messages([message(n) for n in range(1, 21)]) == 20
+
+    assert len(server.sessions) == 1
+    assert server.max_live == 1
+    assert mails_per_session(server) == [20]
+    assert server.sessions[0].verbs()[-1] == "QUIT"
+
+
+# -- lazy sources --------------------------------------------------------------
+
+
+@dataclass
+class Meter:
+    """Counts messages taken from a source and results published."""
+
+    total: int
+    refused_every: int
+    pulled: int = 0
+    completed: int = 0
+    worst: int = 0  # the most messages ever taken but not finished
+
+    def message(self, n: int) -> EmailMessage:
+        to = "bad@example.com" if n % self.refused_every == 0 else None
+        return message(n, [to] if to else None)
+
+    def observe(self) -> None:
+        self.worst = max(self.worst, self.pulled - self.completed)
+
+    def on_result(self, result: MessageResult) -> None:
+        self.completed += 1
+        self.observe()
+
+    def generator(self) -> Iterator[EmailMessage]:
+        for n in range(1, self.total + 1):
+            self.pulled += 1
+            self.observe()
+            yield self.message(n)
+
+    async def agenerator(self) -> AsyncIterator[EmailMessage]:
+        for n in range(1, self.total + 1):
+            self.pulled += 1
+            self.observe()
+            yield self.message(n)
+            await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["generator", "async generator"])
+async def test_iterators_are_consumed_lazily(kind: str) -> None:
+    total, every, connections = 500, 100, 4
+    meter = Meter(total, every)
+    at_delivery: list[int] = []
+
+    def check_at_delivery() -> None:  # runs in the server's thread
+        at_delivery.append(meter.pulled - meter.completed)
+
+    with scripted() as server:
+        server.on("RCPT", reply("550 5.1.1 No such user"), match="bad@", times=None)
+        server.on(".", reply("250 2.0.0 OK", hook=check_at_delivery), times=None)
+        backend = make_backend(server, max_connections=connections)
+        source = meter.generator() if kind == "generator" else meter.agenerator()
+
+        with pytest.raises(RecipientsRefusedError) as info:
+            await backend.send_messages(source, on_result=meter.on_result)
+
+    assert meter.pulled == meter.completed == total
+    assert len(at_delivery) == total - total // every
+    assert max(at_delivery) <= connections + 1
+    assert meter.worst <= connections + 1
+    refused = [n for n in range(1, total + 1) if n % every == 0]
+    assert senders(server) == {
+        f"sender{n}@example.com": 1 for n in range(1, total + 1) if n not in refused
+    }
+    error = info.value
+    assert error.sent == total - len(refused)
+    # An iterator's results are not all kept: only the failures, in order.
+    assert [r.message.from_email for r in error.results] == [  # type: ignore[union-attr]
+        f"sender{n}@example.com" for n in refused
+    ]
+    assert error is error.results[0].error
+    assert all(r.status is MessageStatus.FAILED for r in error.results)
+
+
+@pytest.mark.anyio
+async def test_lists_keep_every_result() -> None:
+    with scripted() as server:
+        server.on("RCPT", reply("550 5.1.1 No such user"), match="bad@", times=None)
+        backend = make_backend(server, max_connections=3)
+        meter = Meter(30, 10)
+        messages = [meter.message(n) for n in range(1, 31)]
+
+        with pytest.raises(RecipientsRefusedError) as info:
+            await backend.send_messages(messages)
+
+    assert info.value.sent == 27
+    assert list(info.value.results) == [m.result for m in messages]
+    assert len(senders(server)) == 27
+
+
+# -- retiring connections ------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_max_messages_per_connection() -> None:
+    with scripted() as server:
+        backend = make_backend(server, max_messages_per_connection=3)
+
+        assert await backend.send_messages([message(n) for n in range(1, 11)]) == 10
+
+    assert mails_per_session(server) == [3, 3, 3, 1]
+    assert all(session.verbs()[-1] == "QUIT" for session in server.sessions)
+
+
+@pytest.mark.anyio
+async def test_max_messages_per_connection_with_a_pool() -> None:
+    with scripted() as server:
+        hold_each_message(server, 0.01)
+        backend = make_backend(server, max_connections=3, max_messages_per_connection=3)
+
+        assert await backend.send_messages([message(n) for n in range(1, 31)]) == 30
+
+    per_session = mails_per_session(server)
+    assert sum(per_session) == 30
+    assert max(per_session) == 3
+    assert len(server.sessions) >= 10
+    assert server.max_live <= 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("option", ["max_connection_lifetime", "idle_timeout"])
+async def test_tiny_lifetime_or_idle_timeout_means_no_reuse(option: str) -> None:
+    with scripted() as server:
+        backend = make_backend(server, **{option: 1e-9})
+
+        assert await backend.send_messages([message(n) for n in range(1, 6)]) == 5
+
+    # (open() makes a connection too; it expires before the first message.)
+    assert mails_per_session(server) == [0, 1, 1, 1, 1, 1]
+    assert server.max_live == 1
+
+
+@pytest.mark.anyio
+async def test_long_idle_timeout_reuses_the_connection() -> None:
+    """The counterpart of the test above: the same batch, one session."""
+    with scripted() as server:
+        backend = make_backend(server, idle_timeout=3600, max_connection_lifetime=3600)
+
+        assert await backend.send_messages([message(n) for n in range(1, 6)]) == 5
+
+    assert mails_per_session(server) == [5]
+
+
+@pytest.mark.anyio
+async def test_probe_after_sends_noop_before_reuse() -> None:
+    with scripted() as server:
+        backend = make_backend(server, probe_after=1e-9)
+
+        assert await backend.send_messages([message(n) for n in range(1, 4)]) == 3
+
+    (session,) = server.sessions
+    verbs = session.verbs()
+    assert verbs.count("MAIL") == 3
+    for index, verb in enumerate(verbs):
+        if verb == "MAIL":
+            assert verbs[index - 1] == "NOOP", verbs
+
+
+@pytest.mark.anyio
+async def test_no_probe_when_reused_at_once() -> None:
+    with scripted() as server:
+        backend = make_backend(server, probe_after=3600)
+
+        assert await backend.send_messages([message(n) for n in range(1, 4)]) == 3
+
+    assert server.count("NOOP") == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "act",
+    [
+        reply("421 4.4.2 Idle too long", close=True),
+        reply("500 5.5.1 What?"),
+        CLOSE,
+    ],
+    ids=["421", "500", "closed"],
+)
+async def test_failed_probe_opens_a_new_session(act: Any) -> None:
+    with scripted() as server:
+        server.on("NOOP", act)
+        backend = make_backend(server, probe_after=1e-9)
+        messages = [message(1), message(2)]
+
+        assert await backend.send_messages(messages) == 2
+
+    assert senders(server) == {"sender1@example.com": 1, "sender2@example.com": 1}
+    first, second = server.sessions
+    assert "MAIL" not in first.verbs()  # abandoned after its NOOP failed
+    assert first.verbs()[-1] in ("NOOP", "QUIT")
+    assert second.verbs().count("MAIL") == 2
+
+
+@pytest.mark.anyio
+async def test_cancelled_probe_does_not_leak_the_connection() -> None:
+    with scripted() as server:
+        server.on("NOOP", SILENCE)  # the probe never gets its answer
+        backend = make_backend(server, probe_after=1e-9)
+
+        async with backend:
+            with anyio.move_on_after(0.5) as scope:
+                await backend.send_messages([message(1)])
+            assert scope.cancelled_caught
+            assert backend.pool is not None
+            assert (backend.pool.idle, backend.pool.in_use) == (0, 0)
+        assert await settle(lambda: server.live == 0), "a connection leaked"
+
+    assert server.count("MAIL") == 0
+    assert server.count("QUIT") == 0  # aborted: a QUIT would be out of step
+
+
+@pytest.mark.anyio
+async def test_connection_released_after_close_is_closed() -> None:
+    with scripted() as server:
+        backend = make_backend(server)
+        await backend.open()
+        pool = backend.pool
+        assert pool is not None
+        entry = await pool.acquire()
+
+        await backend.close()  # while the connection is in use
+        await pool.release(entry, reusable=True)
+
+        assert (pool.idle, pool.in_use) == (0, 0)
+        assert not entry.connection.usable
+        assert await settle(lambda: server.live == 0), "a connection leaked"
+
+    assert server.sessions[0].verbs()[-1] == "QUIT"
+
+
+@pytest.mark.anyio
+@PIPELINING
+async def test_rset_after_a_refused_envelope_keeps_the_connection(
+    pipelining: bool,
+) -> None:
+    with scripted(pipelining) as server:
+        server.on("RCPT", reply("550 5.1.1 No such user"), match="rcpt2@")
+        server.on("MAIL", reply("553 5.1.8 Bad sender"), match="sender4@")
+        backend = make_backend(server)
+        messages = [message(n) for n in range(1, 7)]
+
+        with pytest.raises(MailError) as info:
+            await backend.send_messages(messages)
+
+    assert info.value.sent == 4
+    assert [m.result.status for m in messages] == [  # type: ignore[union-attr]
+        MessageStatus.SENT,
+        MessageStatus.FAILED,
+        MessageStatus.SENT,
+        MessageStatus.FAILED,
+        MessageStatus.SENT,
+        MessageStatus.SENT,
+    ]
+    (session,) = server.sessions
+    verbs = session.verbs()
+    mails = [i for i, verb in enumerate(verbs) if verb == "MAIL"]
+    assert len(mails) == 6
+    # RSET right after each refused envelope (messages 2 and 4), nowhere else.
+    assert verbs.count("RSET") == 2
+    assert [verbs[i - 1] for i in mails[1:]] == [
+        "DATA",
+        "RSET",
+        "DATA",
+        "RSET",
+        "DATA",
+    ]
+
+
+# -- rate limiting -------------------------------------------------------------
+
+
+class FakeClock:
+    """time.monotonic and asyncio.sleep for asyncmail.ratelimit: sleeping
+    records the delay and moves the clock, without waiting."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 1000.0
+        self.delays: list[float] = []
+        fake_time = types.SimpleNamespace(monotonic=lambda: self.now)
+        fake_asyncio = types.ModuleType("asyncio")
+        fake_asyncio.__dict__.update(vars(asyncio))
+        fake_asyncio.sleep = self.sleep  # type: ignore[attr-defined]
+        monkeypatch.setattr(ratelimit, "time", fake_time)
+        monkeypatch.setattr(ratelimit, "asyncio", fake_asyncio)
+
+    async def sleep(self, delay: float) -> None:
+        self.delays.append(delay)
+        self.now += delay
+        await asyncio.sleep(0)  # the real one: let other tasks run
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    return FakeClock(monkeypatch)
+
+
+@pytest.mark.anyio
+async def test_rate_limiter_allows_a_burst_then_spaces_tokens(
+    clock: FakeClock,
+) -> None:
+    limiter = RateLimiter(4)  # burst defaults to the rate
+
+    for _ in range(4):
+        await limiter.acquire()
+    assert clock.delays == []
+
+    for _ in range(3):
+        await limiter.acquire()
+    assert clock.delays == pytest.approx([0.25, 0.25, 0.25])
+
+
+@pytest.mark.anyio
+async def test_rate_limiter_refills_up_to_the_burst(clock: FakeClock) -> None:
+    limiter = RateLimiter(10, burst=3)
+    for _ in range(3):
+        await limiter.acquire()
+
+    clock.now += 0.15  # 1.5 tokens back
+    await limiter.acquire()
+    assert clock.delays == []
+    await limiter.acquire()
+    assert clock.delays == pytest.approx([0.05])  # the missing half token
+
+    clock.now += 3600  # a long pause: still only a burst of 3
+    clock.delays.clear()
+    for _ in range(3):
+        await limiter.acquire()
+    assert clock.delays == []
+    await limiter.acquire()
+    assert clock.delays == pytest.approx([0.1])
+
+
+@pytest.mark.anyio
+async def test_rate_limiter_is_shared_first_come_first_served(
+    clock: FakeClock,
+) -> None:
+    limiter = RateLimiter(2, burst=1)
+    granted: list[tuple[int, float]] = []
+
+    async def take(number: int) -> None:
+        await limiter.acquire()
+        granted.append((number, clock.now - 1000.0))
+
+    async with anyio.create_task_group() as group:
+        for number in range(6):
+            group.start_soon(take, number)
+            await anyio.lowlevel.checkpoint()  # arrive in this order
+
+    assert [number for number, _ in granted] == list(range(6))
+    # One bucket for all tasks: one token every half second in all.
+    assert [at for _, at in granted] == pytest.approx([0, 0.5, 1.0, 1.5, 2.0, 2.5])
+    assert clock.delays == pytest.approx([0.5] * 5)
+
+
+@pytest.mark.parametrize("rate", [0, -1.5])
+def test_rate_limiter_needs_a_positive_rate(rate: float) -> None:
+    with pytest.raises(ValueError, match="rate"):
+        RateLimiter(rate)
+
+
+def test_rate_limiter_burst() -> None:
+    assert RateLimiter(0.5).burst == 1  # at least one token
+    assert RateLimiter(50).burst == 50
+    assert RateLimiter(50, burst=5).burst == 5
+
+
+@pytest.mark.anyio
+async def test_rate_limited_backend_sends_everything() -> None:
+    with scripted() as server:
+        backend = make_backend(server, max_connections=3, rate_limit=200)
+        messages = [message(n) for n in range(1, 31)]
+
+        assert await backend.send_messages(messages) == 30
+
+    assert senders(server) == {f"sender{n}@example.com": 1 for n in range(1, 31)}
+    assert backend.rate_limiter is not None
+
+
+@pytest.mark.anyio
+async def test_waiting_for_the_rate_limit_is_not_the_message_deadline() -> None:
+    """Senders queue for tokens longer than a message's deadline (2 a
+    second for 4 connections, deadline 0.5 s): none of them fails for it."""
+    with scripted() as server:
+        backend = make_backend(
+            server, max_connections=4, rate_limit=2, timeout=0.5, deadline=0.5
+        )
+        messages = [message(n) for n in range(1, 7)]
+
+        assert await backend.send_messages(messages) == 6
+
+    assert len(senders(server)) == 6
+    assert all(m.result is not None and m.result.attempts == 1 for m in messages)
+
+
+def test_rate_limited_backend_on_two_event_loops() -> None:
+    """The limiter's lock belongs to no one loop: a backend used from the
+    blocking API (the library's loop) works on another loop afterwards, even
+    when its senders queued for tokens on both."""
+    with scripted() as server:
+        backend = make_backend(server, max_connections=4, rate_limit=40)
+        first = [message(n) for n in range(1, 51)]  # 40 at once, 10 queue
+        second = [message(n) for n in range(51, 71)]  # the bucket is empty
+
+        assert backend.blocking().send_messages(first) == 50
+        assert asyncio.run(backend.send_messages(second)) == 20
+        assert backend.blocking().send_messages([message(71)]) == 1
+
+    assert len(senders(server)) == 71
+
+
+# -- progress: on_result and stream_results ------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("max_connections", [1, 3])
+async def test_on_result_once_per_message_as_it_completes(
+    max_connections: int,
+) -> None:
+    seen: list[tuple[MessageResult, int]] = []
+    with scripted() as server:
+        hold_each_message(server, 0.01)
+        server.on("RCPT", reply("550 5.1.1 No such user"), match="rcpt5@")
+
+        def on_result(result: MessageResult) -> None:
+            seen.append((result, len(server.accepted)))
+
+        backend = make_backend(server, max_connections=max_connections)
+        messages = [message(n) for n in range(1, 13)]
+
+        with pytest.raises(RecipientsRefusedError):
+            await backend.send_messages(messages, on_result=on_result)
+
+    results = [result for result, _ in seen]
+    assert sorted(map(id, results)) == sorted(id(m.result) for m in messages)
+    for number, (result, accepted_then) in enumerate(seen, 1):
+        assert result.message is not None
+        assert result.message.result is result  # recorded before the callback
+        # Published as each completes: never far behind the server.
+        assert accepted_then <= number - 1 + max_connections
+        if result.ok:  # and never ahead of it
+            marker = result.message.extra_headers["Message-ID"].encode()
+            assert any(marker in item.data for item in server.accepted)
+    if max_connections == 1:
+        assert results == [m.result for m in messages]
+
+
+@pytest.mark.anyio
+async def test_stream_results_yields_every_result_without_raising() -> None:
+    with scripted() as server:
+        server.on("RCPT", reply("550 5.1.1 No such user"), match="rcpt3@")
+        server.on("RCPT", reply("451 4.3.0 Try later"), match="rcpt7@")
+        backend = make_backend(server, max_connections=3)
+        messages = [message(n) for n in range(1, 11)]
+
+        async with backend.stream_results(messages) as results:
+            got = [result async for result in results]
+
+    assert sorted(map(id, got)) == sorted(id(m.result) for m in messages)
+    by_number = {int(r.message.subject.split()[1]): r for r in got}  # type: ignore[union-attr]
+    assert by_number[3].recipients["rcpt3@example.com"].outcome is Outcome.PERMANENT
+    assert by_number[7].recipients["rcpt7@example.com"].outcome is Outcome.TEMPORARY
+    assert all(r.ok for n, r in by_number.items() if n not in (3, 7))
+    assert len(server.accepted) == 8
+    assert backend.pool is None  # closed again
+
+
+@pytest.mark.anyio
+async def test_leaving_stream_results_early_cancels_the_rest() -> None:
+    total = 200
+    with scripted() as server:
+        hold_each_message(server, 0.01)
+        backend = make_backend(server, max_connections=2)
+        source = (message(n) for n in range(1, total + 1))
+
+        got = []
+        async with backend.stream_results(source) as results:
+            async for result in results:
+                got.append(result)
+                if len(got) == 3:
+                    break
+        at_exit = len(server.accepted)
+        await anyio.sleep(0.5)  # whatever was still going has had its chance
+        after = len(server.accepted)
+        assert await settle(lambda: server.live == 0), "a connection leaked"
+
+    assert all(r.ok for r in got)
+    assert after < total
+    assert after <= at_exit + 2  # at most what was in flight
+    assert backend.pool is None
+
+
+# -- which error is raised -----------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("source", ["list", "generator"])
+async def test_first_error_in_input_order(source: str) -> None:
+    with scripted() as server:
+        # Message 1 fails slowly, message 2 fast: 2 completes first.
+        server.on("RCPT", reply("550 5.1.1 Slow no", delay=1.0), match="rcpt1@")
+        server.on("RCPT", reply("550 5.1.1 Fast no"), match="rcpt2@")
+        backend = make_backend(server, max_connections=2)
+        messages = [message(n) for n in range(1, 6)]
+        order: list[MessageResult] = []
+        given: Iterable[EmailMessage] = (
+            messages if source == "list" else (m for m in messages)
+        )
+
+        with pytest.raises(RecipientsRefusedError) as info:
+            await backend.send_messages(given, on_result=order.append)
+
+    assert order.index(messages[1].result) < order.index(messages[0].result)  # type: ignore[arg-type]
+    error = info.value
+    assert error is messages[0].result.error  # type: ignore[union-attr]
+    assert "Slow no" in str(error)
+    assert error.sent == 3
+    if source == "list":
+        assert list(error.results) == [m.result for m in messages]
+    else:
+        assert list(error.results) == [messages[0].result, messages[1].result]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("max_connections", [1, 3])
+async def test_message_that_cannot_be_rendered_fails_alone(
+    max_connections: int,
+) -> None:
+    """Nothing is lost: the bad message fails with its reason (an
+    InvalidMessageError, still a ValueError), the others are all sent, and
+    the error is raised after the batch (not as an exception group)."""
+    with scripted() as server:
+        hold_each_message(server, 0.02)
+        backend = make_backend(server, max_connections=max_connections)
+        messages = [message(n) for n in range(1, 9)]
+        messages[4].body = "Grüße"
+        messages[4].encoding = "ascii"
+
+        with pytest.raises(InvalidMessageError, match="can't be encoded") as caught:
+            await backend.send_messages(messages)
+
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.sent == 7
+    bad = messages[4].result
+    assert bad is not None
+    assert bad.status is MessageStatus.FAILED
+    assert all(r.outcome is Outcome.PERMANENT for r in bad.recipients.values())
+    assert all(
+        m.result is not None and m.result.ok for i, m in enumerate(messages) if i != 4
+    )
+    accepted = senders(server)
+    for msg in messages:  # nothing sent that is not reported sent, nor the reverse
+        assert msg.result is not None
+        assert accepted[str(msg.from_email)] == msg.result.ok
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("max_connections", [1, 3])
+async def test_source_that_raises(max_connections: int) -> None:
+    messages = [message(n) for n in range(1, 6)]
+
+    async def source() -> AsyncIterator[EmailMessage]:
+        for msg in messages:
+            yield msg
+        raise RuntimeError("the source broke")
+
+    with scripted() as server:
+        hold_each_message(server, 0.02)
+        backend = make_backend(server, max_connections=max_connections)
+
+        with pytest.raises(RuntimeError, match="the source broke"):
+            await backend.send_messages(source())
+
+    assert all(m.result is not None and m.result.ok for m in messages)
+    assert len(senders(server)) == 5
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("max_connections", [1, 3])
+async def test_stream_results_reports_a_bad_message_and_goes_on(
+    max_connections: int,
+) -> None:
+    with scripted() as server:
+        backend = make_backend(server, max_connections=max_connections)
+        messages = [message(n) for n in range(1, 6)]
+        messages[2].body = "Grüße"
+        messages[2].encoding = "ascii"
+        got: list[MessageResult] = []
+        async with backend.stream_results(messages) as results:
+            async for result in results:
+                got.append(result)
+
+    assert {id(r) for r in got} == {id(m.result) for m in messages}
+    failed = [r for r in got if not r.ok]
+    assert [r.message for r in failed] == [messages[2]]
+    assert isinstance(failed[0].error, InvalidMessageError)
+    assert len(server.accepted) == 4
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("max_connections", [1, 3])
+async def test_stream_results_raises_what_stopped_the_sending(
+    max_connections: int,
+) -> None:
+    messages = [message(n) for n in range(1, 4)]
+
+    async def source() -> AsyncIterator[EmailMessage]:
+        for msg in messages:
+            yield msg
+        raise RuntimeError("the source broke")
+
+    with scripted() as server:
+        backend = make_backend(server, max_connections=max_connections)
+        got: list[MessageResult] = []
+
+        async def collect() -> None:
+            async with backend.stream_results(source()) as results:
+                async for result in results:
+                    got.append(result)
+
+        with pytest.raises(RuntimeError, match="the source broke"):
+            await collect()
+
+    assert all(r.ok for r in got)
+    assert len(got) == len(server.accepted)
+
+
+# -- connecting: open() retries, the breaker -----------------------------------
+
+
+@pytest.mark.anyio
+async def test_open_retries_a_transient_connect_failure() -> None:
+    with scripted() as server:
+        server.on("CONNECT", reply("421 4.3.2 Not now", close=True))
+        backend = make_backend(server, retries=2)
+
+        assert await backend.open() is True
+        assert await backend.send_messages([message(1)]) == 1
+        await backend.close()
+
+    assert len(server.sessions) == 2
+    assert server.sessions[0].commands == []
+    assert senders(server) == {"sender1@example.com": 1}
+
+
+@pytest.mark.anyio
+async def test_open_without_retries_raises_the_connect_error() -> None:
+    with scripted() as server:
+        server.on("CONNECT", reply("421 4.3.2 Not now", close=True), times=2)
+        backend = make_backend(server, retries=0)
+
+        with pytest.raises(SMTPConnectError) as info:
+            await backend.open()
+        assert isinstance(info.value, ConnectionError)
+        assert info.value.code == 421
+        assert backend.pool is None
+        assert backend.open_error is info.value
+
+        msg = message(1)
+        with pytest.raises(SMTPConnectError) as sent:
+            await backend.send_messages([msg])
+
+    assert len(server.sessions) == 2
+    assert sent.value.sent == 0
+    assert list(sent.value.results) == [msg.result]
+    (result,) = msg.result.recipients.values()  # type: ignore[union-attr]
+    assert result.outcome is Outcome.TEMPORARY
+    assert result.code == 421
+    assert "Not now" in result.text
+
+
+def server_goes_away(server: ScriptServer) -> None:
+    """The first session works; every later one is refused at the greeting."""
+    server.on("CONNECT", reply("421 4.3.2 Going away", close=True), skip=1, times=None)
+
+
+@pytest.mark.anyio
+async def test_breaker_fails_the_rest_of_the_batch_fast() -> None:
+    retries = 2
+    with scripted() as server:
+        server_goes_away(server)
+        backend = make_backend(server, retries=retries, max_messages_per_connection=1)
+        messages = [message(n) for n in range(1, 11)]
+
+        with pytest.raises(SMTPConnectError) as info:
+            await backend.send_messages(messages)
+
+    # One session for message 1; message 2 tried 1 + retries times; no more.
+    assert len(server.sessions) == 1 + (1 + retries)
+    assert senders(server) == {"sender1@example.com": 1}
+    assert info.value is messages[1].result.error  # type: ignore[union-attr]
+    assert messages[1].result.attempts == 1 + retries  # type: ignore[union-attr]
+    for msg in messages[1:]:
+        assert msg.result is not None
+        (result,) = msg.result.recipients.values()
+        assert result.outcome is Outcome.TEMPORARY
+        assert result.code == 421
+        assert "Going away" in result.text
+        assert isinstance(msg.result.error, SMTPConnectError)
+    for msg in messages[2:]:
+        assert msg.result.attempts == 1  # type: ignore[union-attr]  # no backoff
+
+
+@pytest.mark.anyio
+async def test_breaker_error_does_not_grow_with_the_batch() -> None:
+    """Many messages fail fast with the same error; it must not collect a
+    traceback (or anything else) per message."""
+    with scripted() as server:
+        server_goes_away(server)
+        backend = make_backend(server, max_messages_per_connection=1)
+        messages = [message(n) for n in range(1, 301)]
+
+        with pytest.raises(SMTPConnectError) as info:
+            await backend.send_messages(messages)
+
+    assert len(server.sessions) == 2
+    depth, tb = 0, info.value.__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth < 50
+
+
+@pytest.mark.anyio
+async def test_breaker_with_a_pool() -> None:
+    retries, connections = 1, 3
+    with scripted() as server:
+        server_goes_away(server)
+        backend = make_backend(
+            server,
+            retries=retries,
+            max_connections=connections,
+            max_messages_per_connection=1,
+        )
+        messages = [message(n) for n in range(1, 41)]
+
+        with pytest.raises(SMTPConnectError):
+            await backend.send_messages(messages)
+
+    # At most every worker spends its retries before the breaker trips.
+    assert len(server.sessions) <= 1 + connections * (1 + retries)
+    assert senders(server) == {"sender1@example.com": 1}
+    for msg in messages[1:]:
+        assert msg.result is not None
+        assert {r.outcome for r in msg.result.recipients.values()} == {
+            Outcome.TEMPORARY
+        }
+
+
+@pytest.mark.anyio
+async def test_breaker_resets_for_the_next_batch() -> None:
+    retries = 1
+    with scripted() as server:
+        refused = reply("421 4.3.2 Going away", close=True)
+        server.on("CONNECT", refused, skip=1, times=1 + retries)  # then it is back
+        backend = make_backend(server, retries=retries, max_messages_per_connection=1)
+        messages = [message(n) for n in range(1, 5)]
+
+        async with backend:
+            with pytest.raises(SMTPConnectError):
+                await backend.send_messages(messages[:3])
+            assert messages[2].result is not None
+            assert messages[2].result.attempts == 1  # failed fast
+            assert await backend.send_messages(messages[3:]) == 1
+
+    assert senders(server) == {"sender1@example.com": 1, "sender4@example.com": 1}
+    assert len(server.sessions) == 1 + (1 + retries) + 1
+
+
+# -- the blocking API over the pool --------------------------------------------
+
+
+def test_blocking_send_messages_over_a_pool() -> None:
+    with scripted() as server:
+        hold_each_message(server, 0.01)
+        backend = make_backend(server, max_connections=4)
+        messages = [message(n) for n in range(1, 41)]
+        seen: list[MessageResult] = []
+
+        count = backend.blocking().send_messages(messages, on_result=seen.append)
+
+    assert count == 40
+    assert senders(server) == {f"sender{n}@example.com": 1 for n in range(1, 41)}
+    assert server.max_live == len(server.sessions) == 4
+    assert sorted(map(id, seen)) == sorted(id(m.result) for m in messages)
+
+
+def test_library_loop_is_uvloop_when_installed() -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def loop_type() -> type[asyncio.AbstractEventLoop]:
+        return type(asyncio.get_running_loop())
+
+    assert run_blocking(loop_type) is uvloop.Loop
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("rate_limit", 0, "rate must be a positive"),
+        ("rate_limit", -5, "rate must be a positive"),
+        ("idle_timeout", -1, "idle_timeout must be 0 or more"),
+        ("probe_after", -1, "probe_after must be 0 or more"),
+        ("max_connection_lifetime", -1, "max_lifetime must be 0 or more"),
+        ("max_connections", 0, "max_connections must be at least 1"),
+    ],
+)
+def test_bad_pool_options_are_configuration_errors(
+    option: str, value: float, message: str
+) -> None:
+    from asyncmail import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=message):
+        EmailBackend(host="127.0.0.1", port=25, **{option: value})
