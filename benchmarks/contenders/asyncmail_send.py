@@ -2,8 +2,9 @@
 
 Messages are built inside the timed part, one at a time as the pool takes
 them (an EmailMessage each, like Django's loop); with --prebuilt they are
-serialised before the clock starts and sent as RawMessage bytes, which
-measures the send path alone. --loop picks asyncio or uvloop.
+serialised to bytes before the clock starts (as a queue of ready messages
+would hold them) and each is wrapped in a RawMessage as the pool takes it,
+which measures the send path alone. --loop picks asyncio or uvloop.
 """
 
 from __future__ import annotations
@@ -30,12 +31,10 @@ async def send(args: object, prebuilt: bool) -> tuple[int, Stopwatch]:
         timeout=120,
     )
     count: int = args.count  # type: ignore[attr-defined]
-    messages: list[EmailMessage] | Iterator[EmailMessage]
+    messages: Iterator[EmailMessage]
     if prebuilt:
-        messages = [
-            RawMessage(message.as_bytes(), SENDER, [RECIPIENT])
-            for message in fresh(count)
-        ]
+        ready = [message.as_bytes() for message in fresh(count)]
+        messages = (RawMessage(data, SENDER, [RECIPIENT]) for data in ready)
     else:
         messages = fresh(count)
     async with backend:  # connect before the clock starts, as the others do

@@ -1115,9 +1115,10 @@ def _header_text(name: str, value: Any) -> str:
     )
 
 
-_BCC_LINE = re.compile(rb"(?:^|\r\n)(?:bcc|resent-bcc)[ \t]*:", re.IGNORECASE)
-_MESSAGE_ID_LINE = re.compile(
-    rb"(?:^|\r\n)message-id[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
+# The header lines a raw message is checked for: Bcc (refused) and
+# Message-ID (reported in the result), in one pass.
+_RAW_HEADER = re.compile(
+    rb"(?:^|\r\n)(bcc|resent-bcc|message-id)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
 )
 
 
@@ -1148,20 +1149,21 @@ class RawMessage(EmailMessage):
     def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
         data, _ = _foreign_bytes(self.data, "The raw message")
         head, _, body = data.partition(b"\r\n\r\n")
-        if _BCC_LINE.search(head) is not None:
-            raise BadHeaderError(
-                "A raw message must not carry a Bcc header; give Bcc recipients "
-                "with bcc= (they go in the envelope only)",
-                header="Bcc",
-            )
+        message_id = ""
+        for match in _RAW_HEADER.finditer(head):
+            if match.group(1).lower() != b"message-id":
+                raise BadHeaderError(
+                    "A raw message must not carry a Bcc header; give Bcc "
+                    "recipients with bcc= (they go in the envelope only)",
+                    header="Bcc",
+                )
+            message_id = match.group(2).decode("ascii", "replace").strip()
         eight_bit = not body.isascii()
         if eight_bit and not allow_8bit:
             raise InvalidMessageError(
                 "The raw message has 8-bit content and cannot be re-encoded "
                 "for a server without 8BITMIME"
             )
-        match = _MESSAGE_ID_LINE.search(head)
-        message_id = match.group(1).decode("ascii", "replace").strip() if match else ""
         return RenderedMessage((data,), eight_bit, not head.isascii(), message_id)
 
     def message(

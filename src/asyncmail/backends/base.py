@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -155,12 +155,11 @@ class BaseEmailBackend:
         """
         silent = self.fail_silently or fail_silently
         keep_all = isinstance(email_messages, (list, tuple))
-        source = _aiter(email_messages)
-        first = await anext(source, None)
-        if first is None:
+        source = _Source(email_messages)
+        if not await source.peek():
             return 0
 
-        tally = _Tally(keep_all, on_result)
+        tally = _Tally(keep_all, on_result, source)
         try:
             opened = await self.open()
         except BaseException as exc:
@@ -171,17 +170,15 @@ class BaseEmailBackend:
             if not isinstance(exc, MailError):
                 raise
             opened = None
-            await tally.fail_all(tally.number(_prepend(first, source)), exc)
+            await tally.fail_all(source, exc)
         else:
             if opened is None:
                 # open() failed silently: nothing can be sent; say why.
                 error = self.open_error or MailError("the backend could not be opened")
-                await tally.fail_all(tally.number(_prepend(first, source)), error)
+                await tally.fail_all(source, error)
         if opened is not None:
             try:
-                await self.dispatch(
-                    tally.number(_prepend(first, source)), tally.publish
-                )
+                await self.dispatch(source, tally.publish)
             finally:
                 if opened:
                     with anyio.CancelScope(shield=True):
@@ -304,53 +301,33 @@ class _Tally:
     sent.
     """
 
-    def __init__(self, keep_all: bool, callback: ResultCallback | None) -> None:
+    def __init__(
+        self, keep_all: bool, callback: ResultCallback | None, source: _Source
+    ) -> None:
         self.keep_all = keep_all
         self.callback = callback
+        self.source = source
         self.results: list[tuple[int, MessageResult]] = []
         self.sent = 0
         self.first_error: tuple[int, MailError] | None = None
-        self._positions: dict[int, list[int]] = {}
-        self._taken = 0
-
-    async def number(
-        self, messages: AsyncIterator[EmailMessage]
-    ) -> AsyncIterator[EmailMessage]:
-        """Pass *messages* through, remembering each one's position."""
-        async for message in messages:
-            self._positions.setdefault(id(message), []).append(self._taken)
-            self._taken += 1
-            yield message
-
-    def _position(self, result: MessageResult) -> int:
-        positions = self._positions.get(id(result.message))
-        if not positions:
-            return self._taken
-        position = positions.pop(0)
-        if not positions:
-            del self._positions[id(result.message)]
-        return position
 
     def publish(self, result: MessageResult) -> None:
-        position = self._position(result)
+        position = self.source.position(result.message)
         if result.sent:
             self.sent += 1
-        if not result.ok and (
-            self.first_error is None or position < self.first_error[0]
-        ):
+        ok = result.ok
+        if not ok and (self.first_error is None or position < self.first_error[0]):
             self.first_error = (
                 position,
                 result.error or MailError("message not delivered"),
             )
         # A generator of a million messages must not pile up here: keep every
         # result only for lists; otherwise keep the failures.
-        if self.keep_all or not result.ok:
+        if self.keep_all or not ok:
             self.results.append((position, result))
         record(result, self.callback)
 
-    async def fail_all(
-        self, messages: AsyncIterator[EmailMessage], error: MailError
-    ) -> None:
+    async def fail_all(self, messages: _Source, error: MailError) -> None:
         """Nothing could be sent: every message fails with *error*."""
         outcome = _open_failure_outcome(error)
         async for message in messages:
@@ -384,18 +361,55 @@ def _open_failure_outcome(error: MailError) -> Outcome:
     return Outcome.PERMANENT
 
 
-async def _aiter(messages: MessageSource) -> AsyncIterator[EmailMessage]:
-    if isinstance(messages, AsyncIterable):
-        async for message in messages:
-            yield message
-    else:
-        for message in messages:
-            yield message
+class _Source:
+    """The messages of one send_messages call, whatever their container:
+    taken one at a time (an iterator is never materialised), numbered as
+    they are taken (see :class:`_Tally`), with a look at the first."""
 
+    def __init__(self, messages: MessageSource) -> None:
+        self._sync: Iterator[EmailMessage] | None = None
+        self._async: AsyncIterator[EmailMessage] | None = None
+        if isinstance(messages, AsyncIterable):
+            self._async = aiter(messages)
+        else:
+            self._sync = iter(messages)
+        self._peeked: EmailMessage | None = None
+        self._positions: dict[int, list[int]] = {}
+        self._taken = 0
 
-async def _prepend(
-    first: EmailMessage, rest: AsyncIterator[EmailMessage]
-) -> AsyncIterator[EmailMessage]:
-    yield first
-    async for message in rest:
-        yield message
+    async def peek(self) -> EmailMessage | None:
+        """The first message (kept for the iteration), or None if empty."""
+        if self._peeked is None:
+            self._peeked = await self._next()
+        return self._peeked
+
+    async def _next(self) -> EmailMessage | None:
+        if self._sync is not None:
+            return next(self._sync, None)
+        assert self._async is not None
+        return await anext(self._async, None)
+
+    def __aiter__(self) -> _Source:
+        return self
+
+    async def __anext__(self) -> EmailMessage:
+        message = self._peeked
+        if message is not None:
+            self._peeked = None
+        else:
+            message = await self._next()
+            if message is None:
+                raise StopAsyncIteration
+        self._positions.setdefault(id(message), []).append(self._taken)
+        self._taken += 1
+        return message
+
+    def position(self, message: EmailMessage | None) -> int:
+        """The position *message* was taken at (each taking is used once)."""
+        positions = self._positions.get(id(message))
+        if not positions:
+            return self._taken
+        position = positions.pop(0)
+        if not positions:
+            del self._positions[id(message)]
+        return position

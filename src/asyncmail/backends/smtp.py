@@ -321,11 +321,26 @@ class _ReplyStream(asyncio.Protocol):
         return replies.popleft()
 
 
-def _check_command(command: str) -> None:
-    """No CR, LF or NUL inside a command line (defence in depth: arguments
-    are validated addresses already)."""
-    if "\r" in command or "\n" in command or "\0" in command:
-        raise SMTPError(f"Refusing to send a command with a line break: {command!r}")
+def _check_commands(wire: str, count: int) -> None:
+    """*wire* holds exactly *count* CRLF-ended command lines: no CR, LF or NUL
+    inside a command (defence in depth: the arguments are validated
+    addresses already)."""
+    if wire.count("\r") != count or wire.count("\n") != count or "\0" in wire:
+        raise SMTPError(f"Refusing to send a command with a line break: {wire!r}")
+
+
+def _plausible(replies: list[Reply], recipients: int) -> bool:
+    """Whether replies can belong to MAIL, RCPT x *recipients*, DATA: 2xx,
+    4xx or 5xx to MAIL and RCPT, 354, 4xx or 5xx to DATA. Anything else
+    means an unsolicited reply shifted them."""
+    for index, reply in enumerate(replies):
+        code = reply.code
+        if index <= recipients:
+            if not (200 <= code < 300 or 400 <= code < 600):
+                return False
+        elif code != 354 and not 400 <= code < 600:
+            return False
+    return True
 
 
 def dot_stuff(data: bytes) -> bytes:
@@ -360,14 +375,27 @@ WirePayload = bytes | tuple[bytes | Base64Payload, ...]
 
 
 def wire_payload(rendered: RenderedMessage) -> WirePayload:
-    """The DATA-phase form of a rendered message."""
+    """The DATA-phase form of a rendered message.
+
+    A RenderedMessage holds CRLF line endings only, every chunk starting a
+    line and ending with CRLF (asyncmail's serialiser writes nothing else,
+    and foreign bytes are normalised on the way in), so only the dots need
+    stuffing here; :func:`dot_stuff` normalises arbitrary bytes.
+    """
     if not rendered.streamed:
-        return dot_stuff(rendered.data)
-    # Every chunk starts a line, and base64 blocks never start with ".".
+        return _stuff_dots(rendered.data) + b".\r\n"
+    # Base64 blocks never start a line with ".".
     return tuple(
-        _stuff_lines(chunk) if isinstance(chunk, bytes) else chunk
+        _stuff_dots(chunk) if isinstance(chunk, bytes) else chunk
         for chunk in rendered.chunks
     )
+
+
+def _stuff_dots(data: bytes) -> bytes:
+    """Double the dot starting any line of clean CRLF *data*."""
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\r\n.", b"\r\n..")
 
 
 def payload_size(payload: WirePayload) -> int:
@@ -536,16 +564,16 @@ class SMTPConnection:
             params += " BODY=8BITMIME"
         if smtputf8:
             params += " SMTPUTF8"
-        commands = [f"MAIL FROM:<{sender}>{params}"] + [
-            f"RCPT TO:<{r}>" for r in recipients
-        ]
-        for command in commands:
-            _check_command(command)
+        commands = [f"MAIL FROM:<{sender}>{params}"]
+        commands += [f"RCPT TO:<{r}>" for r in recipients]
         encoding = "utf-8" if smtputf8 else "ascii"
         replies: list[Reply] = []
         if self.pipelining:
-            wire = "\r\n".join([*commands, "DATA"]) + "\r\n"
-            stream.send(wire.encode(encoding), len(commands) + 1)
+            commands.append("DATA")
+            wire = "\r\n".join(commands) + "\r\n"
+            _check_commands(wire, len(commands))
+            stream.send(wire.encode(encoding), len(commands))
+            commands.pop()
             for _ in range(len(commands) + 1):
                 try:
                     replies.append(await stream.read())
@@ -557,6 +585,7 @@ class SMTPConnection:
                 raise stream.error  # e.g. more replies than commands: out of step
         else:
             for command in commands:
+                _check_commands(f"{command}\r\n", 1)
                 stream.send(f"{command}\r\n".encode(encoding), 1)
                 replies.append(await stream.read())
                 if not 200 <= replies[0].code < 300 or replies[-1].code == 421:
@@ -570,14 +599,7 @@ class SMTPConnection:
         data_reply = (
             replies[1 + len(recipients)] if len(replies) > len(recipients) + 1 else None
         )
-        if any(
-            not 200 <= r.code < 600 or 300 <= r.code < 400
-            for r in (mail_reply, *rcpt_replies)
-        ) or (
-            data_reply is not None
-            and data_reply.code != 354
-            and not 400 <= data_reply.code < 600
-        ):
+        if not _plausible(replies, len(recipients)):
             # A 354 to MAIL/RCPT, a 250 to DATA...: an unsolicited reply shifted
             # the others; none of them can be trusted.
             raise SMTPResponseError(
