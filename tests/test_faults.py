@@ -315,7 +315,9 @@ FAULTS = [
         MessageRefusedError,
         code=451,
         enhanced="4.3.0",
-        retried=True,
+        # Refused, so TEMPORARY (the caller may send it again), but asyncmail
+        # never resends once the end of data was written.
+        retried=False,
         breaks=False,
     ),
     Fault(

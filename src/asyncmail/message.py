@@ -27,8 +27,8 @@ import email.message
 import email.policy
 import mimetypes
 import os
-import random
 import re
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -161,9 +161,10 @@ def make_msgid(idstring: str | None = None, domain: str | None = None) -> str:
     """Return a new globally unique Message-ID, ``<...@domain>``.
 
     The domain defaults to this host's cached, IDNA-encoded FQDN. The left part
-    joins the time in nanoseconds, the process id and 64 random bits.
+    joins the time in nanoseconds, the process id and 64 bits from the
+    operating system's secure random source.
     """
-    left = f"{time.time_ns()}.{os.getpid()}.{random.getrandbits(64)}"
+    left = f"{time.time_ns()}.{os.getpid()}.{secrets.randbits(64)}"
     if idstring:
         left += f".{idstring}"
     msgid = f"<{left}@{domain or get_fqdn()}>"
@@ -376,7 +377,9 @@ def _binary_part(
 
 
 def _multipart(subtype: str, parts: Sequence[_Part]) -> _Part:
-    boundary = f"==={random.getrandbits(128):032x}==="
+    # Unpredictable (not the random module), so that no one who sees other
+    # messages can guess a boundary and smuggle a MIME part into a body.
+    boundary = f"==={secrets.token_hex(16)}==="
     delimiter = f"--{boundary}\r\n".encode("ascii")
     chunks: list[bytes | Base64Payload] = []
     for part in parts:
@@ -763,8 +766,10 @@ class EmailMessage:
         """Serialise the message for sending (see :class:`RenderedMessage`).
 
         Raises :class:`~asyncmail.exceptions.BadHeaderError` for unsafe
-        headers and :class:`ValueError` for other bad content, before anything
-        could reach a server.
+        headers, :class:`~asyncmail.exceptions.InvalidMessageError` (a
+        ValueError) for other bad content and TypeError for values of the
+        wrong type, before anything could reach a server (a backend fails
+        that message alone, with the reason, and sends the others).
         """
         if type(self).message is not EmailMessage.message:
             return self._render_through_message()

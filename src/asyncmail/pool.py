@@ -117,7 +117,16 @@ class ConnectionPool(Generic[C]):
             slots.release()
             raise
 
+    async def _expire_idle(self) -> None:
+        """Close idle connections past their limits, oldest first: reuse is
+        last-in first-out, so the bottom of the stack would otherwise never
+        be looked at while the pool stays busy."""
+        now = time.monotonic()
+        while self._idle and self._expired(self._idle[0], now):
+            await self._discard(self._idle.pop(0))
+
     async def _take(self) -> Pooled[C]:
+        await self._expire_idle()
         while self._idle:
             entry = self._idle.pop()
             if self._expired(entry, time.monotonic()) or not self._is_usable(

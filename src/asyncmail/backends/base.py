@@ -20,6 +20,7 @@ also override ``send_messages`` wholesale, as Django backends do.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import math
@@ -29,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 
-from ..exceptions import ConfigurationError, MailError
+from ..dnsname import aget_fqdn
+from ..exceptions import ConfigurationError, InvalidMessageError, MailError
 from ..results import (
     MessageResult,
     Outcome,
@@ -79,6 +81,11 @@ class BaseEmailBackend:
         self.alias = alias
         self.state = BackendState.CLOSED
         self.open_error: MailError | None = None
+        #: The event loop the backend's open connections belong to (set by
+        #: backends that hold loop-bound connections, None otherwise).
+        self.bound_loop: asyncio.AbstractEventLoop | None = None
+        self._sending = 0  # send_messages calls under way
+        self._close_when_done = False  # one of them opened the backend
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -154,12 +161,39 @@ class BaseEmailBackend:
         raised after every message was attempted.
         """
         silent = self.fail_silently or fail_silently
+        self.check_loop()
         keep_all = isinstance(email_messages, (list, tuple))
         source = _Source(email_messages)
         if not await source.peek():
             return 0
+        await aget_fqdn()  # the Message-ID domain: looked up off the event loop
 
-        tally = _Tally(keep_all, on_result, source)
+        tally = _Tally(keep_all, on_result, source, silent)
+        self._sending += 1
+        try:
+            await self._send_all(source, tally)
+        finally:
+            self._sending -= 1
+            if self._close_when_done and not self._sending:
+                # The call that opened the backend, or the last one still
+                # sending through it, closes it.
+                self._close_when_done = False
+                with anyio.CancelScope(shield=True):
+                    await self.close()
+        return tally.finish(silent)
+
+    def check_loop(self) -> None:
+        """Raise RuntimeError if the backend's open connections belong to
+        another event loop (e.g. opened through the blocking API, then used
+        from the caller's own loop)."""
+        bound = self.bound_loop
+        if bound is not None and bound is not asyncio.get_running_loop():
+            raise RuntimeError(
+                f"{self!r} is open on another event loop; use it from the loop "
+                "that opened it (or close it there first)"
+            )
+
+    async def _send_all(self, source: _Source, tally: _Tally) -> None:
         try:
             opened = await self.open()
         except BaseException as exc:
@@ -177,13 +211,9 @@ class BaseEmailBackend:
                 error = self.open_error or MailError("the backend could not be opened")
                 await tally.fail_all(source, error)
         if opened is not None:
-            try:
-                await self.dispatch(source, tally.publish)
-            finally:
-                if opened:
-                    with anyio.CancelScope(shield=True):
-                        await self.close()
-        return tally.finish(silent)
+            if opened:
+                self._close_when_done = True
+            await self.dispatch(source, tally.publish)
 
     @contextlib.asynccontextmanager
     async def stream_results(
@@ -238,13 +268,19 @@ class BaseEmailBackend:
             publish(await self.deliver_or_fail(message))
 
     async def deliver_or_fail(self, message: EmailMessage) -> MessageResult:
-        """Deliver one message, turning a MailError into a failed result."""
+        """Deliver one message, turning what stops it into a failed result:
+        one bad message fails alone, with its reason, and the batch goes on."""
         if not message.recipients():
             return MessageResult(message)
         try:
             return await self.deliver(message)
         except MailError as exc:
             return failed_result(message, exc, Outcome.PERMANENT)
+        except (TypeError, UnicodeError) as exc:
+            # Content of the wrong type, or undecodable bytes, in this message.
+            error = InvalidMessageError(f"The message cannot be serialised: {exc}")
+            error.__cause__ = exc
+            return failed_result(message, error, Outcome.PERMANENT)
 
     async def deliver(self, message: EmailMessage) -> MessageResult:
         """Deliver one message that has recipients; subclasses implement it."""
@@ -302,11 +338,16 @@ class _Tally:
     """
 
     def __init__(
-        self, keep_all: bool, callback: ResultCallback | None, source: _Source
+        self,
+        keep_all: bool,
+        callback: ResultCallback | None,
+        source: _Source,
+        silent: bool,
     ) -> None:
         self.keep_all = keep_all
         self.callback = callback
         self.source = source
+        self.silent = silent
         self.results: list[tuple[int, MessageResult]] = []
         self.sent = 0
         self.first_error: tuple[int, MailError] | None = None
@@ -322,8 +363,9 @@ class _Tally:
                 result.error or MailError("message not delivered"),
             )
         # A generator of a million messages must not pile up here: keep every
-        # result only for lists; otherwise keep the failures.
-        if self.keep_all or not ok:
+        # result only for lists; otherwise the failures, for the error that
+        # will be raised (none when silent).
+        if self.keep_all or (not ok and not self.silent):
             self.results.append((position, result))
         record(result, self.callback)
 

@@ -54,10 +54,10 @@ from ..exceptions import (
     ConfigurationError,
     DeliveryUnknownError,
     InsecureAuthError,
+    InvalidMessageError,
     MailError,
     MessageRefusedError,
     RecipientsRefusedError,
-    SendError,
     SMTPAuthenticationError,
     SMTPConnectError,
     SMTPError,
@@ -421,6 +421,9 @@ class _Transaction:
     reply: str = ""
     reusable: bool = True
     end_written: bool = False
+    #: The recipients the message data was written for (accepted at RCPT):
+    #: once the end of data is written they are never retried.
+    data_recipients: tuple[str, ...] = ()
     settled: bool = False  # every recipient has its outcome
 
 
@@ -456,17 +459,6 @@ def _settle_failure(
         )
     else:
         result.error = error
-
-
-async def _aiter_blocks(
-    blocks: list[bytes] | AsyncIterator[bytes],
-) -> AsyncIterator[bytes]:
-    if isinstance(blocks, list):
-        for block in blocks:
-            yield block
-    else:
-        async for block in blocks:
-            yield block
 
 
 class SMTPConnection:
@@ -557,6 +549,8 @@ class SMTPConnection:
         deadline: float | None,
     ) -> None:
         stream = self.stream
+        if deadline is not None and stream.loop.time() >= deadline:
+            raise SMTPTimeoutError("The message's deadline passed before it was sent")
         params = ""
         if self.size_limit is not None:
             params += f" SIZE={payload_size(data)}"
@@ -590,7 +584,11 @@ class SMTPConnection:
                 replies.append(await stream.read())
                 if not 200 <= replies[0].code < 300 or replies[-1].code == 421:
                     break
-            if replies[0].code < 300 and any(200 <= r.code < 300 for r in replies[1:]):
+            if (
+                replies[0].code < 300
+                and replies[-1].code != 421  # the server is closing
+                and any(200 <= r.code < 300 for r in replies[1:])
+            ):
                 stream.send(b"DATA\r\n", 1)
                 replies.append(await stream.read())
 
@@ -643,6 +641,7 @@ class SMTPConnection:
                 stream.send(b".\r\n", 1)
                 await stream.read()
             else:
+                result.data_recipients = tuple(accepted)
                 await self._send_data(result, data, deadline)
                 stream.set_deadline(self._deadline(deadline))
                 final = await stream.read()
@@ -706,25 +705,35 @@ class SMTPConnection:
     ) -> None:
         stream = self.stream
         if isinstance(data, bytes):
-            # From the moment the end of data is handed over, a lost
-            # connection leaves the outcome unknown.
-            result.end_written = True
             stream.send(data, 1)
+            # Handed over (send raises, writing nothing, on a broken stream):
+            # from now on a lost connection leaves the outcome unknown.
+            result.end_written = True
             await stream.drain()
             return
-        try:
-            for chunk in data:
-                blocks = [chunk] if isinstance(chunk, bytes) else chunk.ablocks()
-                async for block in _aiter_blocks(blocks):
-                    stream.send(block, 0)
-                    await stream.drain()
-                    stream.set_deadline(self._deadline(deadline))  # progress
-        except (OSError, ValueError) as exc:
-            # The attachment could not be read (or changed while sent): the
-            # message cannot be completed; the session is abandoned mid-data.
-            raise SendError(f"An attachment could not be read: {exc}") from exc
-        result.end_written = True
+        for chunk in data:
+            if isinstance(chunk, bytes):
+                stream.send(chunk, 0)
+                await stream.drain()
+                continue
+            blocks = chunk.ablocks()
+            while True:
+                try:
+                    block = await anext(blocks, None)
+                except (OSError, InvalidMessageError) as exc:
+                    # The attachment could not be read, or changed while sent:
+                    # the message cannot be completed (the session is dropped
+                    # mid-data, so nothing half-written can be accepted).
+                    raise InvalidMessageError(
+                        f"An attachment could not be sent: {exc}"
+                    ) from exc
+                if block is None:
+                    break
+                stream.send(block, 0)
+                await stream.drain()
+                stream.set_deadline(self._deadline(deadline))  # progress
         stream.send(b".\r\n", 1)
+        result.end_written = True
 
     async def noop(self) -> bool:
         """A NOOP round trip: True when the server answered 250."""
@@ -838,6 +847,15 @@ def _is_loopback(host: str) -> bool:
 # -- the backend --------------------------------------------------------------------
 
 
+class _Attempt(NamedTuple):
+    """What one try at a message did."""
+
+    error: MailError | None
+    reply: str = ""
+    connected: bool = True  # False: no connection could be had
+    written: tuple[str, ...] = ()  # recipients its end of data was written for
+
+
 @dataclass(slots=True)
 class _Prepared:
     """A message rendered and addressed, ready for any connection."""
@@ -847,6 +865,7 @@ class _Prepared:
     recipients: list[str]
     rendered: RenderedMessage
     data: WirePayload
+    smtputf8: bool  # a header or envelope address needs SMTPUTF8
     # Rendered again without 8bit, if a server needs it: (payload, Message-ID).
     seven_bit: tuple[WirePayload, str] | None = None
     message_id: str = ""  # that of the rendering last sent
@@ -1011,7 +1030,13 @@ class EmailBackend(BaseEmailBackend):
     async def connect(self) -> SMTPConnection:
         """Open a new, fully set-up connection (TLS and AUTH done) or raise."""
         where = f"SMTP {self.host}:{self.port}"
-        tls = await self._tls() if (self.use_tls or self.use_ssl) else None
+        try:
+            tls = await self._tls() if (self.use_tls or self.use_ssl) else None
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigurationError(
+                f"{where}: cannot set up TLS with ssl_certfile="
+                f"{self.ssl_certfile!r}, ssl_keyfile={self.ssl_keyfile!r}: {exc}"
+            ) from exc
         client = aiosmtplib.SMTP(
             hostname=self.host,
             port=self.port,
@@ -1064,16 +1089,14 @@ class EmailBackend(BaseEmailBackend):
             )
         await client.login(self.username, self.password)
 
-    def _get_pool(self) -> ConnectionPool[SMTPConnection]:
-        if self._pool is None:
-            self._pool = ConnectionPool(
-                connect=self.connect,
-                close=SMTPConnection.close,
-                is_usable=lambda connection: connection.usable,
-                probe=SMTPConnection.noop,
-                limits=self.limits,
-            )
-        return self._pool
+    def _new_pool(self) -> ConnectionPool[SMTPConnection]:
+        return ConnectionPool(
+            connect=self.connect,
+            close=SMTPConnection.close,
+            is_usable=lambda connection: connection.usable,
+            probe=SMTPConnection.noop,
+            limits=self.limits,
+        )
 
     @property
     def pool(self) -> ConnectionPool[SMTPConnection] | None:
@@ -1086,9 +1109,10 @@ class EmailBackend(BaseEmailBackend):
         Returns True if connected now, False if already open, None if the
         connection failed and ``fail_silently`` is set.
         """
+        self.check_loop()
         if self._pool is not None:
             return False
-        pool = self._get_pool()
+        pool = self._pool = self._new_pool()
         loop = asyncio.get_running_loop()
         deadline = None if self.deadline is None else loop.time() + self.deadline
         attempt = 0
@@ -1109,11 +1133,12 @@ class EmailBackend(BaseEmailBackend):
                     await asyncio.sleep(delay)
                     continue
                 self._pool = None
-                self.open_error = exc
                 if self.fail_silently:
+                    self.open_error = exc
                     return None
                 raise
         self.open_error = None
+        self.bound_loop = loop
         await pool.release(entry, reusable=True)
         await super().open()
         return True
@@ -1123,6 +1148,7 @@ class EmailBackend(BaseEmailBackend):
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
+        self.bound_loop = None
         await super().close()
 
     # -- sending -------------------------------------------------------------------
@@ -1135,12 +1161,18 @@ class EmailBackend(BaseEmailBackend):
             if key not in recipients:
                 recipients.append(key)
         rendered = message.render()
+        smtputf8 = (
+            rendered.smtputf8
+            or not sender.isascii()
+            or not all(address.isascii() for address in recipients)
+        )
         return _Prepared(
             message,
             sender,
             recipients,
             rendered,
             wire_payload(rendered),
+            smtputf8,
             message_id=rendered.message_id,
         )
 
@@ -1153,7 +1185,7 @@ class EmailBackend(BaseEmailBackend):
         cannot carry the message (SMTPUTF8 or 8BITMIME missing, too large).
         """
         rendered = prepared.rendered
-        if rendered.smtputf8 and not connection.smtputf8:
+        if prepared.smtputf8 and not connection.smtputf8:
             raise SMTPNotSupportedError(
                 "The message needs SMTPUTF8 (a non-ASCII local part) but the "
                 "server does not support it"
@@ -1201,6 +1233,7 @@ class EmailBackend(BaseEmailBackend):
         deadline = None if self.deadline is None else loop.time() + self.deadline
         pending = list(prepared.recipients)
         outcome: dict[str, RecipientResult] = {}
+        settled: set[str] = set()  # the data went to them: never retried
         error: MailError | None = None
         reply = ""
         attempt = 0
@@ -1208,15 +1241,21 @@ class EmailBackend(BaseEmailBackend):
             attempt += 1
             if self.rate_limiter is not None and attempt > 1:
                 await self.rate_limiter.acquire()
-            step_error, step_reply, connected = await self._attempt(
-                prepared, pending, outcome, deadline
-            )
+            step = await self._attempt(prepared, pending, outcome, deadline)
+            step_error, step_reply, connected = step.error, step.reply, step.connected
+            settled.update(step.written)
             if not isinstance(error, DeliveryUnknownError):
                 error = step_error or error  # a later success keeps what failed
             reply = step_reply or reply
-            # Only what failed transiently is tried again (never what is
-            # unknown: it may have been delivered).
-            retry = [a for a in pending if outcome[a].outcome is Outcome.TEMPORARY]
+            # Only what failed transiently is tried again, and never a
+            # recipient the data was written for (unknown: it may have been
+            # delivered; or refused after the data: asyncmail never resends
+            # once the end of data was written).
+            retry = [
+                a
+                for a in pending
+                if outcome[a].outcome is Outcome.TEMPORARY and a not in settled
+            ]
             if not retry or attempt > self.retries:
                 if not connected and error is not None:
                     # This message spent its retries failing to connect: the
@@ -1258,12 +1297,13 @@ class EmailBackend(BaseEmailBackend):
         recipients: list[str],
         outcome: dict[str, RecipientResult],
         deadline: float | None,
-    ) -> tuple[MailError | None, str, bool]:
-        """One try at *recipients*; fills *outcome*; returns (error, reply,
-        whether a connection was had)."""
-        pool = self._get_pool()
+    ) -> _Attempt:
+        """One try at *recipients*; fills *outcome*."""
+        pool = self._pool
         failure: MailError | None = None
-        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        if pool is None:
+            failure = SMTPConnectError("The backend was closed while sending")
+        elif deadline is not None and asyncio.get_running_loop().time() >= deadline:
             failure = SMTPTimeoutError(
                 "The message's deadline passed before it was sent"
             )
@@ -1274,13 +1314,21 @@ class EmailBackend(BaseEmailBackend):
             failure = self._unreachable
         else:
             try:
-                entry: Pooled[SMTPConnection] = await pool.acquire()
+                # The message's deadline bounds waiting for a slot and
+                # connecting too.
+                async with asyncio.timeout_at(deadline):
+                    entry: Pooled[SMTPConnection] = await pool.acquire()
             except MailError as exc:
                 failure = exc
-        if failure is not None:
+            except TimeoutError:
+                failure = SMTPTimeoutError(
+                    "The message's deadline passed while waiting for a connection"
+                )
+        if failure is not None or pool is None:
+            failure = failure or SMTPConnectError("The backend was closed")
             kind = Outcome.TEMPORARY if _is_transient(failure) else Outcome.PERMANENT
             _fail_recipients(outcome, recipients, failure, kind)
-            return failure, "", False
+            return _Attempt(failure, connected=False)
         self._unreachable = None
         reusable = False
         try:
@@ -1291,19 +1339,20 @@ class EmailBackend(BaseEmailBackend):
                 # Refused before a byte was written: the connection is fine.
                 reusable = True
                 _fail_recipients(outcome, recipients, problem, Outcome.PERMANENT)
-                return problem, "", True
+                return _Attempt(problem)
             transaction = await connection.transaction(
                 prepared.sender,
                 recipients,
                 data,
                 eight_bit=eight_bit,
-                smtputf8=prepared.rendered.smtputf8,
+                smtputf8=prepared.smtputf8,
                 deadline=deadline,
             )
             entry.messages += 1
             reusable = transaction.reusable
             outcome.update(transaction.recipients)
-            return transaction.error, transaction.reply, True
+            written = transaction.data_recipients if transaction.end_written else ()
+            return _Attempt(transaction.error, transaction.reply, written=written)
         finally:
             await pool.release(entry, reusable=reusable)
 
