@@ -30,6 +30,7 @@ from asyncmail import (
     InsecureAuthError,
     MessageStatus,
     Outcome,
+    RawMessage,
     RecipientsRefusedError,
     SMTPAuthenticationError,
     SMTPConnectError,
@@ -39,8 +40,9 @@ from asyncmail import (
     get_connection,
 )
 from asyncmail.backends import smtp
-from asyncmail.backends.smtp import EmailBackend, dot_stuff
+from asyncmail.backends.smtp import EmailBackend, wire_payload
 from smtpserver import SilentServer, SMTPServer, unused_port
+from wire import dot_stuff
 
 pytestmark = pytest.mark.anyio
 
@@ -212,10 +214,17 @@ def assert_stuffed(wire: bytes) -> None:
         b"no newline at all",
     ],
 )
-def test_dot_stuff_normalises_bare_line_breaks(data: bytes) -> None:
-    # The serialiser never emits bare CR or LF; dot_stuff must be safe anyway
-    # (subclasses that override message() hand it foreign bytes).
-    stuffed = dot_stuff(data)
+def test_foreign_bytes_reach_the_wire_as_crlf_and_stuffed(data: bytes) -> None:
+    # asyncmail's serialiser never emits bare CR or LF; bytes it did not make
+    # (a raw message here; also a subclass's message() or a MIMEPart) are
+    # normalised on the way in, then dot-stuffed for the DATA phase.
+    head = b"Subject: s\r\n\r\n"
+    stuffed = wire_payload(
+        RawMessage(head + data, "f@example.com", ["t@x.com"]).render()
+    )
+    assert isinstance(stuffed, bytes)
+    assert stuffed.startswith(head)
+    stuffed = stuffed[len(head) :]
 
     assert only_crlf(stuffed)
     assert_stuffed(stuffed)

@@ -31,10 +31,11 @@ from asyncmail import (
     RawMessage,
     SMTPNotSupportedError,
 )
-from asyncmail.backends.smtp import EmailBackend, dot_stuff
+from asyncmail.backends.smtp import EmailBackend
 from asyncmail.message import STREAM_THRESHOLD, Base64Payload
 from scriptserver import DEFAULT_EXTENSIONS, ScriptServer, reply
 from smtpserver import SMTPServer
+from wire import dot_stuff
 
 pytestmark = pytest.mark.anyio
 

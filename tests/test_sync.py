@@ -313,7 +313,7 @@ def test_script_exits_cleanly(server: SMTPServer) -> None:
 
     # -X dev: ResourceWarnings and asyncio debug on; -W error: any warning
     # (an unclosed transport, "event loop is closed") fails the script.
-    process = subprocess.run(  # noqa: S603 - our own interpreter and script
+    process = subprocess.run(
         [sys.executable, "-X", "dev", "-W", "error", "-c", code],
         capture_output=True,
         text=True,

@@ -7,6 +7,7 @@ coroutines on the library's event loop; there is no second copy of the logic.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -94,12 +95,24 @@ def connection_for_call(
         # A BlockingBackend view (from ``with backend as conn``) wraps the backend.
         backend: BaseEmailBackend = getattr(connection, "backend", connection)
         return backend
+    backend = get_connection(using=using)
+    if auth_user is None and auth_password is None:
+        return backend
+    if not _takes_credentials(type(backend)):
+        # As in Django: backends without a server (locmem, console, ...)
+        # have no use for credentials; tests switch to them freely.
+        return backend
     options: dict[str, Any] = {}
     if auth_user is not None:
         options["username"] = auth_user
     if auth_password is not None:
         options["password"] = auth_password
     return get_connection(using=using, **options)
+
+
+def _takes_credentials(backend_class: type[BaseEmailBackend]) -> bool:
+    parameters = inspect.signature(backend_class).parameters
+    return "username" in parameters and "password" in parameters
 
 
 async def asend_mail(

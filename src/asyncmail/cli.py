@@ -28,6 +28,7 @@ from typing import Any
 
 import anyio
 
+from .address import envelope_address
 from .exceptions import ConfigurationError, MailError
 from .message import EmailMultiAlternatives
 from .results import MessageResult
@@ -144,6 +145,10 @@ async def _send(args: argparse.Namespace) -> int:
         await message.aattach_file(path)
     if not message.recipients():
         raise ConfigurationError("Give at least one recipient (--to, --cc or --bcc)")
+    # Bad input is a usage error (exit status 2), found before connecting.
+    for address in message.recipients():
+        envelope_address(address)
+    message.render()
 
     options: dict[str, Any] = {
         key: value
@@ -164,7 +169,16 @@ async def _send(args: argparse.Namespace) -> int:
             server = await stack.enter_async_context(DebugServer(port=0))
             print(f"Embedded debug server listening on {server.host}:{server.port}")
             backend_path = "asyncmail.backends.smtp.EmailBackend"
-            options.update(host=server.host, port=server.port)
+            # A plain local SMTP server: whatever EMAIL_USE_TLS or the
+            # credentials in the environment say is for the real relay.
+            options.update(
+                host=server.host,
+                port=server.port,
+                use_tls=False,
+                use_ssl=False,
+                username="",
+                password="",
+            )
         backend = (
             get_connection(backend_path, **options)
             if (backend_path or options)

@@ -59,6 +59,7 @@ __all__ = [
     "SMTPTimeoutError",
     "SendError",
     "TLSError",
+    "is_transient",
 ]
 
 
@@ -112,10 +113,10 @@ class ConfigurationError(MailError, ValueError):
     """A setting, backend option or backend path is unknown or has a bad value."""
 
 
-class SMTPError(MailError):
-    """Talking to the SMTP server failed.
+class _ReplyError(MailError):
+    """An error that a server's reply may have decided.
 
-    ``code`` and ``text`` are the server's reply when one caused the error;
+    ``code`` and ``text`` are that reply, when there was one;
     ``enhanced_status`` is its RFC 3463 enhanced status code (``"5.1.1"``)
     when the server sent one.
     """
@@ -132,6 +133,11 @@ class SMTPError(MailError):
         self.code = code
         self.text = text
         self.enhanced_status = enhanced_status
+
+
+class SMTPError(_ReplyError):
+    """Talking to the SMTP server failed (``code``, ``text`` and
+    ``enhanced_status`` are the reply that caused it, if any)."""
 
 
 class SMTPConnectError(SMTPError, ConnectionError):
@@ -167,25 +173,10 @@ class SMTPResponseError(SMTPError):
     """The server answered a command with an unexpected reply."""
 
 
-class SendError(MailError):
-    """A message was not fully delivered; the base of the per-message errors.
-
-    ``code``, ``enhanced_status`` and ``text`` carry the server's reply when
-    one decided the outcome.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: int | None = None,
-        text: str | None = None,
-        enhanced_status: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.text = text
-        self.enhanced_status = enhanced_status
+class SendError(_ReplyError):
+    """A message was not fully delivered; the base of the per-message errors
+    (``code``, ``text`` and ``enhanced_status`` are the reply that decided
+    it, if any)."""
 
 
 class RecipientsRefusedError(SendError):
@@ -210,3 +201,15 @@ class DeliveryUnknownError(SendError):
     The server may have accepted the message; asyncmail never resends it
     automatically, to avoid duplicates.
     """
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether trying again later may succeed: the connection was refused,
+    lost or timed out, or the server answered 4xx. Not for TLS,
+    authentication, clear-text refusals, 5xx replies or bad messages."""
+    if isinstance(error, (TLSError, SMTPAuthenticationError, InsecureAuthError)):
+        return False
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        code = getattr(error, "code", None)
+        return code is None or 400 <= code < 500
+    return False

@@ -535,14 +535,6 @@ class RenderedMessage:
         return len(self.chunks) != 1 or not isinstance(self.chunks[0], bytes)
 
     @property
-    def size(self) -> int:
-        """The message's size in octets (before dot-stuffing)."""
-        return sum(
-            len(chunk) if isinstance(chunk, bytes) else chunk.encoded_size
-            for chunk in self.chunks
-        )
-
-    @property
     def data(self) -> bytes:
         """The whole message as bytes (large payloads encoded now)."""
         if not self.streamed:
@@ -805,7 +797,8 @@ class EmailMessage:
         # A message that needs SMTPUTF8 anyway (a non-ASCII local part) is
         # written with UTF-8 headers: with utf8=False, Python 3.13 re-encodes
         # such a local part as an "unknown-8bit" encoded word, breaking it.
-        needs_utf8 = self._render(allow_8bit=True).smtputf8
+        # Only the addresses decide it: the headers alone, not the bodies.
+        needs_utf8 = self._standard_headers(self._normalised_extra_headers())[2]
         msg = self.message(policy=email.policy.SMTPUTF8 if needs_utf8 else _SMTP_POLICY)
         if "bcc" in msg:
             del msg["bcc"]

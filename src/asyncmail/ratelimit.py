@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 
 __all__ = ["RateLimiter"]
 
@@ -24,8 +25,11 @@ class RateLimiter:
         self.burst = max(1, int(burst if burst is not None else max(1.0, rate)))
         self._tokens = float(self.burst)
         self._updated = time.monotonic()
-        self._lock: asyncio.Lock | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # One lock per event loop: asyncio locks belong to one loop, and a
+        # backend may be used from several (the blocking API's, the caller's).
+        self._locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Lock
+        ] = weakref.WeakKeyDictionary()
 
     def _refill(self) -> None:
         now = time.monotonic()
@@ -34,13 +38,10 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Take one token, waiting for it if the bucket is empty."""
-        loop = asyncio.get_running_loop()
-        if self._lock is None or self._loop is not loop:
-            # A lock belongs to the loop that first waited on it, and a backend
-            # may be used from several (the blocking API's, the caller's).
-            self._lock = asyncio.Lock()
-            self._loop = loop
-        async with self._lock:  # first come, first served
+        lock = self._locks.get(asyncio.get_running_loop())
+        if lock is None:
+            lock = self._locks[asyncio.get_running_loop()] = asyncio.Lock()
+        async with lock:  # first come, first served (within a loop)
             self._refill()
             if self._tokens < 1:
                 await asyncio.sleep((1 - self._tokens) / self.rate)

@@ -81,6 +81,20 @@ class RecipientResult:
     def accepted(self) -> bool:
         return self.outcome is Outcome.ACCEPTED
 
+    @classmethod
+    def failure(
+        cls, address: str, outcome: Outcome, error: BaseException
+    ) -> RecipientResult:
+        """*address* not delivered because of *error* (with the server's
+        reply code and enhanced status when the error carries them)."""
+        return cls(
+            address,
+            outcome,
+            getattr(error, "code", None),
+            getattr(error, "enhanced_status", None),
+            str(error),
+        )
+
 
 @dataclass(slots=True)
 class MessageResult:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import weakref
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TextIO
@@ -104,6 +105,7 @@ class DebugServer:
         self.quiet = quiet
         self.messages: list[ReceivedMessage] = []
         self._server: asyncio.AbstractServer | None = None
+        self._sessions: weakref.WeakSet[SMTPProtocol] = weakref.WeakSet()
 
     def record(self, message: ReceivedMessage) -> None:
         """Keep (and print) a received message."""
@@ -116,13 +118,15 @@ class DebugServer:
     def _protocol(self) -> SMTPProtocol:
         from aiosmtpd.smtp import SMTP
 
-        return SMTP(
+        session = SMTP(
             _Handler(self),
             hostname="asyncmail-debug-server",
             ident="asyncmail debug server",
             enable_SMTPUTF8=True,
             auth_require_tls=False,
         )
+        self._sessions.add(session)
+        return session
 
     async def start(self) -> None:
         """Start listening (returns once the port is bound)."""
@@ -141,11 +145,12 @@ class DebugServer:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-            # Python 3.12+ waits for open sessions in wait_closed(); end them
-            # (close_clients() exists from 3.13).
-            close_clients = getattr(server, "close_clients", None)
-            if close_clients is not None:
-                close_clients()
+            # Python 3.12+ waits for open sessions in wait_closed(): end them
+            # ourselves (close_clients() only exists from 3.13).
+            for session in list(self._sessions):
+                transport = getattr(session, "transport", None)
+                if transport is not None:
+                    transport.close()
             await server.wait_closed()
 
     async def serve_forever(self) -> None:

@@ -31,7 +31,12 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 
 from ..dnsname import aget_fqdn
-from ..exceptions import ConfigurationError, InvalidMessageError, MailError
+from ..exceptions import (
+    ConfigurationError,
+    InvalidMessageError,
+    MailError,
+    is_transient,
+)
 from ..results import (
     MessageResult,
     Outcome,
@@ -228,8 +233,9 @@ class BaseEmailBackend:
 
         Failures are in the results, never raised (as with fail_silently);
         leaving the block early cancels the sending that is still under way.
-        An error that stops the sending (a message that cannot be rendered)
-        ends the iteration and is raised, as is, when the block exits.
+        An error that stops the sending altogether (e.g. the message source
+        raising) ends the iteration and is raised, as is, when the block
+        exits.
         """
         send, receive = anyio.create_memory_object_stream[MessageResult](math.inf)
         errors: list[Exception] = []
@@ -304,11 +310,8 @@ def failed_result(
 ) -> MessageResult:
     """A result in which every recipient got *outcome* because of *error*
     (with the server's reply code, when a reply caused it)."""
-    text = str(error)
-    code = getattr(error, "code", None)
-    enhanced = getattr(error, "enhanced_status", None)
     recipients = {
-        key: RecipientResult(key, outcome, code, enhanced, text)
+        key: RecipientResult.failure(key, outcome, error)
         for key in _recipient_keys(message)
     }
     return MessageResult(message, recipients, error=error)
@@ -371,7 +374,7 @@ class _Tally:
 
     async def fail_all(self, messages: _Source, error: MailError) -> None:
         """Nothing could be sent: every message fails with *error*."""
-        outcome = _open_failure_outcome(error)
+        outcome = Outcome.TEMPORARY if is_transient(error) else Outcome.PERMANENT
         async for message in messages:
             if message.recipients():
                 self.publish(failed_result(message, error, outcome))
@@ -391,16 +394,6 @@ class _Tally:
 
 def _first(item: tuple[int, MessageResult]) -> int:
     return item[0]
-
-
-def _open_failure_outcome(error: MailError) -> Outcome:
-    """Connecting failed: temporary when retrying later may succeed (lost or
-    refused connections and timeouts, unless the server answered 5xx)."""
-    if isinstance(error, (ConnectionError, TimeoutError)):
-        code = getattr(error, "code", None)
-        if not (isinstance(code, int) and code >= 500):
-            return Outcome.TEMPORARY
-    return Outcome.PERMANENT
 
 
 class _Source:

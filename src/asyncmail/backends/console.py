@@ -9,9 +9,9 @@ they never appear in a message.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
-import anyio
 import anyio.to_thread
 
 from ..exceptions import MailError
@@ -32,28 +32,25 @@ class EmailBackend(BaseEmailBackend):
     def __init__(self, *, stream: TextIO | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.stream = stream
-        self._lock: anyio.Lock | None = None
+        # Writes run in worker threads, from whichever event loop sends: a
+        # thread lock keeps concurrent messages from interleaving.
+        self._write_lock = threading.Lock()
 
     def format(self, message: EmailMessage) -> str:
-        """The text written for one message."""
+        """The text written for one message (blocking: it may read files
+        attached by reference)."""
         text = message.render().data.decode("utf-8", "replace").replace("\r\n", "\n")
         return f"{text}\n{SEPARATOR}\n"
 
     async def deliver(self, message: EmailMessage) -> MessageResult:
-        text = self.format(message)
-        stream = self.stream or sys.stdout
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:  # keep concurrent messages from interleaving
-            try:
-                await anyio.to_thread.run_sync(_write, stream, text)
-            except (OSError, ValueError) as exc:
-                raise MailError(
-                    f"Could not write to the console stream: {exc}"
-                ) from exc
+        text = await anyio.to_thread.run_sync(self.format, message)
+        try:
+            await anyio.to_thread.run_sync(self._write, self.stream or sys.stdout, text)
+        except (OSError, ValueError) as exc:
+            raise MailError(f"Could not write to the console stream: {exc}") from exc
         return accepted_result(message)
 
-
-def _write(stream: TextIO, text: str) -> None:
-    stream.write(text)
-    stream.flush()
+    def _write(self, stream: TextIO, text: str) -> None:
+        with self._write_lock:
+            stream.write(text)
+            stream.flush()

@@ -9,8 +9,10 @@ Writes go through aiofiles, off the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
+import weakref
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ import anyio.to_thread
 
 from ..exceptions import ConfigurationError, MailError
 from ..settings import settings
+from .base import accepted_result
 from .console import EmailBackend as ConsoleBackend
 
 if TYPE_CHECKING:
@@ -49,6 +52,9 @@ class EmailBackend(ConsoleBackend):
             )
         self.file_path = Path(path).absolute()
         self._filename: Path | None = None
+        self._locks: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, asyncio.Lock
+        ] = weakref.WeakKeyDictionary()
 
     @property
     def filename(self) -> Path | None:
@@ -82,13 +88,12 @@ class EmailBackend(ConsoleBackend):
         return directory / f"{stamp}-{uuid.uuid4().hex}.log"
 
     async def deliver(self, message: EmailMessage) -> MessageResult:
-        from .base import accepted_result
-
-        text = self.format(message)
+        text = await anyio.to_thread.run_sync(self.format, message)
         assert self._filename is not None
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        async with self._lock:
+        # One lock per event loop (asyncio locks belong to one loop), so that
+        # concurrent messages are appended whole, one after the other.
+        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
             try:
                 async with aiofiles.open(self._filename, "a", encoding="utf-8") as file:
                     await file.write(text)

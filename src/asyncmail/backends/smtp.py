@@ -22,9 +22,10 @@ length and line count), and unsolicited data marks the connection broken.
 Outcomes are recorded per recipient (see :mod:`asyncmail.results`). Transient
 failures (connection lost before the end of data, 421, 4xx on MAIL, RCPT or
 DATA) are retried with exponential backoff and jitter, within ``retries`` and
-the per-message ``deadline``, for the recipients still pending; nothing is
-ever retried once the end of the data was written (the outcome is then
-"unknown": it may have been delivered).
+the per-message ``deadline``, for the recipients still pending. A recipient
+the data was written for is never retried: a connection lost after the end
+of data leaves it "unknown" (it may have been delivered), and a 4xx reply to
+the end of data leaves it "temporary" for the caller to decide.
 
 With ``max_connections`` above 1 the backend sends concurrently over a
 bounded pool (see :mod:`asyncmail.pool`), optionally rate limited; with the
@@ -65,6 +66,7 @@ from ..exceptions import (
     SMTPResponseError,
     SMTPTimeoutError,
     TLSError,
+    is_transient,
 )
 from ..message import Base64Payload, RenderedMessage
 from ..pool import ConnectionPool, Pooled, PoolLimits
@@ -92,7 +94,6 @@ NOT_GIVEN: Final = _NotGiven()
 # reply must fail, not eat memory).
 MAX_REPLY_LINE: Final = 4096
 MAX_REPLY_LINES: Final = 256
-MAX_BUFFER: Final = 256 * 1024
 QUIT_TIMEOUT: Final = 5.0
 
 _ENHANCED_STATUS = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
@@ -343,31 +344,6 @@ def _plausible(replies: list[Reply], recipients: int) -> bool:
     return True
 
 
-def dot_stuff(data: bytes) -> bytes:
-    """The message as the DATA phase sends it: CRLF line endings only, every
-    line starting with "." doubled, and the end-of-data line appended."""
-    return _stuff_lines(data) + b".\r\n"
-
-
-def _stuff_lines(data: bytes) -> bytes:
-    """CRLF line endings only and leading dots doubled; *data* starts at the
-    beginning of a line, and the result ends with CRLF."""
-    if data.count(b"\r\n") != data.count(b"\n") or data.count(b"\r") != data.count(
-        b"\n"
-    ):
-        # Bare CR or LF (never from asyncmail's own serialiser): make them CRLF
-        # so a lenient server cannot see an early end of data.
-        data = (
-            data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-        )
-    if data.startswith(b"."):
-        data = b"." + data
-    data = data.replace(b"\r\n.", b"\r\n..")
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data
-
-
 #: What a transaction writes after DATA: bytes ready for the wire (stuffed,
 #: with the end-of-data line), or for messages with streamed attachments the
 #: chunks (bytes already stuffed, payloads encoded as they are written).
@@ -380,7 +356,7 @@ def wire_payload(rendered: RenderedMessage) -> WirePayload:
     A RenderedMessage holds CRLF line endings only, every chunk starting a
     line and ending with CRLF (asyncmail's serialiser writes nothing else,
     and foreign bytes are normalised on the way in), so only the dots need
-    stuffing here; :func:`dot_stuff` normalises arbitrary bytes.
+    stuffing here.
     """
     if not rendered.streamed:
         return _stuff_dots(rendered.data) + b".\r\n"
@@ -433,6 +409,28 @@ _REFUSED: Final = (Outcome.TEMPORARY, Outcome.PERMANENT)
 def _refusal(address: str, reply: Reply) -> RecipientResult:
     return RecipientResult(
         address, reply.outcome, reply.code, reply.enhanced_status, reply.text
+    )
+
+
+def _refused_by(what: str, reply: Reply) -> MessageRefusedError:
+    return MessageRefusedError(
+        f"{what}: {reply}",
+        code=reply.code,
+        text=reply.text,
+        enhanced_status=reply.enhanced_status,
+    )
+
+
+def recipients_refused(
+    refused: dict[str, RecipientResult], total: int
+) -> RecipientsRefusedError:
+    """The error for a message whose *refused* recipients (of *total*) were
+    refused."""
+    first = next(iter(refused.values()))
+    return RecipientsRefusedError(
+        f"{len(refused)} of {total} recipient(s) refused, first "
+        f"<{first.address}>: {first.code} {first.text}",
+        refused=refused,
     )
 
 
@@ -611,12 +609,7 @@ class SMTPConnection:
         if not 200 <= mail_reply.code < 300:
             for address in recipients:
                 result.recipients[address] = _refusal(address, mail_reply)
-            result.error = MessageRefusedError(
-                f"Sender <{sender}> refused: {mail_reply}",
-                code=mail_reply.code,
-                text=mail_reply.text,
-                enhanced_status=mail_reply.enhanced_status,
-            )
+            result.error = _refused_by(f"Sender <{sender}> refused", mail_reply)
         else:
             for address, reply in zip(recipients, rcpt_replies, strict=False):
                 if 200 <= reply.code < 300:
@@ -665,33 +658,18 @@ class SMTPConnection:
                 else:
                     for address in accepted:
                         result.recipients[address] = _refusal(address, final)
-                    result.error = MessageRefusedError(
-                        f"Message refused after DATA: {final}",
-                        code=final.code,
-                        text=final.text,
-                        enhanced_status=final.enhanced_status,
-                    )
+                    result.error = _refused_by("Message refused after DATA", final)
                     accepted = []
         elif accepted:
             # DATA refused (or never sent): nobody got the message.
             reply = data_reply or closing or Reply(503, "DATA not sent")
             for address in accepted:
                 result.recipients[address] = _refusal(address, reply)
-            result.error = MessageRefusedError(
-                f"DATA refused: {reply}",
-                code=reply.code,
-                text=reply.text,
-                enhanced_status=reply.enhanced_status,
-            )
+            result.error = _refused_by("DATA refused", reply)
 
         refused = {a: r for a, r in result.recipients.items() if not r.accepted}
         if refused and result.error is None:
-            first = next(iter(refused.values()))
-            result.error = RecipientsRefusedError(
-                f"{len(refused)} of {len(recipients)} recipient(s) refused, first "
-                f"<{first.address}>: {first.code} {first.text}",
-                refused=refused,
-            )
+            result.error = recipients_refused(refused, len(recipients))
         result.settled = True
         if refused and result.reusable:
             # Leave the session clean for the next message.
@@ -817,16 +795,6 @@ def map_error(exc: BaseException, where: str = "") -> MailError:
     if isinstance(exc, aiosmtplib.SMTPException):
         return SMTPError(f"{prefix}{exc}")
     return SMTPError(f"{prefix}{type(exc).__name__}: {exc}")
-
-
-def _is_transient(error: MailError) -> bool:
-    """Whether retrying later may succeed (nothing was delivered)."""
-    if isinstance(error, (TLSError, SMTPAuthenticationError, InsecureAuthError)):
-        return False
-    if isinstance(error, (SMTPConnectError, SMTPTimeoutError)):
-        code = error.code
-        return code is None or 400 <= code < 500
-    return False
 
 
 def _is_loopback(host: str) -> bool:
@@ -1126,7 +1094,7 @@ class EmailBackend(BaseEmailBackend):
                 # connection) is retried like a message would be.
                 delay = self._backoff(attempt)
                 if (
-                    _is_transient(exc)
+                    is_transient(exc)
                     and attempt <= self.retries
                     and (deadline is None or loop.time() + delay < deadline)
                 ):
@@ -1276,12 +1244,7 @@ class EmailBackend(BaseEmailBackend):
             # Across attempts: the recipients refused in the end, not the last try's.
             refused = {a: r for a, r in ordered.items() if r.outcome in _REFUSED}
             if refused:
-                first = next(iter(refused.values()))
-                error = RecipientsRefusedError(
-                    f"{len(refused)} of {len(ordered)} recipient(s) refused, "
-                    f"first <{first.address}>: {first.code} {first.text}",
-                    refused=refused,
-                )
+                error = recipients_refused(refused, len(ordered))
         return MessageResult(
             message,
             ordered,
@@ -1326,8 +1289,9 @@ class EmailBackend(BaseEmailBackend):
                 )
         if failure is not None or pool is None:
             failure = failure or SMTPConnectError("The backend was closed")
-            kind = Outcome.TEMPORARY if _is_transient(failure) else Outcome.PERMANENT
-            _fail_recipients(outcome, recipients, failure, kind)
+            kind = Outcome.TEMPORARY if is_transient(failure) else Outcome.PERMANENT
+            for address in recipients:
+                outcome[address] = RecipientResult.failure(address, kind, failure)
             return _Attempt(failure, connected=False)
         self._unreachable = None
         reusable = False
@@ -1338,7 +1302,10 @@ class EmailBackend(BaseEmailBackend):
             except MailError as problem:
                 # Refused before a byte was written: the connection is fine.
                 reusable = True
-                _fail_recipients(outcome, recipients, problem, Outcome.PERMANENT)
+                for address in recipients:
+                    outcome[address] = RecipientResult.failure(
+                        address, Outcome.PERMANENT, problem
+                    )
                 return _Attempt(problem)
             transaction = await connection.transaction(
                 prepared.sender,
@@ -1395,16 +1362,3 @@ class EmailBackend(BaseEmailBackend):
                 group.start_soon(work)
         if errors:
             raise errors[0]  # as the one-connection path raises it
-
-
-def _fail_recipients(
-    outcome: dict[str, RecipientResult],
-    recipients: list[str],
-    error: MailError,
-    kind: Outcome,
-) -> None:
-    """Record *error* as the outcome of every recipient of one attempt."""
-    code = getattr(error, "code", None)
-    enhanced = getattr(error, "enhanced_status", None)
-    for address in recipients:
-        outcome[address] = RecipientResult(address, kind, code, enhanced, str(error))
