@@ -70,7 +70,13 @@ def docs(session: nox.Session) -> None:
     """Build the documentation site, failing on any warning."""
     session.install(".[docs]")
     session.run(
-        "mkdocs", "build", "--strict", "--site-dir", f"{session.create_tmp()}/site"
+        "mkdocs",
+        "build",
+        "--strict",
+        "--config-file",
+        "docs/mkdocs.yml",
+        "--site-dir",
+        f"{session.create_tmp()}/site",
     )
 
 

@@ -820,7 +820,7 @@ class _Attempt(NamedTuple):
 
     error: MailError | None
     reply: str = ""
-    connected: bool = True  # False: no connection could be had
+    connect_failed: bool = False  # connecting failed (what trips the breaker)
     written: tuple[str, ...] = ()  # recipients its end of data was written for
 
 
@@ -1081,38 +1081,47 @@ class EmailBackend(BaseEmailBackend):
         if self._pool is not None:
             return False
         pool = self._pool = self._new_pool()
+        self.bound_loop = asyncio.get_running_loop()  # no other loop meanwhile
+        try:
+            entry = await self._first_connection(pool)
+        except BaseException as exc:
+            # Not open after all (failed, or cancelled mid-way).
+            self._pool = None
+            self.bound_loop = None
+            if isinstance(exc, MailError) and self.fail_silently:
+                self.open_error = exc
+                return None
+            raise
+        self.open_error = None
+        await pool.release(entry, reusable=True)
+        await super().open()
+        return True
+
+    async def _first_connection(
+        self, pool: ConnectionPool[SMTPConnection]
+    ) -> Pooled[SMTPConnection]:
+        """Connect, retrying transient failures (421 greeting, silence, a
+        dropped connection) as a message would be, within the deadline."""
         loop = asyncio.get_running_loop()
         deadline = None if self.deadline is None else loop.time() + self.deadline
         attempt = 0
         while True:
             attempt += 1
             try:
-                entry = await pool.acquire()
-                break
+                return await pool.acquire()
             except MailError as exc:
-                # A transient failure (421 greeting, silence, a dropped
-                # connection) is retried like a message would be.
                 delay = self._backoff(attempt)
-                if (
+                if not (
                     is_transient(exc)
                     and attempt <= self.retries
                     and (deadline is None or loop.time() + delay < deadline)
                 ):
-                    await asyncio.sleep(delay)
-                    continue
-                self._pool = None
-                if self.fail_silently:
-                    self.open_error = exc
-                    return None
-                raise
-        self.open_error = None
-        self.bound_loop = loop
-        await pool.release(entry, reusable=True)
-        await super().open()
-        return True
+                    raise
+            await asyncio.sleep(delay)
 
     async def close(self) -> None:
-        """QUIT and close every connection."""
+        """QUIT and close every connection (from the loop that opened them)."""
+        self.check_loop()
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -1210,7 +1219,7 @@ class EmailBackend(BaseEmailBackend):
             if self.rate_limiter is not None and attempt > 1:
                 await self.rate_limiter.acquire()
             step = await self._attempt(prepared, pending, outcome, deadline)
-            step_error, step_reply, connected = step.error, step.reply, step.connected
+            step_error, step_reply = step.error, step.reply
             settled.update(step.written)
             if not isinstance(error, DeliveryUnknownError):
                 error = step_error or error  # a later success keeps what failed
@@ -1225,7 +1234,7 @@ class EmailBackend(BaseEmailBackend):
                 if outcome[a].outcome is Outcome.TEMPORARY and a not in settled
             ]
             if not retry or attempt > self.retries:
-                if not connected and error is not None:
+                if step.connect_failed and error is not None:
                     # This message spent its retries failing to connect: the
                     # server is down; the rest of the batch fails fast.
                     self._unreachable = error
@@ -1264,6 +1273,7 @@ class EmailBackend(BaseEmailBackend):
         """One try at *recipients*; fills *outcome*."""
         pool = self._pool
         failure: MailError | None = None
+        connect_failed = False
         if pool is None:
             failure = SMTPConnectError("The backend was closed while sending")
         elif deadline is not None and asyncio.get_running_loop().time() >= deadline:
@@ -1283,7 +1293,9 @@ class EmailBackend(BaseEmailBackend):
                     entry: Pooled[SMTPConnection] = await pool.acquire()
             except MailError as exc:
                 failure = exc
+                connect_failed = True
             except TimeoutError:
+                # Waiting for a busy pool says nothing about the server.
                 failure = SMTPTimeoutError(
                     "The message's deadline passed while waiting for a connection"
                 )
@@ -1292,7 +1304,7 @@ class EmailBackend(BaseEmailBackend):
             kind = Outcome.TEMPORARY if is_transient(failure) else Outcome.PERMANENT
             for address in recipients:
                 outcome[address] = RecipientResult.failure(address, kind, failure)
-            return _Attempt(failure, connected=False)
+            return _Attempt(failure, connect_failed=connect_failed)
         self._unreachable = None
         reusable = False
         try:
