@@ -76,7 +76,7 @@ def docs(session: nox.Session) -> None:
         "--config-file",
         "docs/mkdocs.yml",
         "--site-dir",
-        f"{session.create_tmp()}/site",
+        os.path.join(os.path.abspath(session.create_tmp()), "site"),
     )
 
 
