@@ -820,3 +820,172 @@ async def test_cancelled_open_leaves_the_backend_closed() -> None:
         assert backend.pool is None
         assert backend.bound_loop is None
         assert backend.state is BackendState.CLOSED
+
+
+# -- the requirements audit (final review) -----------------------------------------
+
+
+def streamed_attachment(tmp_path: Path, n: int = 1) -> tuple[EmailMessage, Path]:
+    """Message *n* with a file attached by reference (over the threshold)."""
+    path = tmp_path / f"big{n}.bin"
+    path.write_bytes(bytes(range(256)) * (STREAM_THRESHOLD // 256 + 1))
+    mail = message(n)
+    mail.attach_file(path, "application/octet-stream")
+    return mail, path
+
+
+def local_backend(kind: str, tmp_path: Path, **options: Any) -> Any:
+    import io
+
+    if kind == "console":
+        options["stream"] = io.StringIO()
+    elif kind == "filebased":
+        options["file_path"] = tmp_path / "outbox"
+    return asyncmail.get_connection(
+        f"asyncmail.backends.{kind}.EmailBackend", **options
+    )
+
+
+@pytest.mark.parametrize("kind", ["console", "filebased", "locmem"])
+async def test_a_vanished_attachment_fails_its_message_alone(
+    kind: str, tmp_path: Path
+) -> None:
+    """Not a raw FileNotFoundError (which even fail_silently let through,
+    stopping the batch): that message fails with the reason, the next is sent."""
+    asyncmail.outbox.clear()
+    gone, path = streamed_attachment(tmp_path)
+    path.unlink()
+    second = message(2)
+
+    backend = local_backend(kind, tmp_path)
+    assert await backend.send_messages([gone, second], fail_silently=True) == 1
+    failed = result_of(gone)
+    assert failed.status is MessageStatus.FAILED
+    assert isinstance(failed.error, InvalidMessageError)
+    assert str(path) in str(failed.error)
+    assert result_of(second).status is MessageStatus.SENT
+    if kind == "locmem":
+        assert [m.subject for m in asyncmail.outbox] == ["Message 2"]
+
+    gone.result = None
+    with pytest.raises(InvalidMessageError, match="cannot be read"):
+        await local_backend(kind, tmp_path).send_messages([gone])
+
+
+async def test_an_attachment_given_as_a_missing_path_fails_cleanly(
+    tmp_path: Path,
+) -> None:
+    mail = message(1)
+    mail.attach("x.bin", tmp_path / "missing.bin", "application/octet-stream")
+    backend = local_backend("locmem", tmp_path)
+    assert await backend.send_messages([mail], fail_silently=True) == 0
+    assert isinstance(result_of(mail).error, InvalidMessageError)
+
+
+async def test_locmem_keeps_the_attached_file_as_it_was_when_sent(
+    tmp_path: Path,
+) -> None:
+    asyncmail.outbox.clear()
+    mail, path = streamed_attachment(tmp_path)
+    sent_bytes = path.read_bytes()
+    assert await local_backend("locmem", tmp_path).send_messages([mail]) == 1
+    path.write_bytes(b"changed afterwards")
+
+    (stored,) = asyncmail.outbox
+    (attachment,) = stored.attachments
+    assert attachment.content == sent_bytes
+    parsed = stored.message()
+    (part,) = list(parsed.iter_attachments())
+    assert part.get_content() == sent_bytes
+
+
+async def test_locmem_fails_a_file_that_changed_size_since_attached(
+    tmp_path: Path,
+) -> None:
+    asyncmail.outbox.clear()
+    mail, path = streamed_attachment(tmp_path)
+    with path.open("ab") as file:
+        file.write(b"more")
+    assert (
+        await local_backend("locmem", tmp_path).send_messages(
+            [mail], fail_silently=True
+        )
+        == 0
+    )
+    assert "changed size" in str(result_of(mail).error)
+    assert asyncmail.outbox == []
+
+
+async def test_stream_results_stops_taking_messages_while_results_wait() -> None:
+    """It buffered every result (and its message) for a slow reader."""
+    from asyncmail.backends.base import RESULTS_BUFFERED
+
+    pulled = 0
+
+    def source() -> Iterator[EmailMessage]:
+        nonlocal pulled
+        for n in range(20_000):
+            pulled += 1
+            yield message(n)
+
+    backend = asyncmail.get_connection("asyncmail.backends.dummy.EmailBackend")
+    seen = []
+    async with backend.stream_results(source()) as results:
+        async for result in results:
+            seen.append(result)
+            if len(seen) == 1:
+                await anyio.sleep(0.3)  # a slow reader: the sender must wait
+                assert pulled <= RESULTS_BUFFERED + 2
+    assert len(seen) == 20_000
+    assert all(r.status is MessageStatus.SENT for r in seen)
+
+
+async def test_a_send_with_nobody_to_send_to_records_skipped() -> None:
+    """asend() and asend_mail() returned 0 early and left no (or a stale)
+    result, though every send records one."""
+    asyncmail.configure(EMAIL_BACKEND="asyncmail.backends.locmem.EmailBackend")
+    mail = message(1)
+    assert await mail.asend() == 1
+    assert result_of(mail).status is MessageStatus.SENT
+    mail.to = []
+    assert await mail.asend() == 0
+    assert result_of(mail).status is MessageStatus.SKIPPED
+
+    with asyncmail.collect_results() as collected:
+        assert await asyncmail.asend_mail("s", "b", "from@example.com", []) == 0
+    assert [r.status for r in collected] == [MessageStatus.SKIPPED]
+
+
+async def test_the_rate_limit_paces_a_pooled_send() -> None:
+    """Nothing checked that the backend's limiter is used: at 20 a second
+    (a burst of 20), 30 messages take at least half a second."""
+    with scripted() as server:
+        backend = make_backend(server, max_connections=4, rate_limit=20)
+        started = anyio.current_time()
+        assert await backend.send_messages([message(n) for n in range(30)]) == 30
+        elapsed = anyio.current_time() - started
+    assert elapsed >= 0.45
+    assert len(server.accepted) == 30
+
+
+def test_backoff_doubles_is_capped_and_jittered() -> None:
+    backend = EmailBackend(retry_backoff=0.5, retry_backoff_max=3.0)
+    random.seed(4)
+    for attempt, full in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
+        delays = {backend._backoff(attempt) for _ in range(50)}
+        assert all(full / 2 <= d <= full for d in delays), (attempt, delays)
+        assert len(delays) > 40  # jittered, not one fixed value
+
+
+async def test_retries_wait_the_backoff() -> None:
+    with scripted() as server:
+        server.on("MAIL", reply("451 4.3.0 Try later"), times=2)
+        backend = make_backend(server, retries=2, retry_backoff=0.2)
+        mail = message(1)
+        started = anyio.current_time()
+        assert await backend.send_messages([mail]) == 1
+        elapsed = anyio.current_time() - started
+    # Jitter keeps at least half of each backoff: 0.1 + 0.2.
+    assert elapsed >= 0.3
+    assert len(mail_commands(server)) == 3
+    assert result_of(mail).status is MessageStatus.SENT

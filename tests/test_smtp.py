@@ -508,6 +508,61 @@ async def test_tls_with_a_good_certificate(ca: trustme.CA, mode: str) -> None:
         assert clear == b""
 
 
+@pytest.mark.usefixtures("trust_test_ca")
+async def test_plaintext_injected_before_starttls_is_discarded(ca: trustme.CA) -> None:
+    """SECURITY.md: a reply queued in clear text behind STARTTLS's 220 (here a
+    forged refusal of the EHLO that follows TLS) is thrown away, not read as
+    the first reply inside TLS."""
+    import asyncio
+
+    context = server_tls(ca, "127.0.0.1")
+    after_tls: list[str] = []
+    body = bytearray()
+
+    async def session(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        async def command() -> str:
+            return (await reader.readline()).decode("ascii")
+
+        writer.write(b"220 fake.example ESMTP\r\n")
+        assert (await command()).startswith("EHLO ")
+        writer.write(b"250-fake.example\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+        assert await command() == "STARTTLS\r\n"
+        writer.write(b"220 2.0.0 Ready\r\n554 5.7.1 injected in clear text\r\n")
+        await writer.drain()
+        await writer.start_tls(context)
+        while line := await command():
+            after_tls.append(line)
+            verb = line[:4].upper()
+            if verb == "EHLO":
+                writer.write(b"250-fake.example\r\n250 PIPELINING\r\n")
+            elif verb == "DATA":
+                writer.write(b"354 Go ahead\r\n")
+                while (chunk := await reader.readline()) != b".\r\n":
+                    body.extend(chunk)
+                writer.write(b"250 2.0.0 Queued as 1\r\n")
+            elif verb == "QUIT":
+                writer.write(b"221 Bye\r\n")
+                break
+            else:
+                writer.write(b"250 2.1.0 OK\r\n")
+        writer.close()
+
+    listener = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    mail = pinned()
+    async with listener:
+        assert await backend_for(port, use_tls=True).send_messages([mail]) == 1
+
+    assert [line.split(":")[0].split()[0] for line in after_tls] == [
+        "EHLO", "MAIL", "RCPT", "DATA", "QUIT",
+    ]  # fmt: skip
+    assert bytes(body) + b".\r\n" == dot_stuff(mail.as_bytes())
+    assert mail.result is not None
+    assert mail.result.ok
+
+
 async def test_default_tls_context_verifies(server: SMTPServer) -> None:
     context = await backend_for(server.port, use_tls=True)._tls()
 
@@ -806,6 +861,11 @@ async def test_send_mail_to_a_server_that_is_down() -> None:
         ({"local_hostname": "client\nexample"}, "local_hostname"),
         ({"local_hostname": "two words"}, "local_hostname"),
         ({"local_hostname": ""}, "local_hostname"),
+        # Fails at once (it once backtracked exponentially: hours at 40 chars).
+        ({"local_hostname": "a" * 40 + "!"}, "local_hostname"),
+        ({"local_hostname": "x" * 64 + ".example"}, "local_hostname"),
+        ({"local_hostname": ("abc." * 64) + "example"}, "local_hostname"),
+        ({"local_hostname": 42}, "local_hostname"),
         ({"host": "mail.example\r\nQUIT"}, "host"),
         ({"username": "user\r\nAUTH"}, "username"),
         ({"password": "pass\nword"}, "password"),
@@ -826,6 +886,14 @@ async def test_send_mail_to_a_server_that_is_down() -> None:
 def test_bad_options(options: dict[str, Any], why: str) -> None:
     with pytest.raises(ConfigurationError, match=why):
         EmailBackend(**options)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["client.example", "localhost", "mx-1.example.", "[192.0.2.1]", "[IPv6:::1]"],
+)
+def test_good_local_hostnames(name: str) -> None:
+    assert EmailBackend(local_hostname=name).local_hostname == name
 
 
 def test_tls_and_ssl_settings_together() -> None:

@@ -15,6 +15,7 @@ from .address import AddressLike
 from .backends.base import BaseEmailBackend
 from .exceptions import ConfigurationError
 from .message import EmailMessage, EmailMultiAlternatives
+from .results import MessageResult, record
 from .settings import settings
 
 __all__ = [
@@ -139,7 +140,8 @@ async def asend_mail(
         mail.attach_alternative(html_message, "text/html")
     if not mail.recipients():
         # As Django's send_mail (through EmailMessage.send): nothing to send,
-        # no connection opened, 0 whatever the backend.
+        # no connection opened, 0 whatever the backend. Skipped, as recorded.
+        record(MessageResult(mail))
         return 0
     return await backend.send_messages([mail], fail_silently=fail_silently)
 

@@ -248,6 +248,21 @@ def _base64_lines(data: bytes | memoryview) -> bytes:
 STREAM_THRESHOLD = 1 << 20
 
 
+def _unreadable(path: Path, exc: OSError) -> InvalidMessageError:
+    """The error for an attached file that cannot be read when it is sent."""
+    reason = exc.strerror or str(exc)
+    return InvalidMessageError(
+        f"The attached file {str(path)!r} cannot be read: {reason}"
+    )
+
+
+def _read_attached(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise _unreadable(path, exc) from exc
+
+
 class Base64Payload:
     """A binary body that is base64-encoded block by block as it is written.
 
@@ -266,7 +281,13 @@ class Base64Payload:
     ) -> None:
         self.source = source
         if size is None:
-            size = source.stat().st_size if isinstance(source, Path) else len(source)
+            try:
+                size = (
+                    source.stat().st_size if isinstance(source, Path) else len(source)
+                )
+            except OSError as exc:
+                assert isinstance(source, Path)
+                raise _unreadable(source, exc) from exc
         self.size = size
 
     @property
@@ -278,8 +299,11 @@ class Base64Payload:
     def blocks(self) -> Iterator[bytes]:
         """The encoded body, block by block (reading the file if any)."""
         if isinstance(self.source, Path):
-            with self.source.open("rb") as file:
-                yield from self._encode(iter(lambda: file.read(self.BLOCK), b""))
+            try:
+                with self.source.open("rb") as file:
+                    yield from self._encode(iter(lambda: file.read(self.BLOCK), b""))
+            except OSError as exc:
+                raise _unreadable(self.source, exc) from exc
         else:
             view = memoryview(self.source)
             yield from self._encode(
@@ -295,14 +319,32 @@ class Base64Payload:
             return
         import aiofiles
 
-        async with aiofiles.open(self.source, "rb") as file:
-            total = 0
-            while raw := await file.read(self.BLOCK):
-                total += len(raw)
-                yield _base64_lines(raw)
+        total = 0
+        try:
+            async with aiofiles.open(self.source, "rb") as file:
+                while raw := await file.read(self.BLOCK):
+                    total += len(raw)
+                    yield _base64_lines(raw)
+        except OSError as exc:
+            raise _unreadable(self.source, exc) from exc
         self._check_size(total)
         if total == 0:
             yield b"\r\n"
+
+    async def aread(self) -> bytes:
+        """The raw (unencoded) content, reading the file off the event loop,
+        with the same checks as sending (the file exists, same size)."""
+        if not isinstance(self.source, Path):
+            return bytes(self.source)
+        import aiofiles
+
+        try:
+            async with aiofiles.open(self.source, "rb") as file:
+                data = await file.read()
+        except OSError as exc:
+            raise _unreadable(self.source, exc) from exc
+        self._check_size(len(data))
+        return data
 
     def _encode(self, raw_blocks: Iterable[bytes | memoryview]) -> Iterator[bytes]:
         total = 0
@@ -734,7 +776,11 @@ class EmailMessage:
         the default backend. The per-recipient outcome is in :attr:`result`.
         """
         if not self.recipients():
-            # Nobody to send to: don't even open a connection.
+            # Nobody to send to: don't even open a connection (the result
+            # still says so).
+            from .results import MessageResult, record
+
+            record(MessageResult(self))
             return 0
         from .api import connection_for_call
 
@@ -925,7 +971,7 @@ class EmailMessage:
             if isinstance(content, Base64Payload):
                 content = content.source
             if isinstance(content, Path):
-                content = content.read_bytes()
+                content = _read_attached(content)
             elif isinstance(content, memoryview):
                 content = bytes(content)
         if maintype == "text":

@@ -54,6 +54,10 @@ __all__ = ["BackendState", "BaseEmailBackend", "MessageSource"]
 #: What ``send_messages`` accepts: a list, any iterable, or an async iterable.
 MessageSource = Iterable["EmailMessage"] | AsyncIterable["EmailMessage"]
 
+#: At most this many results wait unread in :meth:`BaseEmailBackend.stream_results`
+#: before it stops taking messages from the source (plus those in flight).
+RESULTS_BUFFERED = 64
+
 
 class BackendState(enum.Enum):
     """Where a backend is in its lifecycle. A closed backend may open again."""
@@ -236,15 +240,33 @@ class BaseEmailBackend:
         An error that stops the sending altogether (e.g. the message source
         raising) ends the iteration and is raised, as is, when the block
         exits.
+
+        Memory stays bounded: no new message is taken from the source while
+        ``RESULTS_BUFFERED`` results wait to be read, so a slow reader slows
+        the sending down instead of piling up results (and their messages).
         """
         send, receive = anyio.create_memory_object_stream[MessageResult](math.inf)
         errors: list[Exception] = []
+        room = asyncio.Event()
+
+        async def gated() -> AsyncIterator[EmailMessage]:
+            source = _Source(email_messages)
+            async for message in source:
+                while receive.statistics().current_buffer_used >= RESULTS_BUFFERED:
+                    room.clear()
+                    await room.wait()
+                yield message
+
+        async def results() -> AsyncIterator[MessageResult]:
+            async for result in receive:
+                room.set()
+                yield result
 
         async def run() -> None:
             async with send:
                 try:
                     await self.send_messages(
-                        email_messages, fail_silently=True, on_result=send.send_nowait
+                        gated(), fail_silently=True, on_result=send.send_nowait
                     )
                 except Exception as exc:  # not wrapped in an exception group
                     errors.append(exc)
@@ -255,7 +277,7 @@ class BaseEmailBackend:
         async with receive, anyio.create_task_group() as group:
             group.start_soon(run)
             try:
-                yield receive
+                yield results()
             finally:
                 group.cancel_scope.cancel()
         if errors:

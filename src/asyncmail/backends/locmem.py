@@ -2,16 +2,22 @@
 
 Each message is rendered (so bad headers raise as they would on the wire)
 and a deep copy is appended to ``asyncmail.outbox``, so later changes to the
-original do not alter what the test sees. Appending is safe from concurrent
-tasks and threads. Tests reset it with ``asyncmail.outbox.clear()`` (or by
-assigning a new list to ``asyncmail.outbox``, as Django's test runner does).
+original do not alter what the test sees. Files attached by reference (large
+``attach_file`` attachments) are read as they would be when sent, so a file
+that vanished or changed size fails the message as it would over SMTP, and
+the copy holds their bytes as they were then. Appending is safe from
+concurrent tasks and threads. Tests reset it with ``asyncmail.outbox.clear()``
+(or by assigning a new list to ``asyncmail.outbox``, as Django's test runner
+does).
 """
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..message import Base64Payload, EmailAttachment
 from .base import BaseEmailBackend, accepted_result
 
 if TYPE_CHECKING:
@@ -28,5 +34,23 @@ class EmailBackend(BaseEmailBackend):
         import asyncmail
 
         rendered = message.render()
-        asyncmail.outbox.append(copy.deepcopy(message))
+        stored = copy.deepcopy(message)
+        await _read_attached_files(stored)
+        asyncmail.outbox.append(stored)
         return accepted_result(message, rendered.message_id)
+
+
+async def _read_attached_files(message: EmailMessage) -> None:
+    """Replace *message*'s attachments by reference with their bytes, read
+    (off the event loop) and checked as sending would read them."""
+    for index, attachment in enumerate(message.attachments):
+        if not isinstance(attachment, EmailAttachment):
+            continue
+        content = attachment.content
+        if isinstance(content, Path):
+            content = Base64Payload(content)  # its size: now
+        if isinstance(content, Base64Payload) and isinstance(content.source, Path):
+            data = await content.aread()
+        else:
+            continue
+        message.attachments[index] = attachment._replace(content=data)

@@ -97,8 +97,11 @@ MAX_REPLY_LINES: Final = 256
 QUIT_TIMEOUT: Final = 5.0
 
 _ENHANCED_STATUS = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
+# Dot-separated labels (each unambiguous, so a bad name fails in linear
+# time), or an address literal; at most 255 characters (checked first).
+_EHLO_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EHLO_NAME = re.compile(
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?)+|\[[0-9A-Fa-f:.]+\]"
+    rf"{_EHLO_LABEL}(?:\.{_EHLO_LABEL})*\.?|\[(?:IPv6:)?[0-9A-Fa-f:.]{{1,253}}\]"
 )
 
 
@@ -954,8 +957,10 @@ class EmailBackend(BaseEmailBackend):
             or not 0 < self.port < 65536
         ):
             raise ConfigurationError(f"Invalid SMTP port {self.port!r}")
-        if self.local_hostname is not None and not _EHLO_NAME.fullmatch(
-            self.local_hostname
+        if self.local_hostname is not None and not (
+            isinstance(self.local_hostname, str)
+            and len(self.local_hostname) <= 255
+            and _EHLO_NAME.fullmatch(self.local_hostname)
         ):
             raise ConfigurationError(
                 f"Invalid local_hostname {self.local_hostname!r}: use a host name "
