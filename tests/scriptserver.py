@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import anyio
+
 DEFAULT_EXTENSIONS = ("PIPELINING", "8BITMIME", "SMTPUTF8", "SIZE 10485760")
 ENDLESS_LIMIT = 20 * 1024 * 1024  # an "endless" reply stops after this many bytes
 
@@ -343,3 +345,13 @@ class ScriptServer:
             writer.close()
             return False
         return True
+
+
+async def settle(done: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll *done* from a test's loop (the server's records change in its own
+    thread); True once it holds, False if it still does not after *seconds*."""
+    for _ in range(int(seconds / 0.01)):
+        if done():
+            return True
+        await anyio.sleep(0.01)
+    return done()

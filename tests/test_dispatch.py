@@ -12,7 +12,7 @@ import asyncio
 import types
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,14 @@ from asyncmail import (
 from asyncmail.backends.smtp import EmailBackend
 from asyncmail.ratelimit import RateLimiter
 from asyncmail.sync import run_blocking
-from scriptserver import CLOSE, DEFAULT_EXTENSIONS, SILENCE, ScriptServer, reply
+from scriptserver import (
+    CLOSE,
+    DEFAULT_EXTENSIONS,
+    SILENCE,
+    ScriptServer,
+    reply,
+    settle,
+)
 
 HOLD = 0.05  # seconds the server holds each final reply, to overlap sends
 
@@ -81,15 +88,6 @@ def senders(server: ScriptServer) -> Counter[str]:
 
 def mails_per_session(server: ScriptServer) -> list[int]:
     return [session.verbs().count("MAIL") for session in server.sessions]
-
-
-async def settle(done: Callable[[], bool], seconds: float = 10.0) -> bool:
-    """Poll *done* (the server's records change in its own thread)."""
-    for _ in range(int(seconds / 0.01)):
-        if done():
-            return True
-        await anyio.sleep(0.01)
-    return done()
 
 
 PIPELINING = pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import threading
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from asyncmail import (
 from asyncmail.backends.base import BackendState
 from asyncmail.backends.smtp import EmailBackend
 from asyncmail.message import STREAM_THRESHOLD
-from scriptserver import DEFAULT_EXTENSIONS, Act, ScriptServer, reply
+from scriptserver import DEFAULT_EXTENSIONS, Act, ScriptServer, reply, settle
 from smtpserver import unused_port
 
 pytestmark = pytest.mark.anyio
@@ -103,15 +103,6 @@ def outcomes(msg: EmailMessage) -> dict[str, Outcome]:
 
 def mail_commands(server: ScriptServer) -> list[str]:
     return [c for c in server.commands if c.upper().startswith("MAIL FROM")]
-
-
-async def settle(done: Callable[[], bool], seconds: float = 10.0) -> bool:
-    """Poll *done* (the server's records change in its own thread)."""
-    for _ in range(int(seconds / 0.01)):
-        if done():
-            return True
-        await anyio.sleep(0.01)
-    return done()
 
 
 PIPELINING = pytest.mark.parametrize(
