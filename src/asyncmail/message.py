@@ -281,13 +281,13 @@ class Base64Payload:
     ) -> None:
         self.source = source
         if size is None:
-            try:
-                size = (
-                    source.stat().st_size if isinstance(source, Path) else len(source)
-                )
-            except OSError as exc:
-                assert isinstance(source, Path)
-                raise _unreadable(source, exc) from exc
+            if isinstance(source, Path):
+                try:
+                    size = source.stat().st_size
+                except OSError as exc:
+                    raise _unreadable(source, exc) from exc
+            else:
+                size = len(source)
         self.size = size
 
     @property
