@@ -17,8 +17,10 @@ stdlib's lenient header parser:
 * RFC 5321 limits: local part <= 64 octets, domain <= 255, path <= 256, so
   oversized input fails at once;
 * domains are RFC 5321 host names or address literals; non-ASCII domains
-  are IDNA-encoded; a non-ASCII local part is allowed but marks the mailbox
-  as needing SMTPUTF8.
+  are converted by IDNA 2008 with UTS 46 mapping, and invalid labels or
+  undecodable ``xn--`` labels are refused (see
+  :func:`asyncmail.dnsname.ascii_hostname`); a non-ASCII local part is
+  allowed but marks the mailbox as needing SMTPUTF8.
 
 Because the envelope address is taken from the very same :class:`Mailbox`
 that renders the header, the envelope recipient always equals the header's
@@ -33,6 +35,7 @@ from email.headerregistry import Address
 from functools import lru_cache
 from typing import NamedTuple, TypeAlias
 
+from .dnsname import ascii_hostname
 from .exceptions import InvalidAddressError
 from .headers import LINE_SEPARATORS, encode_phrase, first_word_room, fold
 
@@ -63,7 +66,6 @@ _DOT_ATOM = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*\Z")
 _QUOTED_CONTENT = re.compile(
     r"(?:[\x20\x21\x23-\x5b\x5d-\x7e\t\u00a0-\U0010ffff]|\\[\x20-\x7e\t])*\Z"
 )
-_LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _UNSAFE_CHARS = re.compile(f"[\x00-\x08\x0a-\x1f\x7f-\x9f{LINE_SEPARATORS}]")
 # A display-name word in a string address: atoms, plus "." (common in names
 # such as "John Q. Public", and harmless once we quote it on output).
@@ -215,6 +217,25 @@ def _find_unquoted(text: str, char: str) -> int:
     return -1
 
 
+def _split_unquoted(text: str, char: str) -> list[str]:
+    """Split *text* at each *char* outside quoted strings, in one pass."""
+    items: list[str] = []
+    quoted = escaped = False
+    start = 0
+    for index, current in enumerate(text):
+        if escaped:
+            escaped = False
+        elif current == "\\" and quoted:
+            escaped = True
+        elif current == '"':
+            quoted = not quoted
+        elif current == char and not quoted:
+            items.append(text[start:index])
+            start = index + 1
+    items.append(text[start:])
+    return items
+
+
 def _parse_phrase(value: str, phrase: str) -> str:
     """Decode a display name: atoms and quoted strings, separated by spaces."""
     words: list[str] = []
@@ -332,15 +353,7 @@ def _ascii_domain_cached(domain: str) -> str | None:
         except ValueError:
             return None
         return domain
-    if not domain.isascii():
-        try:
-            domain = domain.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
-    labels = domain.split(".")
-    if len(domain) > MAX_DOMAIN or not all(_LDH_LABEL.match(label) for label in labels):
-        return None
-    return domain
+    return ascii_hostname(domain)
 
 
 def _ascii_domain(value: object, domain: str) -> str:
@@ -373,15 +386,7 @@ def parse_address_list(value: str, header: str = "To") -> list[Mailbox]:
     """
     if len(value) > MAX_ADDRESS_LENGTH * 64:
         raise InvalidAddressError(f"Header {header!r} is too long", header=header)
-    items: list[str] = []
-    start = 0
-    while True:
-        comma = _find_unquoted(value[start:], ",")
-        if comma == -1:
-            items.append(value[start:])
-            break
-        items.append(value[start : start + comma])
-        start += comma + 1
+    items = _split_unquoted(value, ",")
     if len(items) == 1 and is_empty_group(items[0]):
         return []
     mailboxes = []
@@ -395,12 +400,28 @@ def parse_address_list(value: str, header: str = "To") -> list[Mailbox]:
     return mailboxes
 
 
-_EMPTY_GROUP = re.compile(r"[ \t]*[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~ .]+:[ \t]*;[ \t]*\Z")
+# The group name, with no surrounding whitespace: a class that cannot
+# overlap with what is stripped around it, so matching is linear.
+_GROUP_CHAR = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]"
+_GROUP_NAME = re.compile(rf"{_GROUP_CHAR}(?:(?:{_GROUP_CHAR}| )*{_GROUP_CHAR})?\Z")
 
 
 def is_empty_group(text: str) -> bool:
-    """True for an empty RFC 5322 group such as ``undisclosed-recipients:;``."""
-    return _EMPTY_GROUP.match(text) is not None
+    """True for an empty RFC 5322 group such as ``undisclosed-recipients:;``.
+
+    Linear in the length of *text* (whitespace is stripped with str methods,
+    the name matched by a regex that cannot backtrack), and bounded by a
+    length guard.
+    """
+    if len(text) > MAX_ADDRESS_LENGTH:
+        return False
+    stripped = text.strip(" \t")
+    if not stripped.endswith(";"):
+        return False
+    name, colon, rest = stripped[:-1].partition(":")
+    if not colon or rest.strip(" \t"):
+        return False
+    return _GROUP_NAME.match(name.rstrip(" \t")) is not None
 
 
 def format_address_header(name: str, mailboxes: list[Mailbox]) -> str:

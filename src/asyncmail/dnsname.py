@@ -1,4 +1,10 @@
-"""The local host's fully qualified domain name, looked up once.
+"""Host names: IDNA 2008 conversion, and the local host's FQDN looked up once.
+
+:func:`ascii_hostname` is the one place a domain becomes ASCII, for message
+headers and the SMTP envelope alike: IDNA 2008 with the UTS 46 mapping
+(through the ``idna`` package; the stdlib's ``"idna"`` codec is IDNA 2003,
+which maps ``faß.de`` to another domain, ``fass.de``). Invalid labels and
+A-labels (``xn--...``) that do not decode are refused.
 
 Used for the domain of generated Message-IDs and as the default EHLO name.
 :func:`socket.getfqdn` can block for seconds on a slow resolver, so async code
@@ -13,22 +19,53 @@ import socket
 import threading
 
 import anyio.to_thread
+import idna
 
-__all__ = ["aget_fqdn", "get_fqdn"]
+__all__ = ["aget_fqdn", "ascii_hostname", "get_fqdn"]
 
 _lock = threading.Lock()
 _fqdn: str | None = None
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252}[A-Za-z0-9])?\Z")
 
 
-def _lookup() -> str:
-    name = socket.getfqdn()
+_LDH_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
+MAX_HOSTNAME = 253
+
+
+def ascii_hostname(name: str) -> str | None:
+    """The ASCII form of host name *name*, or None when it is not a valid one.
+
+    ASCII names must be LDH labels (letters, digits, inner hyphens, at most
+    63 characters each); a label starting ``xn--`` must be a valid A-label.
+    Other names go through IDNA 2008 with UTS 46 mapping (non-transitional:
+    ``ß`` stays ``ß``), then must meet the same rules. At most 253 octets.
+    """
+    if len(name) > 4 * MAX_HOSTNAME:  # a length guard before any work
+        return None
+    if name.isascii():
+        labels = name.split(".")
+        if not all(_LDH_LABEL.match(label) for label in labels):
+            return None
+        if not any(label[:4].lower() == "xn--" for label in labels):
+            return name if len(name) <= MAX_HOSTNAME else None
     try:
-        name = name.encode("idna").decode("ascii")
-    except UnicodeError:
-        return "localhost"
+        ascii_name = idna.encode(
+            name, uts46=True, std3_rules=True, transitional=False
+        ).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None
+    labels = ascii_name.split(".")
+    if len(ascii_name) > MAX_HOSTNAME or not all(
+        _LDH_LABEL.match(label) for label in labels
+    ):
+        return None
+    return ascii_name
+
+
+def _lookup() -> str:
+    name = ascii_hostname(socket.getfqdn())
     # Whatever the resolver says must be safe inside a msg-id and an EHLO.
-    return name if _HOST_NAME.match(name) else "localhost"
+    return name if name is not None and _HOST_NAME.match(name) else "localhost"
 
 
 def get_fqdn() -> str:

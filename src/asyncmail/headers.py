@@ -19,20 +19,31 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
 from urllib.parse import quote
 
 from .exceptions import BadHeaderError
 
 __all__ = [
     "LINE_SEPARATORS",
+    "MAX_HEADER_VALUE",
+    "ContentType",
+    "check_charset",
+    "check_header_length",
+    "check_header_lines",
     "check_header_name",
     "check_no_line_separators",
+    "check_parameter_value",
+    "check_token",
     "encode_phrase",
     "encode_words",
     "first_word_room",
     "fold",
+    "format_content_type",
     "format_parameter",
     "format_unstructured",
+    "parameter_words",
+    "parse_content_type",
 ]
 
 #: Every character that some mail software treats as ending a line.
@@ -69,8 +80,26 @@ _Q_TABLE = tuple(
 )
 
 
+#: The longest header value (in characters) asyncmail looks at. Longer values
+#: fail at once, before any parsing or encoding: no legitimate header comes
+#: near it, and every check below then runs on bounded input.
+MAX_HEADER_VALUE = 65536
+
+
+def check_header_length(header: str, value: str) -> None:
+    """Raise :class:`BadHeaderError` if *value* is longer than MAX_HEADER_VALUE."""
+    if len(value) > MAX_HEADER_VALUE:
+        raise BadHeaderError(
+            f"Header {header!r} is too long ({len(value)} characters; the "
+            f"limit is {MAX_HEADER_VALUE})",
+            header=header,
+        )
+
+
 def check_no_line_separators(header: str, value: str) -> None:
-    """Raise :class:`BadHeaderError` if *value* holds any line separator."""
+    """Raise :class:`BadHeaderError` if *value* holds any line separator (or
+    is longer than :data:`MAX_HEADER_VALUE`)."""
+    check_header_length(header, value)
     if _LINE_SEPARATOR.search(value) is not None:
         raise BadHeaderError(
             f"Header values can't contain newlines or other line separators "
@@ -285,15 +314,20 @@ def encode_phrase(text: str, first: int = _ENCODED_WORD_MAX) -> list[str]:
     be separated from the next by a fold.
     """
     if _ATOM_PHRASE.match(text) is not None and "=?" not in text:
-        return text.split(" ")
+        words = text.split(" ")
+        # An atom too long for a line (it cannot be folded) is encoded.
+        if max(map(len, words)) <= _LONGEST_PLAIN_WORD:
+            return words
+        return encode_words(text, first)
     if (
         _QUOTABLE.match(text) is not None
         and "=?" not in text
-        and len(text) <= _LONGEST_PLAIN_WORD
         and text == text.strip(" ")
     ):
         escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-        return [f'"{escaped}"']
+        # The quoted string is one unbreakable word: bound its escaped length.
+        if len(escaped) + 2 <= _LONGEST_PLAIN_WORD:
+            return [f'"{escaped}"']
     return encode_words(text, first)
 
 
@@ -335,3 +369,277 @@ def format_parameter(name: str, value: str) -> list[str]:
     words = [f"{name}*0*=utf-8''{sections[0]}"]
     words += [f"{name}*{number}*={text}" for number, text in enumerate(sections[1:], 1)]
     return [word + ";" for word in words[:-1]] + [words[-1]]
+
+
+# -- structured values: tokens, charsets, MIME types and their parameters -------
+#
+# Every value asyncmail writes into a structured header (Content-Type and
+# Content-Disposition, whatever door it came in by: a message attribute, a
+# setting, an attach() argument or a foreign MIME part) passes through these
+# functions, so one set of rules decides what is allowed.
+
+# RFC 6838 restricted-name: MIME types and subtypes (also disposition types
+# and transfer encodings).
+_RESTRICTED_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&\-^_.+]{0,126}\Z")
+# RFC 2978 mime-charset (plus "." which some aliases use), at most 40 chars.
+_CHARSET = re.compile(r"[A-Za-z0-9!#$%&'+\-^_`{}~.]{1,40}\Z")
+# RFC 2231 attribute (a parameter name): a token without "*", "'" and "%".
+_PARAMETER_NAME = re.compile(r"[A-Za-z0-9!#$&+\-.^_`|~]{1,60}\Z")
+# RFC 2045 token characters (the unquoted form of a parameter value).
+_TOKEN_CHAR = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`{|}~"
+)
+#: The longest parameter value (e.g. a filename), in characters.
+MAX_PARAMETER_VALUE = 1000
+
+
+def _quoted(value: object) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 80 else shown[:80] + "..."
+
+
+def check_token(field: str, value: object, what: str = "value") -> str:
+    """Return *value* if it is an RFC 6838 name (a MIME type, subtype,
+    disposition or transfer encoding), else raise :class:`BadHeaderError`
+    naming *field* (the attribute or header the value came from)."""
+    if not isinstance(value, str) or _RESTRICTED_NAME.match(value) is None:
+        raise BadHeaderError(
+            f"Invalid {what} {_quoted(value)} for {field}: use 1 to 127 letters, "
+            "digits and !#$&-^_.+ (starting with a letter or digit)",
+            header=field,
+        )
+    return value
+
+
+def check_charset(field: str, value: object) -> str:
+    """Return *value* if it is a charset name Python knows, safe in a header.
+
+    :func:`codecs.lookup` alone is not enough: it normalises punctuation away,
+    so ``"utf-8\\r\\nBcc: x"`` would look up as a codec. The name must first
+    be an RFC 2978 charset name (letters, digits and a few symbols).
+    """
+    import codecs
+
+    if not isinstance(value, str) or _CHARSET.match(value) is None:
+        raise BadHeaderError(
+            f"Invalid charset {_quoted(value)} for {field}: use a charset name "
+            "such as 'utf-8' (at most 40 letters, digits and -_.+)",
+            header=field,
+        )
+    try:
+        codecs.lookup(value)
+    except LookupError:
+        raise BadHeaderError(
+            f"Unknown charset {value!r} for {field}", header=field
+        ) from None
+    return value
+
+
+def check_parameter_value(field: str, name: str, value: object) -> str:
+    """Return *value* if it may be a MIME parameter (``filename``, ``method``
+    ...): a str of at most MAX_PARAMETER_VALUE characters without line
+    separators, in valid Unicode. Other control characters are allowed: they
+    never appear raw, as :func:`format_parameter` percent-encodes them."""
+    header = f"{field} ({name})"
+    if not isinstance(value, str):
+        raise BadHeaderError(
+            f"The {name} parameter of {field} must be a str, not "
+            f"{type(value).__name__}",
+            header=header,
+        )
+    if len(value) > MAX_PARAMETER_VALUE:
+        raise BadHeaderError(
+            f"The {name} parameter of {field} is longer than "
+            f"{MAX_PARAMETER_VALUE} characters",
+            header=header,
+        )
+    if _LINE_SEPARATOR.search(value) is not None:
+        raise BadHeaderError(
+            f"Header values can't contain newlines or other line separators "
+            f"(got {_quoted(value)} for the {name} parameter of {field})",
+            header=header,
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadHeaderError(
+            f"The {name} parameter of {field} is not valid Unicode", header=header
+        ) from None
+    return value
+
+
+class ContentType(NamedTuple):
+    """A parsed, validated MIME type: ``maintype/subtype`` (lower case) and
+    its parameters as ``(name, value)`` pairs (names lower case)."""
+
+    maintype: str
+    subtype: str
+    params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def mimetype(self) -> str:
+        """``maintype/subtype`` without parameters."""
+        return f"{self.maintype}/{self.subtype}"
+
+    def param(self, name: str) -> str | None:
+        """The value of parameter *name*, or None."""
+        for key, value in self.params:
+            if key == name:
+                return value
+        return None
+
+    def without(self, *names: str) -> tuple[tuple[str, str], ...]:
+        """The parameters other than *names*."""
+        return tuple(item for item in self.params if item[0] not in names)
+
+
+def parse_content_type(field: str, value: object) -> ContentType:
+    """Parse ``"type/subtype; name=value; name="quoted value""`` strictly.
+
+    One pass over the text (linear whatever the input); the type, subtype
+    and parameter names must be tokens, values tokens or quoted strings, each
+    name at most once. Raises :class:`BadHeaderError` naming *field*.
+    """
+    if not isinstance(value, str):
+        raise BadHeaderError(
+            f"Invalid MIME type {_quoted(value)} for {field}: use 'type/subtype'",
+            header=field,
+        )
+    check_no_line_separators(field, value)
+    main, semicolon, rest = value.partition(";")
+    maintype, slash, subtype = main.strip(" \t").partition("/")
+    if not slash:
+        raise BadHeaderError(
+            f"Invalid MIME type {_quoted(value)} for {field}: use 'type/subtype'",
+            header=field,
+        )
+    check_token(field, maintype, "MIME type")
+    check_token(field, subtype, "MIME subtype")
+    params: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    position = 0
+    length = len(rest)
+    while semicolon and position < length:
+        # name
+        while position < length and rest[position] in " \t":
+            position += 1
+        if position == length:
+            break  # a trailing ";" is harmless
+        equals = rest.find("=", position)
+        if equals == -1:
+            raise BadHeaderError(
+                f"Invalid MIME parameter {_quoted(rest[position:])} for {field}: "
+                "use name=value",
+                header=field,
+            )
+        name = rest[position:equals].strip(" \t").lower()
+        if _PARAMETER_NAME.match(name) is None:
+            raise BadHeaderError(
+                f"Invalid MIME parameter name {_quoted(name)} for {field}",
+                header=field,
+            )
+        if name in seen:
+            raise BadHeaderError(
+                f"The MIME parameter {name!r} is given twice for {field}",
+                header=field,
+            )
+        seen.add(name)
+        position = equals + 1
+        while position < length and rest[position] in " \t":
+            position += 1
+        if position < length and rest[position] == '"':
+            chars: list[str] = []
+            position += 1
+            while True:
+                if position >= length:
+                    raise BadHeaderError(
+                        f"Unterminated quoted MIME parameter {name!r} for {field}",
+                        header=field,
+                    )
+                char = rest[position]
+                if char == "\\" and position + 1 < length:
+                    chars.append(rest[position + 1])
+                    position += 2
+                    continue
+                position += 1
+                if char == '"':
+                    break
+                chars.append(char)
+            text = "".join(chars)
+        else:
+            start = position
+            while position < length and rest[position] in _TOKEN_CHAR:
+                position += 1
+            text = rest[start:position]
+            if not text:
+                raise BadHeaderError(
+                    f"The MIME parameter {name!r} of {field} has no value "
+                    '(quote it: name="value")',
+                    header=field,
+                )
+        while position < length and rest[position] in " \t":
+            position += 1
+        if position < length:
+            if rest[position] != ";":
+                raise BadHeaderError(
+                    f"Invalid MIME parameters {_quoted(rest)} for {field}: "
+                    'separate them with ";" and quote values holding '
+                    "special characters",
+                    header=field,
+                )
+            position += 1
+        params.append((name, check_parameter_value(field, name, text)))
+    return ContentType(maintype.lower(), subtype.lower(), tuple(params))
+
+
+def parameter_words(params: Iterable[tuple[str, str]], field: str) -> list[str]:
+    """``;``-separated foldable words for MIME parameters, each value checked."""
+    words: list[str] = []
+    for name, value in params:
+        if _PARAMETER_NAME.match(name) is None:
+            raise BadHeaderError(
+                f"Invalid MIME parameter name {_quoted(name)} for {field}",
+                header=field,
+            )
+        check_parameter_value(field, name, value)
+        if words:
+            words[-1] += ";"
+        words.extend(format_parameter(name, value))
+    return words
+
+
+def format_content_type(
+    maintype: str,
+    subtype: str,
+    params: Iterable[tuple[str, str]] = (),
+    field: str = "Content-Type",
+) -> str:
+    """A ``Content-Type:`` header line (folded, CRLF-ended); every part is
+    checked as :func:`parse_content_type` checks it."""
+    check_token(field, maintype, "MIME type")
+    check_token(field, subtype, "MIME subtype")
+    words = parameter_words(params, field)
+    first = f"{maintype}/{subtype}" + (";" if words else "")
+    return fold("Content-Type", [(" ", first), *((" ", word) for word in words)])
+
+
+def check_header_lines(head: str) -> None:
+    """The last line of defence: raise :class:`BadHeaderError` if a rendered
+    header block has a line over HARD_LIMIT octets or a bare CR or LF.
+
+    The formatters above never produce one; this makes the guarantee hold
+    even for a code path that forgot them.
+    """
+    stripped = head.replace("\r\n", "")
+    if len(head) > HARD_LIMIT or "\r" in stripped or "\n" in stripped:
+        lines = head.split("\r\n")
+        for line in lines:
+            if len(line.encode("utf-8", "surrogateescape")) > HARD_LIMIT or (
+                "\r" in line or "\n" in line
+            ):
+                name = line.partition(":")[0][:76]
+                raise BadHeaderError(
+                    f"Header {name!r} would have a line longer than {HARD_LIMIT} "
+                    "octets or a bare line break",
+                    header=name,
+                )

@@ -25,18 +25,21 @@ from __future__ import annotations
 import binascii
 import email.message
 import email.policy
+import functools
 import mimetypes
 import os
 import re
 import secrets
+import stat
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.parser import BytesParser
 from email.utils import format_datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple, TypeAlias
 
 from .address import (
     AddressLike,
@@ -48,13 +51,22 @@ from .address import (
 )
 from .dnsname import get_fqdn
 from .exceptions import BadHeaderError, InvalidMessageError
+from .foreign import foreign_bytes as _foreign_bytes
+from .foreign import parse_message, render_message, render_part
 from .headers import (
     HARD_LIMIT,
+    ContentType,
+    check_charset,
+    check_header_lines,
     check_header_name,
     check_no_line_separators,
+    check_parameter_value,
+    check_token,
     fold,
+    format_content_type,
     format_parameter,
     format_unstructured,
+    parse_content_type,
 )
 from .settings import settings
 
@@ -88,6 +100,15 @@ class EmailAlternative(NamedTuple):
 
     content: str | bytes
     mimetype: str
+
+
+class InlineAttachment(NamedTuple):
+    """A part shown inside the HTML body, referenced as ``cid:<cid>``."""
+
+    content: bytes | Base64Payload
+    mimetype: str
+    cid: str
+    filename: str | None
 
 
 class EmailAttachment(NamedTuple):
@@ -128,8 +149,6 @@ _BCC_ERROR = (
 )
 
 _SMTP_POLICY = email.policy.SMTP
-# A folding line break inside a raw header value.
-_FOLD = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")
 _MSGID_CHARS = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
     "!#$%&'*+-/=?^_`{|}~.@<>[]"
@@ -256,11 +275,97 @@ def _unreadable(path: Path, exc: OSError) -> InvalidMessageError:
     )
 
 
-def _read_attached(path: Path) -> bytes:
+def _not_regular(path: Path, mode: int) -> InvalidMessageError:
+    kind = (
+        "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a directory"
+        if stat.S_ISDIR(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "not a regular file"
+    )
+    return InvalidMessageError(
+        f"The attached file {str(path)!r} is {kind}: only regular files can be "
+        "attached (read other sources yourself and attach the bytes)"
+    )
+
+
+def _regular_size(path: Path, *, map_errors: bool = True) -> int:
+    """The size of *path*, which must be a regular file (symlinks followed).
+    With ``map_errors=False`` an OSError (a missing file) propagates as is,
+    as Django's attach_file() lets it."""
     try:
-        return path.read_bytes()
+        status = path.stat()
+    except OSError as exc:
+        if not map_errors:
+            raise
+        raise _unreadable(path, exc) from exc
+    if not stat.S_ISREG(status.st_mode):
+        raise _not_regular(path, status.st_mode)
+    return status.st_size
+
+
+def _open_regular(path: Path) -> BinaryIO:
+    """Open *path* for reading without ever blocking on a FIFO or device: it
+    is opened non-blocking and checked (fstat) to be a regular file, so a
+    file swapped for a FIFO after it was attached is refused too."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | _O_CLOEXEC)
     except OSError as exc:
         raise _unreadable(path, exc) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        raise _unreadable(path, exc) from exc
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(path, mode)
+    return os.fdopen(fd, "rb")
+
+
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _read_regular(path: Path, size: int | None = None) -> bytes:
+    """Read a whole regular file, at most *size* octets (the size recorded
+    when it was attached; None: its size now): a file that grew is refused
+    once it passes that size, without reading the rest."""
+    with _open_regular(path) as file:
+        if size is None:
+            size = os.fstat(file.fileno()).st_size
+        try:
+            data = file.read(size + 1)
+        except OSError as exc:
+            raise _unreadable(path, exc) from exc
+    if len(data) != size:
+        raise _changed_size(path, size, len(data))
+    return data
+
+
+def _changed_size(what: object, then: int, now: int) -> InvalidMessageError:
+    more = " or more" if now > then else ""
+    return InvalidMessageError(
+        f"{what} changed size since it was attached ({then} octets then, "
+        f"{now}{more} now)"
+    )
+
+
+def _regular_opener(path: str, flags: int) -> int:
+    """An ``opener`` for open(): never blocks on a FIFO, refuses non-files."""
+    fd = os.open(path, flags | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(Path(path), mode)
+    return fd
 
 
 class Base64Payload:
@@ -281,13 +386,7 @@ class Base64Payload:
     ) -> None:
         self.source = source
         if size is None:
-            if isinstance(source, Path):
-                try:
-                    size = source.stat().st_size
-                except OSError as exc:
-                    raise _unreadable(source, exc) from exc
-            else:
-                size = len(source)
+            size = _regular_size(source) if isinstance(source, Path) else len(source)
         self.size = size
 
     @property
@@ -299,11 +398,11 @@ class Base64Payload:
     def blocks(self) -> Iterator[bytes]:
         """The encoded body, block by block (reading the file if any)."""
         if isinstance(self.source, Path):
-            try:
-                with self.source.open("rb") as file:
-                    yield from self._encode(iter(lambda: file.read(self.BLOCK), b""))
-            except OSError as exc:
-                raise _unreadable(self.source, exc) from exc
+            with _open_regular(self.source) as file:
+                try:
+                    yield from self._encode(self._bounded(file.read))
+                except OSError as exc:
+                    raise _unreadable(self.source, exc) from exc
         else:
             view = memoryview(self.source)
             yield from self._encode(
@@ -320,13 +419,16 @@ class Base64Payload:
         import aiofiles
 
         total = 0
+        source = self.source
         try:
-            async with aiofiles.open(self.source, "rb") as file:
-                while raw := await file.read(self.BLOCK):
+            async with aiofiles.open(source, "rb", opener=_regular_opener) as file:
+                while raw := await file.read(min(self.BLOCK, self.size + 1 - total)):
                     total += len(raw)
+                    if total > self.size:
+                        break  # it grew: stop reading now
                     yield _base64_lines(raw)
         except OSError as exc:
-            raise _unreadable(self.source, exc) from exc
+            raise _unreadable(source, exc) from exc
         self._check_size(total)
         if total == 0:
             yield b"\r\n"
@@ -339,17 +441,34 @@ class Base64Payload:
         import aiofiles
 
         try:
-            async with aiofiles.open(self.source, "rb") as file:
-                data = await file.read()
+            async with aiofiles.open(self.source, "rb", opener=_regular_opener) as file:
+                data = await file.read(self.size + 1)
         except OSError as exc:
             raise _unreadable(self.source, exc) from exc
         self._check_size(len(data))
         return data
 
+    def read(self) -> bytes:
+        """The raw content (blocking), with the same checks as sending."""
+        if not isinstance(self.source, Path):
+            return bytes(self.source)
+        return _read_regular(self.source, self.size)
+
+    def _bounded(self, read: Callable[[int], bytes]) -> Iterator[bytes]:
+        """Blocks from *read*, stopping once past the recorded size."""
+        total = 0
+        while raw := read(min(self.BLOCK, self.size + 1 - total)):
+            total += len(raw)
+            yield raw
+            if total > self.size:
+                return
+
     def _encode(self, raw_blocks: Iterable[bytes | memoryview]) -> Iterator[bytes]:
         total = 0
         for raw in raw_blocks:
             total += len(raw)
+            if total > self.size:
+                break  # it grew: refuse it below, without sending the excess
             yield _base64_lines(raw)
         self._check_size(total)
         if total == 0:
@@ -358,10 +477,7 @@ class Base64Payload:
     def _check_size(self, total: int) -> None:
         if total != self.size:
             what = self.source if isinstance(self.source, Path) else "the content"
-            raise InvalidMessageError(
-                f"{what} changed size since it was attached "
-                f"({self.size} octets then, {total} now)"
-            )
+            raise _changed_size(what, self.size, total)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Base64Payload, (self.source, self.size))
@@ -384,9 +500,24 @@ class _Part(NamedTuple):
     eight_bit: bool
 
 
-def _text_part(
-    text: str, subtype: str, charset: str, allow_8bit: bool, extra: str = ""
+@lru_cache(maxsize=256)
+def _text_content_type(
+    subtype: str, charset: str, params: tuple[tuple[str, str], ...] = ()
+) -> str:
+    """The Content-Type line of a text part (validated; cached, as the same
+    few combinations repeat for every message)."""
+    return format_content_type("text", subtype, (("charset", charset), *params))
+
+
+def _text_part(  # noqa: PLR0917 - private, called in three places
+    text: str,
+    subtype: str,
+    charset: str,
+    allow_8bit: bool,
+    extra: str = "",
+    params: tuple[tuple[str, str], ...] = (),
 ) -> _Part:
+    content_type = _text_content_type(subtype, charset, params)
     try:
         data = text.encode(charset)
     except LookupError:
@@ -398,24 +529,29 @@ def _text_part(
             "set the message's encoding to 'utf-8'"
         ) from None
     cte, body, eight_bit = _encode_text(_normalise_newlines(data), allow_8bit)
-    headers = (
-        f'Content-Type: text/{subtype}; charset="{charset}"\r\n'
-        f"Content-Transfer-Encoding: {cte}\r\n{extra}"
-    )
+    headers = f"{content_type}Content-Transfer-Encoding: {cte}\r\n{extra}"
     return _Part(headers, body, eight_bit)
 
 
 def _binary_part(
-    data: bytes | memoryview | Path | Base64Payload, mimetype: str, extra: str = ""
+    data: bytes | memoryview | Path | Base64Payload,
+    content_type: ContentType,
+    extra: str = "",
 ) -> _Part:
     headers = (
-        f"Content-Type: {mimetype}\r\nContent-Transfer-Encoding: base64\r\n{extra}"
+        f"{_format_type(content_type)}Content-Transfer-Encoding: base64\r\n{extra}"
     )
     if isinstance(data, Base64Payload):
         return _Part(headers, (data,), False)
     if isinstance(data, Path) or len(data) > STREAM_THRESHOLD:
         return _Part(headers, (Base64Payload(data),), False)
     return _Part(headers, _base64_lines(data), False)
+
+
+def _format_type(content_type: ContentType) -> str:
+    return format_content_type(
+        content_type.maintype, content_type.subtype, content_type.params
+    )
 
 
 def _multipart(subtype: str, parts: Sequence[_Part]) -> _Part:
@@ -436,10 +572,7 @@ def _multipart(subtype: str, parts: Sequence[_Part]) -> _Part:
         # keeps the part's own final line break.
         chunks.append(b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode("ascii"))
-    headers = fold(
-        "Content-Type",
-        [(" ", f"multipart/{subtype};"), (" ", f'boundary="{boundary}"')],
-    )
+    headers = format_content_type("multipart", subtype, (("boundary", boundary),))
     eight_bit = any(part.eight_bit for part in parts)
     return _Part(headers, _join(chunks), eight_bit)
 
@@ -472,76 +605,30 @@ def _disposition(kind: str, filename: str | None) -> str:
             f"Attachment filenames must be str, not {type(filename).__name__}"
         )
     check_no_line_separators("Content-Disposition (filename)", filename)
-    try:
-        words = format_parameter("filename", filename)
-    except UnicodeEncodeError:
-        raise BadHeaderError(
-            f"Attachment filename {filename!r} is not valid Unicode",
-            header="Content-Disposition",
-        ) from None
+    check_parameter_value("Content-Disposition", "filename", filename)
+    words = format_parameter("filename", filename)
     return fold("Content-Disposition", [(" ", f"{kind};"), *((" ", w) for w in words)])
 
 
-def _check_mimetype(mimetype: str) -> tuple[str, str]:
-    if not isinstance(mimetype, str) or mimetype.count("/") != 1:
-        raise InvalidMessageError(f"Invalid MIME type {mimetype!r}: use 'type/subtype'")
-    maintype, subtype = mimetype.lower().split("/")
-    token_chars = set("abcdefghijklmnopqrstuvwxyz0123456789!#$&-^_.+")
-    if not maintype or not subtype or not set(maintype + subtype) <= token_chars:
-        raise InvalidMessageError(f"Invalid MIME type {mimetype!r}")
-    return maintype, subtype
-
-
-def _foreign_bytes(data: bytes, what: str) -> tuple[bytes, bool]:
-    """Normalise bytes that asyncmail did not produce (a MIMEPart's or a raw
-    message's) to CRLF, and refuse lines the wire cannot carry."""
-    crlf = data.count(b"\r\n")
-    if crlf == data.count(b"\n") == data.count(b"\r") and data.endswith(b"\r\n"):
-        # Already clean CRLF (the usual case): check without copying.
-        if len(data) > HARD_LIMIT and max(map(len, data.split(b"\r\n"))) > HARD_LIMIT:
-            raise InvalidMessageError(
-                f"{what} has a line longer than {HARD_LIMIT} octets"
-            )
-        if b"\0" in data:
-            raise InvalidMessageError(f"{what} contains a NUL byte")
-        return data, not data.isascii()
-    data = _normalise_newlines(data)
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    if _longest_line(data) > HARD_LIMIT:
-        raise InvalidMessageError(f"{what} has a line longer than {HARD_LIMIT} octets")
-    if b"\0" in data:
-        raise InvalidMessageError(f"{what} contains a NUL byte")
-    return _to_crlf(data), not data.isascii()
-
-
-def _check_foreign_headers(part: email.message.Message) -> None:
-    # The raw values, as the generator writes them: items() would hide a CR
-    # or LF stored with set_raw() (the modern policy strips them on access).
-    # A line break followed by whitespace is a fold; any other is injection.
-    for sub in part.walk():
-        for name, value in sub.raw_items():
-            check_header_name(name)
-            check_no_line_separators(name, _FOLD.sub("", str(value)))
+def _check_mimetype(mimetype: object, field: str = "mimetype") -> ContentType:
+    """Parse and validate a MIME type with optional parameters
+    (``"text/calendar; method=REQUEST"``); the one check every mimetype
+    given to attach(), attach_alternative() or an attachment tuple passes.
+    The boundary of multipart types is asyncmail's to choose."""
+    content_type = parse_content_type(field, mimetype)
+    if content_type.param("boundary") is not None:
+        raise BadHeaderError(
+            f"Invalid MIME type {mimetype!r} for {field}: asyncmail chooses "
+            "MIME boundaries itself (a given one could be guessed)",
+            header=field,
+        )
+    return content_type
 
 
 def _mime_part(part: email.message.Message) -> _Part:
-    """A stdlib MIME part given as an attachment, serialised and made safe."""
-    _check_foreign_headers(part)
-    policy = part.policy
-    if isinstance(policy, email.policy.EmailPolicy):
-        policy = policy.clone(linesep="\r\n", max_line_length=78)
-    else:
-        policy = policy.clone(linesep="\r\n")
-    data = part.as_bytes(policy=policy)
-    head, separator, body = data.partition(b"\r\n\r\n")
-    if not separator:
-        head, body = data.rstrip(b"\r\n"), b""
-    body, eight_bit = _foreign_bytes(body, "A MIME part") if body else (b"", False)
-    try:
-        headers = head.decode("ascii") + "\r\n"
-    except UnicodeDecodeError:
-        raise BadHeaderError("A MIME part has non-ASCII header bytes") from None
+    """A stdlib MIME part given as an attachment, rendered again and made
+    safe (see :mod:`asyncmail.foreign`)."""
+    headers, body, eight_bit = render_part(part, "a MIME part")
     return _Part(headers, body, eight_bit)
 
 
@@ -612,6 +699,51 @@ def _text_content(content: str | bytes) -> str | None:
     return content
 
 
+_OCTET_STREAM = ContentType("application", "octet-stream")
+
+
+@lru_cache(maxsize=64)
+def _checked_token(field: str, value: str) -> str:
+    """A message attribute that ends up in Content-Type (content_subtype,
+    mixed_subtype, alternative_subtype), checked as every MIME token is."""
+    return check_token(field, value, "MIME subtype")
+
+
+@lru_cache(maxsize=64)
+def _checked_charset(field: str, value: str) -> str:
+    """A charset from the message's encoding, DEFAULT_CHARSET or a mimetype's
+    charset parameter, checked as every charset is."""
+    return check_charset(field, value)
+
+
+# What a Content-ID may hold between its angle brackets (RFC 2392: a msg-id).
+_CID_CHAR = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]"
+_CID = re.compile(rf"{_CID_CHAR}{{1,200}}(?:@(?:{_CID_CHAR}|[\[\]]){{1,255}})?\Z")
+
+
+def _check_cid(cid: object) -> str:
+    """A Content-ID without its angle brackets, validated."""
+    if not isinstance(cid, str):
+        raise TypeError(f"cid must be a str, not {type(cid).__name__}")
+    check_no_line_separators("Content-ID", cid)
+    text = cid[1:-1] if cid.startswith("<") and cid.endswith(">") else cid
+    if _CID.match(text) is None:
+        raise BadHeaderError(
+            f"Invalid Content-ID {cid[:80]!r}: use printable ASCII such as "
+            "'logo@example.com', without spaces, control characters or '<>'",
+            header="Content-ID",
+        )
+    return text
+
+
+def _inline_part(item: InlineAttachment) -> _Part:
+    content_type = _check_mimetype(item.mimetype)
+    extra = _disposition("inline", item.filename) + (
+        f"Content-ID: <{_check_cid(item.cid)}>\r\n"
+    )
+    return _binary_part(item.content, content_type, extra)
+
+
 class EmailMessage:
     """A single e-mail message, Django's API (6.x semantics).
 
@@ -628,6 +760,8 @@ class EmailMessage:
     content_subtype = "plain"
     #: Charset of text bodies and text attachments; None means DEFAULT_CHARSET.
     encoding: str | None = None
+    #: Subtype of the multipart holding the body and the attachments.
+    mixed_subtype = "mixed"
 
     def __init__(
         self,
@@ -652,6 +786,8 @@ class EmailMessage:
         self.subject = subject
         self.body = body or ""
         self.attachments: list[EmailAttachment | email.message.Message] = []
+        #: Parts shown inside the HTML (``cid:`` URLs); see attach_inline().
+        self.inline_attachments: list[InlineAttachment] = []
         for attachment in attachments or ():
             if isinstance(attachment, email.message.Message):
                 self.attach(attachment)
@@ -686,6 +822,7 @@ class EmailMessage:
                     "content and mimetype must not be given when a MIMEPart "
                     "instance is provided."
                 )
+            render_part(filename, "a MIME part")  # refuse a bad part now
             self.attachments.append(filename)
             return
         if content is None:
@@ -695,7 +832,13 @@ class EmailMessage:
                 f"Attachment filenames must be str, not {type(filename).__name__}"
             )
         mimetype = _guess_mimetype(filename, mimetype)
-        maintype, _ = _check_mimetype(mimetype)
+        maintype = _check_mimetype(mimetype).maintype
+        if filename is not None:
+            check_parameter_value("Content-Disposition", "filename", filename)
+        if isinstance(content, Path) and content.exists():
+            # Only a regular file, and its size now is the size it must have
+            # (a missing file fails when the message is sent, as it did).
+            content = Base64Payload(content)
         if maintype == "text" and isinstance(content, bytes):
             text = _text_content(content)
             if text is None:
@@ -703,6 +846,80 @@ class EmailMessage:
             else:
                 content = text
         self.attachments.append(EmailAttachment(filename, content, mimetype))
+
+    def attach_inline(
+        self,
+        content: bytes | Path,
+        mimetype: str | None = None,
+        *,
+        filename: str | None = None,
+        cid: str | None = None,
+    ) -> str:
+        """Attach an image (or any part) to show inside the HTML body; return
+        its Content-ID, to use as ``<img src="cid:{cid}">``.
+
+        The part goes in a ``multipart/related`` with the HTML (the HTML
+        alternative of an :class:`EmailMultiAlternatives`, or an HTML body),
+        with ``Content-Disposition: inline``. *content* is bytes or a
+        :class:`~pathlib.Path` to a regular file (read when sent; it must
+        keep its size). *mimetype* is guessed from *filename* (or the path's
+        name) when not given; *cid* defaults to a new unique id.
+        """
+        if isinstance(content, Path):
+            if filename is None:
+                filename = content.name
+            payload: bytes | Base64Payload = Base64Payload(content)
+        elif isinstance(content, (bytes, bytearray, memoryview)):
+            payload = bytes(content)
+        else:
+            raise TypeError(
+                f"Inline content must be bytes or a Path, not {type(content).__name__}"
+            )
+        mimetype = _guess_mimetype(filename, mimetype)
+        content_type = _check_mimetype(mimetype)
+        if content_type.maintype in ("multipart", "message"):
+            raise InvalidMessageError(
+                f"An inline part can't be {content_type.mimetype}; attach it instead"
+            )
+        if filename is not None:
+            check_parameter_value("Content-Disposition", "filename", filename)
+        if cid is None:
+            cid = make_msgid()[1:-1]
+        cid = _check_cid(cid)
+        if any(item.cid == cid for item in self.inline_attachments):
+            raise ValueError(f"Content-ID {cid!r} is already used in this message")
+        self.inline_attachments.append(
+            InlineAttachment(payload, mimetype, cid, filename)
+        )
+        return cid
+
+    def attach_inline_file(
+        self,
+        path: str | os.PathLike[str],
+        mimetype: str | None = None,
+        *,
+        cid: str | None = None,
+    ) -> str:
+        """Attach a regular file to show inside the HTML (see
+        :meth:`attach_inline`); return its Content-ID. Streamed from disk
+        when the message is sent."""
+        path = Path(path)
+        _regular_size(path)
+        return self.attach_inline(path, mimetype, filename=path.name, cid=cid)
+
+    async def aattach_inline_file(
+        self,
+        path: str | os.PathLike[str],
+        mimetype: str | None = None,
+        *,
+        cid: str | None = None,
+    ) -> str:
+        """:meth:`attach_inline_file` with its file check off the event loop."""
+        import anyio.to_thread
+
+        path = Path(path)
+        await anyio.to_thread.run_sync(_regular_size, path)
+        return self.attach_inline(path, mimetype, filename=path.name, cid=cid)
 
     def attach_file(
         self, path: str | os.PathLike[str], mimetype: str | None = None
@@ -719,27 +936,28 @@ class EmailMessage:
         """
         path = Path(path)
         mimetype = _guess_mimetype(path.name, mimetype)
-        if _streamable(mimetype) and path.stat().st_size > STREAM_THRESHOLD:
-            self.attach(path.name, Base64Payload(path), mimetype)
+        size = _regular_size(path, map_errors=False)  # FIFOs, devices: refused
+        if _streamable(mimetype) and size > STREAM_THRESHOLD:
+            self.attach(path.name, Base64Payload(path, size), mimetype)
         else:
-            self.attach(path.name, path.read_bytes(), mimetype)
+            self.attach(path.name, _read_regular(path, size), mimetype)
 
     async def aattach_file(
         self, path: str | os.PathLike[str], mimetype: str | None = None
     ) -> None:
         """Attach a file from the filesystem, as :meth:`attach_file` does,
         reading it with aiofiles (large binary files are streamed at send)."""
-        import aiofiles
-        import aiofiles.os
+        import anyio.to_thread
 
         path = Path(path)
         mimetype = _guess_mimetype(path.name, mimetype)
-        size = (await aiofiles.os.stat(path)).st_size
+        size = await anyio.to_thread.run_sync(
+            functools.partial(_regular_size, path, map_errors=False)
+        )
         if _streamable(mimetype) and size > STREAM_THRESHOLD:
             self.attach(path.name, Base64Payload(path, size), mimetype)
             return
-        async with aiofiles.open(path, "rb") as file:
-            content = await file.read()
+        content = await anyio.to_thread.run_sync(_read_regular, path, size)
         self.attach(path.name, content, mimetype)
 
     def message(
@@ -827,6 +1045,8 @@ class EmailMessage:
             head = "MIME-Version: 1.0\r\n" + root.headers + std
         else:
             head = root.headers + "MIME-Version: 1.0\r\n" + std
+        # Every formatter keeps lines short; this backstop makes sure of it.
+        check_header_lines(head)
         top = head.encode("utf-8") + b"\r\n"
         body = root.body
         chunks = (top + body,) if isinstance(body, bytes) else _join((top, *body))
@@ -846,10 +1066,9 @@ class EmailMessage:
         # Only the addresses decide it: the headers alone, not the bodies.
         needs_utf8 = self._standard_headers(self._normalised_extra_headers())[2]
         msg = self.message(policy=email.policy.SMTPUTF8 if needs_utf8 else _SMTP_POLICY)
-        if "bcc" in msg:
-            del msg["bcc"]
-        _check_foreign_headers(msg)
-        data, _ = _foreign_bytes(msg.as_bytes(), "The message")
+        # Rendered again like any foreign message: headers re-validated and
+        # re-folded, Bcc removed.
+        data, _ = render_message(msg, "the message from message()")
         head, _, body = data.partition(b"\r\n\r\n")
         smtputf8 = not head.isascii()
         eight_bit = not body.isascii()
@@ -935,7 +1154,9 @@ class EmailMessage:
         return "".join(lines), message_id, smtputf8
 
     def _charset(self) -> str:
-        return self.encoding or settings.DEFAULT_CHARSET
+        if self.encoding is None:
+            return _checked_charset("DEFAULT_CHARSET", settings.DEFAULT_CHARSET)
+        return _checked_charset("encoding", self.encoding)
 
     def _body_part(self, allow_8bit: bool) -> _Part:
         body: object = self.body
@@ -944,20 +1165,34 @@ class EmailMessage:
         elif not isinstance(body, str):
             body = str(body)  # e.g. a lazy translation string
         assert isinstance(body, str)
-        return _text_part(body, self.content_subtype, self._charset(), allow_8bit)
+        subtype = _checked_token("content_subtype", self.content_subtype)
+        return _text_part(body, subtype.lower(), self._charset(), allow_8bit)
 
     def _content_parts(self, allow_8bit: bool) -> list[_Part]:
-        """The parts before the attachments: the body (if any)."""
-        if self.body or not self.attachments:
-            return [self._body_part(allow_8bit)]
+        """The parts before the attachments: the body (if any), with the
+        inline attachments in a multipart/related around it."""
+        if self.body or not (self.attachments or self.inline_attachments):
+            return [self._related(self._body_part(allow_8bit))]
+        if self.inline_attachments:
+            return [self._related(None)]
         return []
+
+    def _related(self, root: _Part | None) -> _Part:
+        """*root* and the inline attachments in a multipart/related (RFC 2387:
+        the root, usually the HTML, comes first); *root* alone without them."""
+        if not self.inline_attachments:
+            assert root is not None
+            return root
+        parts = [] if root is None else [root]
+        parts += [_inline_part(item) for item in self.inline_attachments]
+        return _multipart("related", parts)
 
     def _root_part(self, allow_8bit: bool) -> _Part:
         parts = self._content_parts(allow_8bit)
         if not self.attachments:
             return parts[0]
         parts += [self._attachment_part(item, allow_8bit) for item in self.attachments]
-        return _multipart("mixed", parts)
+        return _multipart(_checked_token("mixed_subtype", self.mixed_subtype), parts)
 
     def _attachment_part(
         self, attachment: EmailAttachment | email.message.Message, allow_8bit: bool
@@ -965,13 +1200,14 @@ class EmailMessage:
         if isinstance(attachment, email.message.Message):
             return _mime_part(attachment)
         filename, content, mimetype = attachment
-        maintype, subtype = _check_mimetype(mimetype)
-        if not _streamable(mimetype):
+        content_type = _check_mimetype(mimetype)
+        maintype, subtype = content_type.maintype, content_type.subtype
+        if maintype in ("text", "message"):
             # Text is decoded and messages checked: they need their bytes.
-            if isinstance(content, Base64Payload):
-                content = content.source
             if isinstance(content, Path):
-                content = _read_attached(content)
+                content = Base64Payload(content)
+            if isinstance(content, Base64Payload):
+                content = content.read()
             elif isinstance(content, memoryview):
                 content = bytes(content)
         if maintype == "text":
@@ -980,19 +1216,23 @@ class EmailMessage:
                 # Attached as text/* but it is not UTF-8: send it as binary.
                 return _binary_part(
                     bytes(content),
-                    DEFAULT_ATTACHMENT_MIME_TYPE,
+                    _OCTET_STREAM,
                     _disposition("attachment", filename),
                 )
             if text is None:
                 raise TypeError(
                     f"Content of a {mimetype} attachment must be str or bytes"
                 )
+            charset = content_type.param("charset")
             return _text_part(
                 text,
                 subtype,
-                self._charset(),
+                self._charset()
+                if charset is None
+                else _checked_charset("mimetype (charset)", charset),
                 allow_8bit,
                 _disposition("attachment", filename),
+                content_type.without("charset"),
             )
         if maintype == "message":
             return self._message_attachment(
@@ -1011,11 +1251,7 @@ class EmailMessage:
                 f"Content of a {mimetype} attachment must be bytes or a Path, "
                 f"not {type(content).__name__}"
             )
-        return _binary_part(
-            content,
-            f"{maintype}/{subtype}",
-            _disposition("attachment", filename),
-        )
+        return _binary_part(content, content_type, _disposition("attachment", filename))
 
     def _message_attachment(
         self,
@@ -1031,13 +1267,11 @@ class EmailMessage:
             rendered = content.render(allow_8bit=allow_8bit)
             data, eight_bit = rendered.data, rendered.eight_bit
         elif isinstance(content, email.message.Message):
-            _check_foreign_headers(content)
-            data, eight_bit = _foreign_bytes(
-                content.as_bytes(policy=_SMTP_POLICY), "The attached message"
-            )
+            data, eight_bit = render_message(content)
         elif isinstance(content, (str, bytes)):
-            raw = content.encode("utf-8") if isinstance(content, str) else content
-            data, eight_bit = _foreign_bytes(raw, "The attached message")
+            # Raw bytes are parsed and rendered again too: their headers
+            # get the same checks, and a Bcc header is removed.
+            data, eight_bit = render_message(parse_message(content))
         else:
             raise TypeError(
                 f"Content of a {maintype}/{subtype} attachment must be an "
@@ -1053,6 +1287,9 @@ class EmailMessage:
 
 class EmailMultiAlternatives(EmailMessage):
     """A message with alternative renderings of the body, e.g. text and HTML."""
+
+    #: Subtype of the multipart holding the body and its alternatives.
+    alternative_subtype = "alternative"
 
     def __init__(
         self,
@@ -1091,7 +1328,11 @@ class EmailMultiAlternatives(EmailMessage):
         """Add an alternative rendering of the body (e.g. ``"text/html"``)."""
         if content is None or mimetype is None:
             raise ValueError("Both content and mimetype must be provided.")
-        _check_mimetype(mimetype)
+        content_type = _check_mimetype(mimetype)
+        if content_type.maintype in ("multipart", "message"):
+            raise InvalidMessageError(
+                f"An alternative can't be {content_type.mimetype}; attach it instead"
+            )
         self.alternatives.append(EmailAlternative(content, mimetype))
 
     def body_contains(self, text: str) -> bool:
@@ -1109,19 +1350,47 @@ class EmailMultiAlternatives(EmailMessage):
         if not self.alternatives:
             return super()._content_parts(allow_8bit)
         parts = [self._body_part(allow_8bit)] if self.body else []
+        html: int | None = None
+        if self.body and self.content_subtype == "html":
+            html = 0
         for content, mimetype in self.alternatives:
-            maintype, subtype = _check_mimetype(mimetype)
-            if maintype == "text":
+            content_type = _check_mimetype(mimetype)
+            if content_type.maintype == "text":
                 text = content.decode() if isinstance(content, bytes) else content
-                parts.append(_text_part(text, subtype, self._charset(), allow_8bit))
+                charset = content_type.param("charset")
+                parts.append(
+                    _text_part(
+                        text,
+                        content_type.subtype,
+                        self._charset()
+                        if charset is None
+                        else _checked_charset("mimetype (charset)", charset),
+                        allow_8bit,
+                        params=content_type.without("charset"),
+                    )
+                )
+                if html is None and content_type.subtype == "html":
+                    html = len(parts) - 1
+            elif content_type.maintype in ("multipart", "message"):
+                raise InvalidMessageError(
+                    f"An alternative can't be {content_type.mimetype}; attach "
+                    "it instead"
+                )
             else:
                 data = (
                     content.encode(self._charset())
                     if isinstance(content, str)
                     else content
                 )
-                parts.append(_binary_part(bytes(data), f"{maintype}/{subtype}"))
-        return [_multipart("alternative", parts)]
+                parts.append(_binary_part(bytes(data), content_type))
+        subtype = _checked_token("alternative_subtype", self.alternative_subtype)
+        if not self.inline_attachments:
+            return [_multipart(subtype, parts)]
+        if html is None:
+            # No HTML to hold the images: they relate to the whole.
+            return [self._related(_multipart(subtype, parts))]
+        parts[html] = self._related(parts[html])
+        return [_multipart(subtype, parts)]
 
 
 def _address_list_argument(
