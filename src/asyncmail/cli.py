@@ -114,6 +114,15 @@ def _headers(values: Sequence[str]) -> dict[str, str]:
     return headers
 
 
+def _print(text: str, *, file: Any = None) -> None:
+    """Print text that may hold data from the network (server replies,
+    addresses, error messages) with control characters escaped, so no
+    terminal escape sequence reaches the user's terminal (on a pipe too)."""
+    from .server import escape_controls
+
+    print(escape_controls(text), file=file or sys.stdout)
+
+
 def _describe(result: MessageResult) -> str:
     lines = [f"{result.status.value}: {result.message_id or ''}".rstrip()]
     for address, recipient in result.recipients.items():
@@ -187,9 +196,9 @@ async def _send(args: argparse.Namespace) -> int:
         try:
             await backend.send_messages([message])
         except MailError as exc:
-            print(f"Not delivered: {exc}", file=sys.stderr)
+            _print(f"Not delivered: {exc}", file=sys.stderr)
     if message.result is not None:
-        print(_describe(message.result))
+        _print(_describe(message.result))
     return 0 if message.result is not None and message.result.ok else 1
 
 
@@ -224,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "settings":
             for name, value in settings.as_dict().items():
-                print(f"{name} = {value!r}")
+                _print(f"{name} = {value!r}")
             return 0
         if args.command == "debug-server":
             try:
@@ -233,5 +242,5 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
         return _run(_send, args)
     except (ConfigurationError, ValueError, OSError) as exc:
-        print(f"asyncmail: {exc}", file=sys.stderr)
+        _print(f"asyncmail: {exc}", file=sys.stderr)
         return 2

@@ -422,7 +422,7 @@ def check_charset(field: str, value: object) -> str:
 
     if not isinstance(value, str) or _CHARSET.match(value) is None:
         raise BadHeaderError(
-            f"Invalid charset {_quoted(value)} for {field}: use a charset name "
+            f"{field}: invalid charset {_quoted(value)}: use a charset name "
             "such as 'utf-8' (at most 40 letters, digits and -_.+)",
             header=field,
         )
@@ -430,7 +430,7 @@ def check_charset(field: str, value: object) -> str:
         codecs.lookup(value)
     except LookupError:
         raise BadHeaderError(
-            f"Unknown charset {value!r} for {field}", header=field
+            f"{field}: unknown charset {value!r}", header=field
         ) from None
     return value
 

@@ -14,11 +14,17 @@ From the command line: ``asyncmail debug-server --port 1025``. In code::
     print(server.messages[0].data)
 
 Built on aiosmtpd, the ``server`` extra: ``pip install "asyncmail[server]"``.
+
+What it prints comes from the network, so control characters in it (terminal
+escape sequences, bare CR, bidi overrides) are shown escaped (``\x1b``),
+always: also when the output goes to a pipe or a file, which a terminal may
+display later. :attr:`ReceivedMessage.data` keeps the raw bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import weakref
 from dataclasses import dataclass
@@ -29,7 +35,27 @@ if TYPE_CHECKING:
     from aiosmtpd.smtp import SMTP as SMTPProtocol  # noqa: N811 - a class
     from aiosmtpd.smtp import Envelope, Session
 
-__all__ = ["DebugServer", "ReceivedMessage"]
+__all__ = ["DebugServer", "ReceivedMessage", "escape_controls"]
+
+# Controls a terminal may act on: C0 (but tab and newline), DEL, C1, and the
+# Unicode format characters that reorder or hide text (bidi overrides and
+# isolates, zero-width and line/paragraph separators).
+_CONTROLS = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape_controls(text: str) -> str:
+    """*text* with every character a terminal could act on shown as an escape
+    (``\x1b``, ``\u202e``); tabs and newlines stay. For printing text that
+    came from the network (message data, server replies)."""
+    return _CONTROLS.sub(_escape, text)
+
 
 BANNER = "---------- MESSAGE FOLLOWS ----------"
 FOOTER = "------------ END MESSAGE ------------"
@@ -46,14 +72,15 @@ class ReceivedMessage:
     data: bytes
 
     def format(self) -> str:
-        """The message as the server prints it."""
+        """The message as the server prints it (control characters escaped;
+        see :func:`escape_controls`)."""
         text = self.data.decode("utf-8", "replace").replace("\r\n", "\n")
         options = (
             f"X-MailOptions: {' '.join(self.mail_options)}\n"
             if self.mail_options
             else ""
         )
-        return (
+        shown = (
             f"{BANNER}\n"
             f"X-Peer: {self.peer}\n"
             f"X-MailFrom: {self.mail_from}\n"
@@ -62,6 +89,7 @@ class ReceivedMessage:
             f"{text.rstrip(chr(10))}\n"
             f"{FOOTER}\n"
         )
+        return escape_controls(shown)
 
 
 class _Handler:

@@ -22,13 +22,64 @@ import contextlib
 import difflib
 import json
 import os
+import re
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .exceptions import ConfigurationError
+from .exceptions import BadHeaderError, ConfigurationError
 
-__all__ = ["DEFAULTS", "Settings", "configure", "settings"]
+__all__ = [
+    "DEFAULTS",
+    "MASK",
+    "Settings",
+    "UnknownSettingWarning",
+    "configure",
+    "is_secret_name",
+    "mask_secrets",
+    "settings",
+]
+
+
+class UnknownSettingWarning(UserWarning):
+    """An ``EMAIL_*`` environment variable that is not an asyncmail setting
+    (a typo such as ``EMAIL_HOTS``): it is ignored, and this says so."""
+
+
+#: What a secret is shown as.
+MASK = "********"
+# Names of settings and options that hold secrets, whatever their prefix or
+# case: passwords, tokens (OAuth and API), secrets, API and private keys.
+# Paths to key files (ssl_keyfile) name a file, not a secret.
+_SECRET_NAME = re.compile(
+    r"pass(?:word|wd|phrase)?|secret|token|api[_-]?key|private[_-]?key|credential",
+    re.IGNORECASE,
+)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a setting or option called *name* holds a secret."""
+    return _SECRET_NAME.search(name) is not None and not name.lower().endswith(
+        ("file", "path")
+    )
+
+
+def mask_secrets(value: Any) -> Any:
+    """A copy of *value* (a mapping, list or scalar) for display, with the
+    value of every secret-named key, at any depth, replaced by :data:`MASK`
+    (empty secrets stay empty, so "not set" still shows)."""
+    if isinstance(value, Mapping):
+        return {
+            key: (MASK if item else item)
+            if isinstance(key, str) and is_secret_name(key)
+            else mask_secrets(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(mask_secrets(item) for item in value)
+    return value
+
 
 DEFAULTS: Mapping[str, Any] = {
     "EMAIL_BACKEND": "asyncmail.backends.smtp.EmailBackend",
@@ -99,14 +150,15 @@ def _timeout(name: str, value: Any) -> float | None:
 
 
 def _charset(name: str, value: Any) -> str:
-    import codecs
+    # The same check as every charset that reaches a header: codecs.lookup()
+    # alone would accept "utf-8\r\nBcc: x" (it ignores punctuation).
+    from .headers import check_charset
 
     text = _str(name, value)
     try:
-        codecs.lookup(text)
-    except LookupError:
-        raise ConfigurationError(f"{name}: unknown charset {text!r}") from None
-    return text
+        return check_charset(name, text)
+    except BadHeaderError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _address_list(name: str, value: Any) -> tuple[str, ...]:
@@ -237,11 +289,26 @@ def _from_environment(name: str, raw: str) -> Any:
     return raw
 
 
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, DEFAULTS, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 def _check_name(name: str) -> None:
     if name not in DEFAULTS:
-        close = difflib.get_close_matches(name, DEFAULTS, n=1)
-        hint = f"; did you mean {close[0]}?" if close else ""
-        raise ConfigurationError(f"Unknown setting {name!r}{hint}")
+        raise ConfigurationError(f"Unknown setting {name!r}{_did_you_mean(name)}")
+
+
+def _warn_unknown_environment() -> None:
+    """Warn once per read of the environment about EMAIL_* variables that are
+    no setting (settings.md: environment names are validated too)."""
+    for name in sorted(os.environ):
+        if name.startswith("EMAIL_") and name not in DEFAULTS:
+            warnings.warn(
+                f"Unknown environment variable ${name} is ignored{_did_you_mean(name)}",
+                UnknownSettingWarning,
+                stacklevel=4,
+            )
 
 
 class Settings:
@@ -264,6 +331,7 @@ class Settings:
         if environment is None:
             environment = {}
             object.__setattr__(self, "_environment", environment)
+            _warn_unknown_environment()
         if name not in environment:
             raw = os.environ.get(name)
             if raw is None:
@@ -301,11 +369,15 @@ class Settings:
         return sorted(DEFAULTS)
 
     def as_dict(self) -> dict[str, Any]:
-        """Every effective setting, for display (passwords masked)."""
-        values = {name: getattr(self, name) for name in DEFAULTS}
-        if values["EMAIL_HOST_PASSWORD"]:
-            values["EMAIL_HOST_PASSWORD"] = "********"  # noqa: S105 - a mask
+        """Every effective setting, for display: every secret masked
+        (EMAIL_HOST_PASSWORD, and passwords or tokens in MAILERS options)."""
+        values: dict[str, Any] = mask_secrets(
+            {name: getattr(self, name) for name in DEFAULTS}
+        )
         return values
+
+    def __repr__(self) -> str:
+        return "<asyncmail.settings (see as_dict(); secrets masked)>"
 
     def configure(self, **values: Any) -> None:
         """Set settings in code; see :func:`asyncmail.configure`."""

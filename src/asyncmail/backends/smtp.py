@@ -36,9 +36,11 @@ default of 1 it behaves like Django's backend: one connection, opened by
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import random
 import re
+import socket
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
@@ -757,6 +759,47 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+# Failures to reach the server at all (not TLS failures) during an implicit
+# TLS connect.
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
+)
+
+
+def _in_handshake(exc: BaseException, client: aiosmtplib.SMTP) -> bool:
+    """Whether an implicit-TLS connect failed in the TLS handshake: the TCP
+    connection was made (nothing refused, unreachable or timed out) but no
+    transport came out of it."""
+    if getattr(client, "transport", None) is not None:
+        return False  # the handshake succeeded; the greeting failed
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (TimeoutError, socket.gaierror)) or (
+            isinstance(seen, OSError) and seen.errno in _UNREACHABLE_ERRNOS
+        ):
+            return False
+        seen = seen.__cause__ or seen.__context__
+    return isinstance(exc, aiosmtplib.SMTPConnectError)
+
+
+def _handshake_error(exc: BaseException, where: str) -> TLSError:
+    """A TLS handshake the server broke off, as a TLSError with the reason."""
+    tls = _ssl_cause(exc)
+    if tls is not None:
+        reason = getattr(tls, "verify_message", None) or tls.reason or str(tls)
+    else:
+        cause: BaseException = exc
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        detail = str(cause) or type(cause).__name__
+        reason = (
+            "the server closed or reset the connection during the handshake "
+            f"({detail}); it may speak only an old TLS version, or not TLS "
+            "on this port"
+        )
+    return TLSError(f"{where}: TLS failed: {reason}")
+
+
 def map_error(exc: BaseException, where: str = "") -> MailError:
     """Map aiosmtplib, ssl and OS errors to asyncmail's tree (see exceptions)."""
     if isinstance(exc, MailError):
@@ -1021,7 +1064,12 @@ class EmailBackend(BaseEmailBackend):
         )
         try:
             async with asyncio.timeout(self.deadline):
-                await client.connect()
+                try:
+                    await client.connect()
+                except Exception as exc:
+                    if self.use_ssl and _in_handshake(exc, client):
+                        raise _handshake_error(exc, where) from exc
+                    raise
                 await self._hello(client)
                 if self.use_tls:
                     if not client.supports_extension("starttls"):
@@ -1029,7 +1077,12 @@ class EmailBackend(BaseEmailBackend):
                             f"{where}: STARTTLS was required (use_tls) but the "
                             "server does not offer it; nothing was sent"
                         )
-                    await client.starttls(tls_context=tls)
+                    try:
+                        await client.starttls(tls_context=tls)
+                    except aiosmtplib.SMTPServerDisconnected as exc:
+                        # Closed or reset during the handshake (e.g. a server
+                        # that speaks only an old TLS): not worth retrying.
+                        raise _handshake_error(exc, where) from exc
                     await self._hello(client)
                 if self.username or self.password:
                     await self._login(client, where)
