@@ -616,6 +616,9 @@ def _check_mimetype(mimetype: object, field: str = "mimetype") -> ContentType:
     given to attach(), attach_alternative() or an attachment tuple passes.
     The boundary of multipart types is asyncmail's to choose."""
     content_type = parse_content_type(field, mimetype)
+    charset = content_type.param("charset")
+    if charset is not None:
+        _checked_charset(f"{field} (charset)", charset)
     if content_type.param("boundary") is not None:
         raise BadHeaderError(
             f"Invalid MIME type {mimetype!r} for {field}: asyncmail chooses "
