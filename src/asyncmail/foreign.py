@@ -264,8 +264,13 @@ def render_part(
     """Render a foreign part: (CRLF-ended header lines, body, 8-bit)."""
     if depth > _MAX_DEPTH:
         raise InvalidMessageError(f"{what} nests parts more than {_MAX_DEPTH} deep")
-    multipart = part.is_multipart()
     maintype = part.get_content_maintype()
+    # A message/rfc822 part holds its message as a one-item list too.
+    multipart = part.is_multipart() and maintype != "message"
+    if multipart and maintype != "multipart":
+        raise InvalidMessageError(
+            f"{what} holds sub-parts but is {part.get_content_type()}, not multipart"
+        )
     boundary = f"==={secrets.token_hex(16)}===" if multipart else None
     lines: list[str] = []
     eight_bit = False
