@@ -362,9 +362,30 @@ def render_message(
     return data, eight_bit or not headers.isascii()
 
 
+#: The most header lines (folded continuations included) a foreign header
+#: block may have; checked before the stdlib parser sees raw bytes.
+MAX_FOREIGN_HEADER_LINES = 1000
+
+
 def parse_message(data: bytes | str) -> email.message.Message:
-    """Parse raw message bytes (or text) for :func:`render_message`."""
+    """Parse raw message bytes (or text) for :func:`render_message`.
+
+    A length guard runs first: a header block of more than
+    MAX_FOREIGN_HEADER_LINES lines is refused before any parsing (real
+    messages have a few dozen; tens of thousands only cost time).
+    """
     from email.parser import BytesParser
 
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    end = raw.find(b"\n\n")
+    end2 = raw.find(b"\r\n\r\n")
+    ends = [index for index in (end, end2) if index != -1]
+    head_end = min(ends) if ends else len(raw)
+    if raw.count(b"\n", 0, head_end) + raw.count(b"\r", 0, head_end) > (
+        2 * MAX_FOREIGN_HEADER_LINES
+    ):
+        raise InvalidMessageError(
+            f"The attached message has more than {MAX_FOREIGN_HEADER_LINES} "
+            "header lines"
+        )
     return BytesParser(policy=email.policy.compat32).parsebytes(raw)

@@ -76,15 +76,24 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_ATTACHMENT_MIME_TYPE",
+    "RENDER_IN_THREAD",
     "STREAM_THRESHOLD",
     "Base64Payload",
     "EmailAlternative",
     "EmailAttachment",
     "EmailMessage",
     "EmailMultiAlternatives",
+    "InlineAttachment",
     "RenderedMessage",
     "make_msgid",
+    "render_is_heavy",
 ]
+
+#: Content size (octets) above which a backend renders the message in a worker
+#: thread instead of on the event loop: rendering costs about 4 ms per MB, so
+#: at this size one render holds the loop for about a millisecond at most.
+#: See :func:`render_is_heavy` and benchmarks/worst_case.py.
+RENDER_IN_THREAD = 256 * 1024
 
 #: MIME type of attachments whose type is not given and cannot be guessed.
 DEFAULT_ATTACHMENT_MIME_TYPE = "application/octet-stream"
@@ -745,6 +754,59 @@ def _inline_part(item: InlineAttachment) -> _Part:
         f"Content-ID: <{_check_cid(item.cid)}>\r\n"
     )
     return _binary_part(item.content, content_type, extra)
+
+
+def _content_size(content: object) -> int:
+    """Octets render() encodes now for one content (streamed payloads: 0)."""
+    if isinstance(content, (str, bytes, bytearray, memoryview)):
+        return len(content)
+    if isinstance(content, EmailMessage):
+        return _render_size(content)
+    if isinstance(content, email.message.Message):
+        return RENDER_IN_THREAD  # foreign content: re-rendered part by part
+    return 0  # a Path or Base64Payload: binary ones stream as they are sent
+
+
+def _render_size(message: EmailMessage) -> int:
+    if isinstance(message, RawMessage):
+        return len(message.data)
+    size = _content_size(message.body)
+    # Long header values cost more per octet (encoded words): weigh them x100,
+    # so headers of more than ~2,600 characters are rendered in a thread.
+    header_text = _content_size(message.subject) + sum(
+        _content_size(value) for value in message.extra_headers.values()
+    )
+    size += 100 * header_text if header_text > 2000 else header_text
+    for alternative in getattr(message, "alternatives", ()):
+        size += _content_size(alternative[0])
+    for attachment in message.attachments:
+        if isinstance(attachment, email.message.Message):
+            size += RENDER_IN_THREAD
+            continue
+        content = attachment.content
+        if isinstance(content, (Path, Base64Payload)) and not _streamable(
+            attachment.mimetype
+        ):
+            # Text and messages from files are read and encoded at render.
+            if isinstance(content, Base64Payload):
+                size += content.size
+            else:
+                size += RENDER_IN_THREAD  # a Path whose size is not known yet
+        else:
+            size += _content_size(content)
+    for inline in message.inline_attachments:
+        size += _content_size(inline.content)
+    return size
+
+
+def render_is_heavy(message: EmailMessage) -> bool:
+    """Whether rendering *message* could hold an event loop for more than a
+    millisecond or so (more than :data:`RENDER_IN_THREAD` octets of content
+    to encode now, or foreign parts to re-render): backends then render it
+    in a worker thread. Rendering is pure, so that is safe."""
+    if type(message).message is not EmailMessage.message:
+        return True  # a message() override: unknown work
+    return _render_size(message) > RENDER_IN_THREAD
 
 
 class EmailMessage:

@@ -24,7 +24,6 @@ display later. :attr:`ReceivedMessage.data` keeps the raw bytes.
 from __future__ import annotations
 
 import asyncio
-import re
 import sys
 import weakref
 from dataclasses import dataclass
@@ -39,22 +38,27 @@ __all__ = ["DebugServer", "ReceivedMessage", "escape_controls"]
 
 # Controls a terminal may act on: C0 (but tab and newline), DEL, C1, and the
 # Unicode format characters that reorder or hide text (bidi overrides and
-# isolates, zero-width and line/paragraph separators).
-_CONTROLS = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ufeff]"
+# isolates, zero-width and line/paragraph separators). A translate() table:
+# one pass in C, linear whatever the input.
+_ESCAPED = (
+    *range(0x09),
+    *range(0x0B, 0x20),
+    *range(0x7F, 0xA0),
+    *range(0x200B, 0x2010),
+    *range(0x2028, 0x202F),
+    *range(0x2066, 0x206A),
+    0xFEFF,
 )
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" for code in _ESCAPED
+}
 
 
 def escape_controls(text: str) -> str:
     """*text* with every character a terminal could act on shown as an escape
     (``\x1b``, ``\u202e``); tabs and newlines stay. For printing text that
     came from the network (message data, server replies)."""
-    return _CONTROLS.sub(_escape, text)
+    return text.translate(_ESCAPES)
 
 
 BANNER = "---------- MESSAGE FOLLOWS ----------"

@@ -70,7 +70,7 @@ from ..exceptions import (
     TLSError,
     is_transient,
 )
-from ..message import Base64Payload, RenderedMessage
+from ..message import Base64Payload, RenderedMessage, render_is_heavy
 from ..pool import ConnectionPool, Pooled, PoolLimits
 from ..ratelimit import RateLimiter
 from ..results import MessageResult, Outcome, RecipientResult, ResultCallback
@@ -843,6 +843,12 @@ def map_error(exc: BaseException, where: str = "") -> MailError:
     return SMTPError(f"{prefix}{type(exc).__name__}: {exc}")
 
 
+def _render_for_wire(message: EmailMessage) -> tuple[RenderedMessage, WirePayload]:
+    """Render a message and dot-stuff it (pure work, safe in a thread)."""
+    rendered = message.render()
+    return rendered, wire_payload(rendered)
+
+
 def _is_loopback(host: str) -> bool:
     """Whether *host* (a peer's IP address, never a name) is a loopback address.
 
@@ -1089,9 +1095,9 @@ class EmailBackend(BaseEmailBackend):
             return SMTPConnection(client, self.timeout)
         except BaseException as exc:
             client.close()
-            if isinstance(exc, Exception):
+            if isinstance(exc, Exception) and not isinstance(exc, MailError):
                 raise map_error(exc, where) from exc
-            raise
+            raise  # ours already, with its cause kept
 
     async def _hello(self, client: aiosmtplib.SMTP) -> None:
         try:
@@ -1188,14 +1194,21 @@ class EmailBackend(BaseEmailBackend):
 
     # -- sending -------------------------------------------------------------------
 
-    def _prepare(self, message: EmailMessage) -> _Prepared:
+    async def _prepare(self, message: EmailMessage) -> _Prepared:
         sender = envelope_address(message.from_email)
         recipients: list[str] = []
         for address in message.recipients():
             key = envelope_address(address)  # raises for an invalid recipient
             if key not in recipients:
                 recipients.append(key)
-        rendered = message.render()
+        if render_is_heavy(message):
+            # Big content: render (pure work) off the event loop, so that no
+            # send stalls the loop (benchmarks/worst_case.py has the figures).
+            rendered, payload = await anyio.to_thread.run_sync(
+                _render_for_wire, message
+            )
+        else:
+            rendered, payload = _render_for_wire(message)
         smtputf8 = (
             rendered.smtputf8
             or not sender.isascii()
@@ -1206,7 +1219,7 @@ class EmailBackend(BaseEmailBackend):
             sender,
             recipients,
             rendered,
-            wire_payload(rendered),
+            payload,
             smtputf8,
             message_id=rendered.message_id,
         )
@@ -1260,7 +1273,7 @@ class EmailBackend(BaseEmailBackend):
         return delay * random.uniform(0.5, 1.0)
 
     async def deliver(self, message: EmailMessage) -> MessageResult:
-        prepared = self._prepare(message)  # BadHeaderError etc.: nothing on the wire
+        prepared = await self._prepare(message)  # BadHeaderError etc.: nothing sent
         loop = asyncio.get_running_loop()
         if self.rate_limiter is not None:
             # Waiting for the first token is queueing, not the message's time.
