@@ -792,6 +792,12 @@ def _render_size(message: EmailMessage) -> int:
                 size += content.size
             else:
                 size += RENDER_IN_THREAD  # a Path whose size is not known yet
+        elif (
+            isinstance(content, (bytes, memoryview))
+            and len(content) > STREAM_THRESHOLD
+            and _streamable(attachment.mimetype)
+        ):
+            continue  # base64-encoded block by block while it is sent
         else:
             size += _content_size(content)
     for inline in message.inline_attachments:
