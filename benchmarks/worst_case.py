@@ -342,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = parsers(args.rounds)
     print(f"Worst-case inputs, median of {args.rounds} (goal: < 10 ms for 100 KB)")
     print(
-        f"{'parser':22} {'input':24} {'10 KB ms':>9} {'100 KB ms':>10} {'x10':>6}  outcome"
+        f"{'parser':22} {'input':24} {'10 KB ms':>9} {'100 KB ms':>10} "
+        f"{'x10':>6}  outcome"
     )
     for row in rows:
         print(
