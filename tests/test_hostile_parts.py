@@ -21,8 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from asyncmail import BadHeaderError, EmailMessage
+from asyncmail import BadHeaderError, EmailMessage, InvalidMessageError
 from hostile import FROM, TO, assert_clean_message, max_line, send_batch
 from smtpserver import SMTPServer
 
@@ -306,3 +309,38 @@ async def test_end_to_end_nothing_hostile_on_the_wire(server: SMTPServer) -> Non
     assert refused_early == 3 * len(CONTROLS)  # attach(): direct, constructor, nested
     assert all(isinstance(m.result.error, BadHeaderError) for m in failed)  # type: ignore[union-attr]
     assert b"secret-bcc" not in bytes(server.recorder.wire)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(
+    value=st.binary(max_size=400),
+    name=st.sampled_from(
+        [
+            "X-Any",
+            "Subject",
+            "From",
+            "Content-ID",
+            "Content-Type",
+            "Content-Disposition",
+        ]
+    ),
+)
+def test_any_raw_header_is_refused_or_carried_safely(value: bytes, name: str) -> None:
+    raw = (
+        b"Subject: x\n"
+        + name.encode()
+        + b": "
+        + value
+        + b"\nBcc: hidden@example.com\n\nbody\n"
+    )
+    mail = outer()
+    try:
+        mail.attach(None, raw, "message/rfc822")
+        data = mail.as_bytes()
+    except (BadHeaderError, InvalidMessageError):
+        return
+    assert_clean_message(data)
+    marker = b"Content-Disposition: attachment\r\n\r\n"
+    inner = data.split(marker, 1)[1].split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    assert_clean_message(inner)
+    assert b"hidden@example.com" not in inner
