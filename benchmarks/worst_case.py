@@ -227,6 +227,15 @@ CASES: list[tuple[str, str, Callable[[int], Callable[[], object]]]] = [
         lambda n: _attached_raw(b"X-A: a" + b"\n a" * (n // 3) + b"\n\nbody\n"),
     ),
     (
+        "message/rfc822 bytes",
+        "many parts",
+        lambda n: _attached_raw(
+            b'Content-Type: multipart/mixed; boundary="b"\n\n'
+            + b"--b\n\nx\n" * (n // 7)
+            + b"--b--\n"
+        ),
+    ),
+    (
         "MIMEPart",
         "nested multiparts",
         lambda n: _foreign(_nested_part(min(n // 1000, 30))),

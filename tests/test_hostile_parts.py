@@ -344,3 +344,23 @@ def test_any_raw_header_is_refused_or_carried_safely(value: bytes, name: str) ->
     inner = data.split(marker, 1)[1].split(b"\r\n\r\n", 1)[0] + b"\r\n"
     assert_clean_message(inner)
     assert b"hidden@example.com" not in inner
+
+
+def test_too_many_parts_are_refused_before_the_work() -> None:
+    raw = b'Content-Type: multipart/mixed; boundary="b"\n\n' + b"--b\n\nx\n" * 3000
+    mail = outer()
+    mail.attach(None, raw + b"--b--\n", "message/rfc822")
+    with pytest.raises(InvalidMessageError, match="more than 500 parts"):
+        mail.as_bytes()
+    container = email.mime.multipart.MIMEMultipart()
+    for _ in range(501):
+        container.attach(email.mime.text.MIMEText("x"))
+    with pytest.raises(InvalidMessageError, match="more than 500 parts"):
+        outer().attach(container)
+
+
+def test_too_many_header_lines_are_refused_before_parsing() -> None:
+    mail = outer()
+    mail.attach(None, b"X-A: a\n" * 3000 + b"\nbody\n", "message/rfc822")
+    with pytest.raises(InvalidMessageError, match="header lines"):
+        mail.as_bytes()

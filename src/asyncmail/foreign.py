@@ -46,7 +46,15 @@ from .headers import (
     parameter_words,
 )
 
-__all__ = ["BCC_HEADERS", "foreign_bytes", "render_message", "render_part"]
+__all__ = [
+    "BCC_HEADERS",
+    "MAX_PARTS",
+    "check_part",
+    "foreign_bytes",
+    "parse_message",
+    "render_message",
+    "render_part",
+]
 
 #: Headers removed from foreign content wherever they appear.
 BCC_HEADERS = frozenset({"bcc", "resent-bcc"})
@@ -262,8 +270,39 @@ def render_part(
     part: email.message.Message, what: str = "a MIME part", depth: int = 0
 ) -> tuple[str, bytes, bool]:
     """Render a foreign part: (CRLF-ended header lines, body, 8-bit)."""
+    if depth == 0:
+        _count_parts(part, what)
     if depth > _MAX_DEPTH:
         raise InvalidMessageError(f"{what} nests parts more than {_MAX_DEPTH} deep")
+    maintype, multipart = _kind(part, what)
+    boundary = f"==={secrets.token_hex(16)}===" if multipart else None
+    lines, eight_bit = _headers(part, boundary, what)
+    if multipart:
+        assert boundary is not None
+        body, body_8bit = _multipart_body(part, boundary, what, depth)
+    elif maintype == "message" and isinstance(part.get_payload(), list):
+        inner: list[object] = part.get_payload()  # type: ignore[assignment]
+        if len(inner) != 1 or not isinstance(inner[0], email.message.Message):
+            raise InvalidMessageError(f"{what} is a message/* part without a message")
+        body, body_8bit = render_message(inner[0], "an attached message", depth + 1)
+    else:
+        body, body_8bit = _leaf_body(part, what)
+    return "".join(lines), body, eight_bit or body_8bit
+
+
+#: The most parts (at any depth, attached messages included) foreign content
+#: may hold.
+MAX_PARTS = 500
+
+
+def _count_parts(part: email.message.Message, what: str) -> None:
+    for count, _ in enumerate(part.walk(), 1):
+        if count > MAX_PARTS:
+            raise InvalidMessageError(f"{what} holds more than {MAX_PARTS} parts")
+
+
+def _kind(part: email.message.Message, what: str) -> tuple[str, bool]:
+    """(maintype, whether it is a multipart holding sub-parts)."""
     maintype = part.get_content_maintype()
     # A message/rfc822 part holds its message as a one-item list too.
     multipart = part.is_multipart() and maintype != "message"
@@ -271,7 +310,23 @@ def render_part(
         raise InvalidMessageError(
             f"{what} holds sub-parts but is {part.get_content_type()}, not multipart"
         )
-    boundary = f"==={secrets.token_hex(16)}===" if multipart else None
+    return maintype, multipart
+
+
+def check_part(part: email.message.Message, what: str = "a MIME part") -> None:
+    """Raise as :func:`render_part` would for *part*'s headers, at every
+    depth, without rendering any body (a cheap check when a part is
+    attached; the full rendering happens when the message is sent)."""
+    _count_parts(part, what)
+    for sub in part.walk():
+        _, multipart = _kind(sub, what)
+        _headers(sub, "===check===" if multipart else None, what)
+
+
+def _headers(
+    part: email.message.Message, boundary: str | None, what: str
+) -> tuple[list[str], bool]:
+    """A part's header lines, re-validated and re-folded; (lines, 8-bit)."""
     lines: list[str] = []
     eight_bit = False
     seen_type = False
@@ -300,19 +355,9 @@ def render_part(
         line, line_8bit = _header_line(name, value, part, what)
         lines.append(line)
         eight_bit = eight_bit or line_8bit
-    if multipart and not seen_type:
+    if boundary is not None and not seen_type:
         lines.append(_content_type(part, boundary))
-    if multipart:
-        assert boundary is not None
-        body, body_8bit = _multipart_body(part, boundary, what, depth)
-    elif maintype == "message" and isinstance(part.get_payload(), list):
-        inner: list[object] = part.get_payload()  # type: ignore[assignment]
-        if len(inner) != 1 or not isinstance(inner[0], email.message.Message):
-            raise InvalidMessageError(f"{what} is a message/* part without a message")
-        body, body_8bit = render_message(inner[0], "an attached message", depth + 1)
-    else:
-        body, body_8bit = _leaf_body(part, what)
-    return "".join(lines), body, eight_bit or body_8bit
+    return lines, eight_bit
 
 
 def _multipart_body(
@@ -377,6 +422,10 @@ def parse_message(data: bytes | str) -> email.message.Message:
     from email.parser import BytesParser
 
     raw = data.encode("utf-8") if isinstance(data, str) else data
+    if raw.count(b"\n--") > MAX_PARTS:
+        raise InvalidMessageError(
+            f"The attached message holds more than {MAX_PARTS} parts"
+        )
     end = raw.find(b"\n\n")
     end2 = raw.find(b"\r\n\r\n")
     ends = [index for index in (end, end2) if index != -1]

@@ -51,8 +51,8 @@ from .address import (
 )
 from .dnsname import get_fqdn
 from .exceptions import BadHeaderError, InvalidMessageError
+from .foreign import check_part, parse_message, render_message, render_part
 from .foreign import foreign_bytes as _foreign_bytes
-from .foreign import parse_message, render_message, render_part
 from .headers import (
     HARD_LIMIT,
     ContentType,
@@ -893,7 +893,7 @@ class EmailMessage:
                     "content and mimetype must not be given when a MIMEPart "
                     "instance is provided."
                 )
-            render_part(filename, "a MIME part")  # refuse a bad part now
+            check_part(filename, "a MIME part")  # refuse bad headers now
             self.attachments.append(filename)
             return
         if content is None:
