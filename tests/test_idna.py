@@ -131,3 +131,13 @@ def test_the_stdlib_codec_is_never_used(monkeypatch: Any) -> None:
     # faß.de through the IDNA 2003 codec is fass.de: a different domain.
     assert "fa\u00df.de".encode("idna") == b"fass.de"
     assert envelope_address("a@fa\u00df.de") == "a@xn--fa-hia.de"
+
+
+def test_a_non_ascii_smtp_host_is_converted_by_idna_2008() -> None:
+    from asyncmail.backends.smtp import EmailBackend
+
+    assert EmailBackend(host="fa\u00df.example").host == "xn--fa-hia.example"
+    assert EmailBackend(host="127.0.0.1").host == "127.0.0.1"
+    for host in ("-b\u00fccher.example", "ab--c\u00fc.example"):
+        with pytest.raises(ConfigurationError, match="not a valid host name"):
+            EmailBackend(host=host)

@@ -52,7 +52,7 @@ import anyio
 import anyio.to_thread
 
 from ..address import envelope_address
-from ..dnsname import aget_fqdn
+from ..dnsname import aget_fqdn, ascii_hostname
 from ..exceptions import (
     ConfigurationError,
     DeliveryUnknownError,
@@ -1019,6 +1019,15 @@ class EmailBackend(BaseEmailBackend):
             value = getattr(self, name)
             if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
                 raise ConfigurationError(f"Invalid SMTP {name}")
+        if not self.host.isascii():
+            # The same IDNA 2008 conversion as every address's domain (the
+            # resolver would otherwise apply the stdlib's IDNA 2003 codec).
+            ascii_host = ascii_hostname(self.host)
+            if ascii_host is None:
+                raise ConfigurationError(
+                    f"Invalid SMTP host {self.host!r}: not a valid host name"
+                )
+            self.host = ascii_host
         if self.timeout is not None and self.timeout <= 0:
             raise ConfigurationError("timeout must be positive or None")
         if self.retries < 0:
