@@ -129,6 +129,15 @@ BAD_CHARSETS = [
     'utf-8"',
     "klingon",
     "a" * 41,
+    # Python codecs that are no charset: bytes transforms, Python-only codecs.
+    "rot13",
+    "base64",
+    "hex",
+    "zlib",
+    "idna",
+    "punycode",
+    "unicode_escape",
+    "undefined",
 ]
 
 

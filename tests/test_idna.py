@@ -141,3 +141,11 @@ def test_a_non_ascii_smtp_host_is_converted_by_idna_2008() -> None:
     for host in ("-b\u00fccher.example", "ab--c\u00fc.example"):
         with pytest.raises(ConfigurationError, match="not a valid host name"):
             EmailBackend(host=host)
+
+
+def test_make_msgid_converts_its_domain() -> None:
+    from asyncmail import make_msgid
+
+    assert make_msgid(domain="fa\u00df.de").endswith("@xn--fa-hia.de>")
+    with pytest.raises(ValueError, match="Message-ID"):
+        make_msgid(domain="-b\u00fccher.de")

@@ -427,12 +427,29 @@ def check_charset(field: str, value: object) -> str:
             header=field,
         )
     try:
-        codecs.lookup(value)
+        codec = codecs.lookup(value)
     except LookupError:
         raise BadHeaderError(
             f"{field}: unknown charset {value!r}", header=field
         ) from None
+    # Python codecs that are no charset a mail reader knows: bytes-to-bytes
+    # transforms (base64, rot13...) and Python-only text codecs.
+    if not getattr(codec, "_is_text_encoding", True) or codec.name in _NOT_CHARSETS:
+        raise BadHeaderError(
+            f"{field}: {value!r} is a Python codec, not a charset", header=field
+        )
     return value
+
+
+_NOT_CHARSETS = frozenset(
+    {
+        "idna",
+        "punycode",
+        "undefined",
+        "unicode-escape",
+        "raw-unicode-escape",
+    }
+)
 
 
 def check_parameter_value(field: str, name: str, value: object) -> str:

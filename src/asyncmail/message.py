@@ -49,7 +49,7 @@ from .address import (
     parse_address,
     parse_address_list,
 )
-from .dnsname import get_fqdn
+from .dnsname import ascii_hostname, get_fqdn
 from .exceptions import BadHeaderError, InvalidMessageError
 from .foreign import check_part, parse_message, render_message, render_part
 from .foreign import foreign_bytes as _foreign_bytes
@@ -195,6 +195,9 @@ def make_msgid(idstring: str | None = None, domain: str | None = None) -> str:
     left = f"{time.time_ns()}.{os.getpid()}.{secrets.randbits(64)}"
     if idstring:
         left += f".{idstring}"
+    if domain and not domain.isascii():
+        # The same IDNA 2008 conversion as every other domain.
+        domain = ascii_hostname(domain) or domain  # else refused just below
     msgid = f"<{left}@{domain or get_fqdn()}>"
     if idstring or domain:  # the rest is built from trusted parts
         _check_msgid_text("Message-ID", msgid)
@@ -570,6 +573,7 @@ def _multipart(subtype: str, parts: Sequence[_Part]) -> _Part:
     delimiter = f"--{boundary}\r\n".encode("ascii")
     chunks: list[bytes | Base64Payload] = []
     for part in parts:
+        check_header_lines(part.headers)  # the backstop, for every part too
         chunks.append(delimiter)
         chunks.append(part.headers.encode("utf-8"))
         chunks.append(b"\r\n")
