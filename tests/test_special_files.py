@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from asyncmail import EmailMessage, InvalidMessageError
-from asyncmail.message import STREAM_THRESHOLD, Base64Payload
+from asyncmail.message import STREAM_THRESHOLD, Base64Payload, EmailAttachment
 from hostile import FROM, TO, send_batch
 from smtpserver import SMTPServer
 
@@ -82,6 +82,11 @@ def test_a_path_as_content_is_refused_when_special(special: Path) -> None:
         message().attach_inline_file(special, "image/png")
     with pytest.raises(InvalidMessageError, match=MESSAGE):
         Base64Payload(special)
+    for mimetype in ("text/plain", "application/octet-stream"):
+        mail = message()  # an attachment tuple added without attach()
+        mail.attachments.append(EmailAttachment("x", special, mimetype))
+        with pytest.raises(InvalidMessageError, match=MESSAGE):
+            mail.as_bytes()
 
 
 async def test_a_file_swapped_for_a_fifo_is_refused_when_sent(

@@ -37,6 +37,7 @@ from .exceptions import BadHeaderError, InvalidMessageError
 from .headers import (
     HARD_LIMIT,
     check_header_length,
+    check_header_lines,
     check_header_name,
     check_no_line_separators,
     check_token,
@@ -403,6 +404,7 @@ def render_message(
     re-validated and re-folded as :func:`render_part` does; returns
     (data, 8-bit)."""
     headers, body, eight_bit = render_part(message, what, depth)
+    check_header_lines(headers)  # the backstop asyncmail's own headers get
     data = headers.encode("utf-8") + b"\r\n" + body
     return data, eight_bit or not headers.isascii()
 
