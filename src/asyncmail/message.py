@@ -18,6 +18,14 @@ MIME tree, as Django builds it::
     text/<content_subtype>                       body only
     multipart/alternative [body, alternatives]   EmailMultiAlternatives
     multipart/mixed [body-or-alternative, attachments...]
+
+plus, with :meth:`EmailMessage.attach_inline`, a ``multipart/related`` of the
+HTML (the HTML alternative, or an HTML body) and the inline parts.
+
+Every value that reaches a header goes through the checks of
+:mod:`asyncmail.headers` (attributes, settings, mimetypes and parameters,
+filenames, Content-IDs); foreign parts (stdlib messages, raw bytes) are
+rendered again by :mod:`asyncmail.foreign`.
 """
 
 from __future__ import annotations
