@@ -142,18 +142,23 @@ def fold(name: str, pieces: Iterable[tuple[str, str]]) -> str:
     short enough for the 998-octet limit.
     """
     lines: list[str] = []
-    line = f"{name}:"
+    current = [f"{name}:"]
+    length = len(name) + 1
     # Fold only at whitespace, and never right after the field name: a
     # parser would keep the whitespace that starts the continuation line.
     after_name = True
     for space, word in pieces:
-        if space and not after_name and len(line) + len(space) + len(word) > SOFT_LIMIT:
-            lines.append(line)
-            line = space + word
+        added = len(space) + len(word)
+        if space and not after_name and length + added > SOFT_LIMIT:
+            lines.append("".join(current))
+            current = [space, word]
+            length = added
         else:
-            line += space + word
+            current.append(space)
+            current.append(word)
+            length += added
         after_name = False
-    lines.append(line)
+    lines.append("".join(current))
     return "\r\n".join(lines) + "\r\n"
 
 
@@ -190,7 +195,11 @@ def _unstructured_pieces(name: str, value: str) -> list[tuple[str, str]]:
     words = parts[0::2]
     spaces = parts[1::2]
     count = len(words)
-    encode = [_needs_encoding(word) for word in words]
+    if _PLAIN_TEXT.match(value) is not None and "=?" not in value:
+        # Printable ASCII (the usual case): only overlong words need encoding.
+        encode = [len(word) > _LONGEST_PLAIN_WORD for word in words]
+    else:
+        encode = [_needs_encoding(word) for word in words]
     # Leading and trailing whitespace would be eaten by parsers: encode it
     # together with its neighbouring word.
     if words[0] == "" and count > 1:
@@ -202,6 +211,10 @@ def _unstructured_pieces(name: str, value: str) -> list[tuple[str, str]]:
         if len(space) > _LONGEST_PLAIN_SPACE:
             encode[index] = encode[index + 1] = True
 
+    if not any(encode):
+        # Nothing to encode: words keep the whitespace before them (only the
+        # first and last word can be empty, and those are encoded above).
+        return list(zip([" ", *spaces], words, strict=True))
     pieces: list[tuple[str, str]] = []
     index = 0
     pending_space = " "
