@@ -56,6 +56,7 @@ from .headers import (
     format_parameter,
     format_unstructured,
 )
+from .lazytext import resolve_text
 from .settings import settings
 
 if TYPE_CHECKING:
@@ -628,6 +629,9 @@ class EmailMessage:
     content_subtype = "plain"
     #: Charset of text bodies and text attachments; None means DEFAULT_CHARSET.
     encoding: str | None = None
+    #: On the copies in ``asyncmail.outbox``: the alias of the mailer that
+    #: sent it (None without MAILERS), as Django 6.1's locmem backend sets it.
+    sent_using: str | None = None
 
     def __init__(
         self,
@@ -690,6 +694,7 @@ class EmailMessage:
             return
         if content is None:
             raise ValueError("content must be provided.")
+        filename, content = resolve_text(filename), resolve_text(content)
         if filename is not None and not isinstance(filename, str):
             raise TypeError(
                 f"Attachment filenames must be str, not {type(filename).__name__}"
@@ -782,15 +787,12 @@ class EmailMessage:
 
             record(MessageResult(self))
             return 0
-        from .api import connection_for_call
+        from .api import connection_for_call, send_options
 
-        if using is not None and self.connection is not None:
-            raise TypeError(
-                "using= cannot be combined with a message's connection; "
-                "give one or the other"
-            )
-        backend = connection_for_call(self.connection, using, None, None)
-        return await backend.send_messages([self], fail_silently=fail_silently)
+        backend = connection_for_call(self.connection, using, None, None, fail_silently)
+        return await backend.send_messages(
+            [self], **send_options(self.connection, fail_silently)
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         # A live connection belongs to the process that opened it.
@@ -860,7 +862,8 @@ class EmailMessage:
     def _normalised_extra_headers(self) -> dict[str, tuple[str, Any]]:
         """Extra headers keyed by lower-cased name: (name as given, value)."""
         extra: dict[str, tuple[str, Any]] = {}
-        for name, value in self.extra_headers.items():
+        for given, value in self.extra_headers.items():
+            name = resolve_text(given)
             check_header_name(name)
             lowered = name.lower()
             if lowered in ("bcc", "resent-bcc"):
@@ -965,6 +968,7 @@ class EmailMessage:
         if isinstance(attachment, email.message.Message):
             return _mime_part(attachment)
         filename, content, mimetype = attachment
+        filename, content = resolve_text(filename), resolve_text(content)
         maintype, subtype = _check_mimetype(mimetype)
         if not _streamable(mimetype):
             # Text is decoded and messages checked: they need their bytes.
@@ -1096,10 +1100,11 @@ class EmailMultiAlternatives(EmailMessage):
 
     def body_contains(self, text: str) -> bool:
         """True if *text* is in the body and in every text/* alternative."""
-        if text not in self.body:
+        if text not in str(self.body):
             return False
-        for content, mimetype in self.alternatives:
+        for given, mimetype in self.alternatives:
             if mimetype.startswith("text/"):
+                content = resolve_text(given)
                 haystack = content.decode() if isinstance(content, bytes) else content
                 if text not in haystack:
                     return False
@@ -1109,7 +1114,8 @@ class EmailMultiAlternatives(EmailMessage):
         if not self.alternatives:
             return super()._content_parts(allow_8bit)
         parts = [self._body_part(allow_8bit)] if self.body else []
-        for content, mimetype in self.alternatives:
+        for given, mimetype in self.alternatives:
+            content = resolve_text(given)
             maintype, subtype = _check_mimetype(mimetype)
             if maintype == "text":
                 text = content.decode() if isinstance(content, bytes) else content
@@ -1145,7 +1151,9 @@ def _parse_for_header(header: str, value: AddressLike) -> Mailbox:
 
 
 def _header_text(name: str, value: Any) -> str:
-    """The text of a header value given as str, int or datetime."""
+    """The text of a header value given as str (or a lazy string), int or
+    datetime."""
+    value = resolve_text(value)
     if isinstance(value, str):
         return value
     if isinstance(value, datetime):
