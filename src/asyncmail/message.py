@@ -756,10 +756,20 @@ class EmailMessage:
         :meth:`as_bytes` gives (unless a subclass overrides this method); as
         in Django, its line endings are ``\n`` (the serialisation holds only
         CRLF, so the conversion is exact).
+
+        *policy* is honoured as Django 6 honours it: the message carries it
+        (its ``linesep``, ``max_line_length``... apply to ``as_bytes()``);
+        with ``cte_type="7bit"`` no part is ``8bit`` (text is
+        quoted-printable or base64 instead); with ``utf8=True``
+        (``email.policy.SMTPUTF8``) header text is plain UTF-8 instead of
+        RFC 2047 encoded words. Any policy works, ``compat32`` included.
         """
-        data = self._render(allow_8bit=True).data.replace(b"\r\n", b"\n")
+        allow_8bit = getattr(policy, "cte_type", "8bit") != "7bit"
+        data = self._render(allow_8bit=allow_8bit).data.replace(b"\r\n", b"\n")
         parsed = BytesParser(email.message.EmailMessage, policy=policy).parsebytes(data)
         assert isinstance(parsed, email.message.EmailMessage)
+        if getattr(policy, "utf8", False):
+            _decode_encoded_headers(parsed)
         return parsed
 
     def as_bytes(self) -> bytes:
@@ -1128,6 +1138,21 @@ class EmailMultiAlternatives(EmailMessage):
                 )
                 parts.append(_binary_part(bytes(data), f"{maintype}/{subtype}"))
         return [_multipart("alternative", parts)]
+
+
+def _decode_encoded_headers(msg: email.message.EmailMessage) -> None:
+    """Rewrite *msg*'s RFC 2047 / RFC 2231 encoded header fields as plain
+    text, for a policy that allows UTF-8 headers (SMTPUTF8): what Django 6
+    gives for such a policy. Domains stay IDNA-encoded (ASCII is valid under
+    SMTPUTF8 too)."""
+    for part in msg.walk():
+        raw = list(part.raw_items())
+        counts: dict[str, int] = {}
+        for name, _ in raw:
+            counts[name.lower()] = counts.get(name.lower(), 0) + 1
+        for name, value in raw:
+            if ("=?" in value or "*=" in value) and counts[name.lower()] == 1:
+                part.replace_header(name, str(part[name]))
 
 
 def _address_list_argument(
