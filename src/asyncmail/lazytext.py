@@ -18,7 +18,7 @@ import sys
 from collections import UserString
 from typing import Any
 
-__all__ = ["is_lazy_text", "resolve_text"]
+__all__ = ["freeze_call", "is_lazy_text", "resolve_text"]
 
 
 def is_lazy_text(value: object) -> bool:
@@ -51,3 +51,39 @@ def resolve_text(value: Any) -> Any:
     """``str(value)`` for a lazy string (see :func:`is_lazy_text`), else
     *value* itself, so the caller's type checks still apply to it."""
     return str(value) if is_lazy_text(value) else value
+
+
+def freeze_call(
+    function: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Resolve the lazy strings of a blocking call now, in the calling thread.
+
+    A blocking call runs on the library's event loop thread, where Django's
+    per-thread state (the active translation, set by ``translation.override``
+    or the locale middleware) is not visible: a ``gettext_lazy`` subject
+    would come out in the default language. So the blocking twins resolve
+    lazy strings first: in the arguments (recipient lists and ``send_mass_mail``
+    tuples included) and in the messages being sent, whose lazy attributes
+    are replaced by their text. Messages given by an iterator are consumed on
+    the loop thread and are not resolved here.
+    """
+    owner = getattr(function, "__self__", None)
+    _freeze(owner, 0)
+    return (
+        tuple(_freeze(value, 0) for value in args),
+        {name: _freeze(value, 0) for name, value in kwargs.items()},
+    )
+
+
+def _freeze(value: Any, depth: int) -> Any:
+    from .message import EmailMessage
+
+    if is_lazy_text(value):
+        return str(value)
+    kind = type(value)
+    if (kind is list or kind is tuple) and depth < 4:
+        items = [_freeze(item, depth + 1) for item in value]
+        return items if kind is list else tuple(items)
+    if isinstance(value, EmailMessage):
+        value.freeze_lazy_text()
+    return value

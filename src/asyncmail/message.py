@@ -56,7 +56,7 @@ from .headers import (
     format_parameter,
     format_unstructured,
 )
-from .lazytext import resolve_text
+from .lazytext import is_lazy_text, resolve_text
 from .settings import settings
 
 if TYPE_CHECKING:
@@ -804,6 +804,41 @@ class EmailMessage:
             [self], **send_options(self.connection, fail_silently)
         )
 
+    def freeze_lazy_text(self) -> None:
+        """Replace lazy strings (``gettext_lazy`` and the like) in the
+        message's text, addresses, headers, attachments and alternatives by
+        their text, in the active language of the calling thread.
+
+        The blocking calls do it before handing the message to the library's
+        event loop thread, where the caller's translation is not active.
+        """
+        self.subject = resolve_text(self.subject)
+        self.body = resolve_text(self.body)
+        self.from_email = _freeze_address(self.from_email)
+        for name in ("to", "cc", "bcc", "reply_to"):
+            addresses = getattr(self, name)
+            if any(_holds_lazy_text(item) for item in addresses):
+                setattr(self, name, [_freeze_address(item) for item in addresses])
+        headers = self.extra_headers
+        if any(is_lazy_text(k) or is_lazy_text(v) for k, v in headers.items()):
+            self.extra_headers = {
+                resolve_text(name): resolve_text(value)
+                for name, value in headers.items()
+            }
+        for index, attachment in enumerate(self.attachments):
+            if isinstance(attachment, EmailAttachment) and (
+                is_lazy_text(attachment.filename) or is_lazy_text(attachment.content)
+            ):
+                self.attachments[index] = attachment._replace(
+                    filename=resolve_text(attachment.filename),
+                    content=resolve_text(attachment.content),
+                )
+        alternatives = getattr(self, "alternatives", None)
+        if isinstance(alternatives, list):
+            for index, (content, mimetype) in enumerate(alternatives):
+                if is_lazy_text(content):
+                    alternatives[index] = EmailAlternative(str(content), mimetype)
+
     def __getstate__(self) -> dict[str, Any]:
         # A live connection belongs to the process that opened it.
         state = self.__dict__.copy()
@@ -1138,6 +1173,18 @@ class EmailMultiAlternatives(EmailMessage):
                 )
                 parts.append(_binary_part(bytes(data), f"{maintype}/{subtype}"))
         return [_multipart("alternative", parts)]
+
+
+def _holds_lazy_text(address: object) -> bool:
+    if isinstance(address, tuple):
+        return any(is_lazy_text(item) for item in address)
+    return is_lazy_text(address)
+
+
+def _freeze_address(address: Any) -> Any:
+    if isinstance(address, tuple) and len(address) == 2:
+        return (resolve_text(address[0]), resolve_text(address[1]))
+    return resolve_text(address)
 
 
 def _decode_encoded_headers(msg: email.message.EmailMessage) -> None:
