@@ -202,19 +202,31 @@ def connection_for_call(
         # A BlockingBackend view (from ``with backend as conn``) wraps the backend.
         backend: BaseEmailBackend = getattr(connection, "backend", connection)
         return backend
-    backend = get_connection(using=using, fail_silently=fail_silently)
-    if auth_user is None and auth_password is None:
-        return backend
-    if not _takes_credentials(type(backend)):
-        # As in Django: backends without a server (locmem, console, ...)
-        # have no use for credentials; tests switch to them freely.
-        return backend
     options: dict[str, Any] = {}
-    if auth_user is not None:
-        options["username"] = auth_user
-    if auth_password is not None:
-        options["password"] = auth_password
+    # As in Django: backends without a server (locmem, console, ...) have no
+    # use for credentials; tests switch to them freely.
+    if (auth_user is not None or auth_password is not None) and _takes_credentials(
+        _backend_class(using)
+    ):
+        if auth_user is not None:
+            options["username"] = auth_user
+        if auth_password is not None:
+            options["password"] = auth_password
     return get_connection(using=using, fail_silently=fail_silently, **options)
+
+
+def _backend_class(using: str | None) -> type[BaseEmailBackend]:
+    """The class :func:`get_connection` would create for *using* (its errors
+    are left for get_connection to raise)."""
+    mailers: dict[str, dict[str, Any]] = settings.MAILERS
+    if using is None and DEFAULT_MAILER in mailers:
+        using = DEFAULT_MAILER
+    try:
+        if using is not None:
+            return _import_backend(mailers[using]["BACKEND"])
+        return _import_backend(settings.EMAIL_BACKEND)
+    except (KeyError, ConfigurationError):
+        return BaseEmailBackend  # takes no credentials; the error comes next
 
 
 def send_options(connection: object | None, fail_silently: bool) -> dict[str, Any]:
