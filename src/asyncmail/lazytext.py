@@ -20,6 +20,9 @@ from typing import Any
 
 __all__ = ["freeze_call", "is_lazy_text", "resolve_text"]
 
+# Types that are never lazy strings: the common values, checked first.
+_NOT_LAZY = (str, bytes, bytearray, memoryview, int, float, list, dict, tuple)
+
 
 def is_lazy_text(value: object) -> bool:
     """Whether *value* is a lazy string: not a ``str``, but text on ``str()``.
@@ -30,7 +33,7 @@ def is_lazy_text(value: object) -> bool:
     ``format`` (how lazy-string proxies of other libraries look). Bytes,
     numbers and arbitrary objects are not text.
     """
-    if isinstance(value, (str, bytes, bytearray, memoryview, int, float)):
+    if value is None or isinstance(value, _NOT_LAZY):
         return False
     if isinstance(value, UserString):
         return True
@@ -67,23 +70,22 @@ def freeze_call(
     are replaced by their text. Messages given by an iterator are consumed on
     the loop thread and are not resolved here.
     """
-    owner = getattr(function, "__self__", None)
-    _freeze(owner, 0)
-    return (
-        tuple(_freeze(value, 0) for value in args),
-        {name: _freeze(value, 0) for name, value in kwargs.items()},
-    )
-
-
-def _freeze(value: Any, depth: int) -> Any:
     from .message import EmailMessage
 
-    if is_lazy_text(value):
-        return str(value)
-    kind = type(value)
-    if (kind is list or kind is tuple) and depth < 4:
-        items = [_freeze(item, depth + 1) for item in value]
-        return items if kind is list else tuple(items)
-    if isinstance(value, EmailMessage):
-        value.freeze_lazy_text()
-    return value
+    def freeze(value: Any, depth: int) -> Any:
+        kind = type(value)
+        if kind is str or value is None:
+            return value
+        if (kind is list or kind is tuple) and depth < 4:
+            items = [freeze(item, depth + 1) for item in value]
+            return items if kind is list else tuple(items)
+        if isinstance(value, EmailMessage):
+            value.freeze_lazy_text()
+            return value
+        return str(value) if is_lazy_text(value) else value
+
+    freeze(getattr(function, "__self__", None), 0)
+    return (
+        tuple(freeze(value, 0) for value in args),
+        {name: freeze(value, 0) for name, value in kwargs.items()},
+    )
