@@ -130,8 +130,12 @@ def _mailer_options(
     if issubclass(backend_class, smtp.EmailBackend):
         if not options.get("host"):
             raise InvalidMailer("OPTIONS must define 'host'.", alias=alias)
-        use_tls = bool(options.get("use_tls"))
-        use_ssl = bool(options.get("use_ssl"))
+        # None means not given, as in Django; other values go to the backend,
+        # which checks them.
+        use_tls = options.get("use_tls")
+        use_ssl = options.get("use_ssl")
+        use_tls = False if use_tls is None else use_tls
+        use_ssl = False if use_ssl is None else use_ssl
         if use_tls and use_ssl:
             raise InvalidMailer(
                 "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. "
