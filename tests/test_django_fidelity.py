@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import os
 import re
 from collections import UserString
 from email.message import EmailMessage as StdlibMessage
@@ -25,8 +26,13 @@ django = pytest.importorskip("django")
 
 from django.conf import settings as django_settings  # noqa: E402
 
-if not django_settings.configured:
+# Minimal settings, unless another suite (pytest-django, a settings module)
+# configured Django already; translations need the app registry ready.
+if not django_settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
     django_settings.configure(USE_I18N=True, LANGUAGE_CODE="en-us")
+from django.apps import apps  # noqa: E402
+
+if not apps.ready:
     django.setup()
 
 from django.utils import translation  # noqa: E402
