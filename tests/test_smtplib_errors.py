@@ -48,7 +48,7 @@ from asyncmail import (
 from asyncmail.backends.smtp import EmailBackend
 from asyncmail.exceptions import is_transient
 from asyncmail.results import Outcome, RecipientResult
-from scriptserver import CLOSE, DEFAULT_EXTENSIONS, Act, ScriptServer, reply
+from scriptserver import CLOSE, DEFAULT_EXTENSIONS, SILENCE, Act, ScriptServer, reply
 from smtpserver import unused_port
 
 FROM = "sender@example.com"
@@ -230,6 +230,9 @@ class Case:
     builtin: type[BaseException] | None = None
     check: Callable[[Any], object] = lambda error: None
     accepted: int = 0  # messages the server accepted all the same
+    #: The asyncmail class this failure raised before the smtplib bases were
+    #: added (when it was a different, more general one).
+    was: type[MailError] | None = None
 
 
 def _on(verb: str, act: Act, **options: Any) -> Callable[[ScriptServer], object]:
@@ -253,7 +256,30 @@ CASES = [
         check=lambda error: error.smtp_code == 554,
     ),
     Case(
+        "421 at the greeting",
+        script=_on("CONNECT", reply("421 4.3.2 Busy, try later")),
+        raises=SMTPConnectError,
+        smtplib_class=smtplib.SMTPConnectError,
+        builtin=ConnectionError,
+        check=lambda error: error.smtp_code == 421,
+    ),
+    Case(
+        "greeting never sent",
+        script=_on("CONNECT", SILENCE),
+        options={"timeout": 0.5},
+        raises=SMTPTimeoutError,
+        builtin=TimeoutError,
+    ),
+    Case(
+        "a server that trickles past the deadline",
+        script=_on("MAIL", reply("250 2.1.0 Sender OK", trickle=0.4)),
+        options={"timeout": 2.0, "deadline": 1.0},
+        raises=SMTPTimeoutError,
+        builtin=TimeoutError,
+    ),
+    Case(
         "closed after EHLO",
+        was=SMTPConnectError,
         script=_on("EHLO", CLOSE),
         raises=SMTPServerDisconnectedError,
         smtplib_class=smtplib.SMTPServerDisconnected,
@@ -261,6 +287,7 @@ CASES = [
     ),
     Case(
         "closed after MAIL",
+        was=SMTPConnectError,
         script=_on("MAIL", CLOSE),
         raises=SMTPServerDisconnectedError,
         smtplib_class=smtplib.SMTPServerDisconnected,
@@ -268,6 +295,7 @@ CASES = [
     ),
     Case(
         "closed after DATA",
+        was=SMTPConnectError,
         script=_on("DATA", CLOSE),
         raises=SMTPServerDisconnectedError,
         smtplib_class=smtplib.SMTPServerDisconnected,
@@ -308,6 +336,7 @@ CASES = [
     ),
     Case(
         "550 at MAIL",
+        was=MessageRefusedError,
         script=_on("MAIL", reply("550 5.7.1 Sender rejected")),
         raises=SenderRefusedError,
         smtplib_class=smtplib.SMTPSenderRefused,
@@ -315,6 +344,7 @@ CASES = [
     ),
     Case(
         "451 at MAIL",
+        was=MessageRefusedError,
         script=_on("MAIL", reply("451 4.3.0 Try later")),
         raises=SenderRefusedError,
         smtplib_class=smtplib.SMTPSenderRefused,
@@ -345,12 +375,14 @@ CASES = [
     ),
     Case(
         "554 to DATA",
+        was=MessageRefusedError,
         script=_on("DATA", reply("554 5.5.1 No valid recipients")),
         raises=DataRefusedError,
         smtplib_class=smtplib.SMTPDataError,
     ),
     Case(
         "554 after the data",
+        was=MessageRefusedError,
         script=_on(".", reply("554 5.7.1 Spam")),
         raises=DataRefusedError,
         smtplib_class=smtplib.SMTPDataError,
@@ -358,6 +390,7 @@ CASES = [
     ),
     Case(
         "451 after the data",
+        was=MessageRefusedError,
         script=_on(".", reply("451 4.3.0 Queue full")),
         raises=DataRefusedError,
         smtplib_class=smtplib.SMTPDataError,
@@ -414,6 +447,8 @@ def _check_caught(
     assert isinstance(error, MailError)
     if case.builtin is not None:
         assert isinstance(error, case.builtin)
+    if case.was is not None:
+        assert isinstance(error, case.was)  # what caught it before still does
     assert case.check(error) in (None, True), repr(error)
     assert error.results  # asyncmail's results are there too
     assert error.sent == case.accepted
