@@ -101,7 +101,11 @@ def test_backend_reprs_show_no_secret() -> None:
     )
     assert_masked(repr(backend))
     assert_masked(str(backend))
-    asyncmail.configure(MAILERS={"m": {"OPTIONS": {"password": "pw-1-secret"}}})
+    asyncmail.configure(
+        MAILERS={
+            "m": {"OPTIONS": {"host": "relay.example.com", "password": "pw-1-secret"}}
+        }
+    )
     assert_masked(repr(get_connection(using="m")))
 
 

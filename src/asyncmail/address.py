@@ -38,6 +38,7 @@ from typing import NamedTuple, TypeAlias
 from .dnsname import ascii_hostname
 from .exceptions import InvalidAddressError
 from .headers import LINE_SEPARATORS, encode_phrase, first_word_room, fold
+from .lazytext import resolve_text
 
 __all__ = [
     "AddressLike",
@@ -133,8 +134,10 @@ def parse_address(value: AddressLike) -> Mailbox:
 
     Raises :class:`~asyncmail.exceptions.InvalidAddressError` (a
     ``BadHeaderError`` and ``ValueError``) with the reason when the value is
-    not exactly one well-formed mailbox.
+    not exactly one well-formed mailbox. Lazy strings (Django's
+    ``gettext_lazy`` and the like) are taken as their text.
     """
+    value = resolve_text(value)
     if isinstance(value, str):
         return _parse_mailbox_string(value)
     if isinstance(value, Address):
@@ -142,7 +145,7 @@ def parse_address(value: AddressLike) -> Mailbox:
             value, value.display_name, value.username, value.domain, quote=True
         )
     if isinstance(value, tuple) and len(value) == 2:
-        name, address = value
+        name, address = resolve_text(value[0]), resolve_text(value[1])
         if not isinstance(name, str) or not isinstance(address, str):
             raise _fail(value, "a (name, address) pair must hold two strings")
         local, domain = _split_addr_spec(value, address.strip(" \t"))

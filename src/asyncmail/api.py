@@ -13,7 +13,7 @@ from typing import Any
 
 from .address import AddressLike
 from .backends.base import BaseEmailBackend
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, InvalidMailer, MailerDoesNotExist
 from .message import EmailMessage, EmailMultiAlternatives
 from .results import MessageResult, record
 from .settings import settings
@@ -59,8 +59,14 @@ def get_connection(
     *using*, or the default (MAILERS["default"] if configured, else
     EMAIL_BACKEND).
 
-    Keyword *options* go to the backend's constructor and win over the
-    mailer's OPTIONS, which win over the EMAIL_* settings.
+    Keyword *options* go to the backend's constructor. For a mailer they win
+    over its OPTIONS, and the EMAIL_* settings are not used (Django 6.1's
+    MAILERS rules, see :func:`_mailer_options`); without a mailer, options
+    not given come from the EMAIL_* settings.
+
+    Raises :class:`~asyncmail.exceptions.MailerDoesNotExist` for an unknown
+    *using* and :class:`~asyncmail.exceptions.InvalidMailer` for a mailer
+    whose configuration is wrong.
     """
     mailers: dict[str, dict[str, Any]] = settings.MAILERS
     if using is not None:
@@ -68,16 +74,112 @@ def get_connection(
             raise ConfigurationError("Give either backend or using, not both")
         if using not in mailers:
             known = ", ".join(sorted(mailers)) or "none configured"
-            raise ConfigurationError(f"No mailer named {using!r} (known: {known})")
+            raise MailerDoesNotExist(
+                f"The mailer {using!r} is not configured (known: {known}).",
+                alias=using,
+            )
     elif backend is None and DEFAULT_MAILER in mailers:
         using = DEFAULT_MAILER
     if using is not None:
-        config = mailers[using]
-        backend_class = _import_backend(config["BACKEND"])
-        options = {**config["OPTIONS"], **options}
-        return backend_class(fail_silently=fail_silently, alias=using, **options)
+        return _create_mailer(using, mailers[using], fail_silently, options)
     backend_class = _import_backend(backend or settings.EMAIL_BACKEND)
     return backend_class(fail_silently=fail_silently, **options)
+
+
+def _create_mailer(
+    alias: str,
+    config: dict[str, Any],
+    fail_silently: bool,
+    overrides: dict[str, Any],
+) -> BaseEmailBackend:
+    """The backend of the mailer *alias*; every configuration error is an
+    :class:`InvalidMailer` naming it."""
+    if "alias" in config["OPTIONS"]:
+        raise InvalidMailer("OPTIONS must not define 'alias'.", alias=alias)
+    try:
+        backend_class = _import_backend(config["BACKEND"])
+    except ConfigurationError as exc:
+        raise InvalidMailer(str(exc), alias=alias) from exc
+    options = _mailer_options(backend_class, alias, {**config["OPTIONS"], **overrides})
+    if fail_silently:
+        options["fail_silently"] = True
+    try:
+        return backend_class(alias=alias, **options)
+    except InvalidMailer:
+        raise
+    except ConfigurationError as exc:
+        raise InvalidMailer(str(exc), alias=alias) from exc
+
+
+def _mailer_options(
+    backend_class: type[BaseEmailBackend], alias: str, options: dict[str, Any]
+) -> dict[str, Any]:
+    """A mailer's constructor options under Django 6.1's MAILERS rules.
+
+    A mailer is configured by its OPTIONS alone: the EMAIL_* settings are not
+    inherited (they configure the backend used without MAILERS). For the
+    SMTP backend, OPTIONS must give ``host``, and the port, when not given,
+    follows the TLS mode: 465 with ``use_ssl``, 587 with ``use_tls``, else
+    25. The file backend needs ``file_path``. ``timeout`` not given is
+    asyncmail's default (60 seconds), not EMAIL_TIMEOUT.
+    """
+    from .backends import filebased, smtp
+    from .settings import DEFAULTS
+
+    options = dict(options)
+    if issubclass(backend_class, smtp.EmailBackend):
+        if not options.get("host"):
+            raise InvalidMailer("OPTIONS must define 'host'.", alias=alias)
+        # None means not given, as in Django; other values go to the backend,
+        # which checks them.
+        use_tls = options.get("use_tls")
+        use_ssl = options.get("use_ssl")
+        use_tls = False if use_tls is None else use_tls
+        use_ssl = False if use_ssl is None else use_ssl
+        if use_tls and use_ssl:
+            raise InvalidMailer(
+                "The 'use_ssl' and 'use_tls' OPTIONS are incompatible. "
+                "Set at most one of them to True.",
+                alias=alias,
+            )
+        options["use_tls"], options["use_ssl"] = use_tls, use_ssl
+        if options.get("port") is None:
+            options["port"] = 465 if use_ssl else 587 if use_tls else 25
+        for name in ("username", "password", "ssl_keyfile", "ssl_certfile"):
+            if options.get(name) is None:
+                options[name] = ""  # given, so the EMAIL_* setting is not read
+        options.setdefault("timeout", DEFAULTS["EMAIL_TIMEOUT"])
+    elif (
+        issubclass(backend_class, filebased.EmailBackend)
+        and options.get("file_path") is None
+    ):
+        raise InvalidMailer("OPTIONS must define 'file_path'.", alias=alias)
+    return options
+
+
+def check_using(
+    using: str | None,
+    connection: object | None,
+    fail_silently: bool,
+    auth_user: str | None = None,
+    auth_password: str | None = None,
+) -> None:
+    """Raise Django 6.1's TypeErrors for arguments that *using* excludes: a
+    mailer is configured entirely by its MAILERS entry."""
+    if using is None:
+        return
+    if connection is not None:
+        raise TypeError("'connection' is not compatible with 'using'.")
+    if fail_silently:
+        raise TypeError(
+            "'fail_silently' is not compatible with 'using'. Set "
+            "'fail_silently' in the mailer's OPTIONS instead."
+        )
+    if auth_user is not None or auth_password is not None:
+        raise TypeError(
+            "'auth_user' and 'auth_password' are not compatible with 'using'. "
+            "Set 'username' and 'password' OPTIONS in MAILERS instead."
+        )
 
 
 def connection_for_call(
@@ -85,35 +187,71 @@ def connection_for_call(
     using: str | None,
     auth_user: str | None,
     auth_password: str | None,
+    fail_silently: bool = False,
 ) -> BaseEmailBackend:
-    """The backend a convenience function sends through."""
+    """The backend a convenience function sends through.
+
+    A backend created here gets *fail_silently* (and the credentials, when
+    it takes them) in its constructor, as Django passes them; with a given
+    *connection*, the caller passes *fail_silently* to ``send_messages``
+    (see :func:`send_options`).
+    """
+    check_using(using, connection, fail_silently, auth_user, auth_password)
     if connection is not None:
         if auth_user is not None or auth_password is not None:
             raise TypeError(
-                "auth_user and auth_password cannot be used with a connection; "
-                "pass username and password to get_connection() instead."
+                "auth_user and auth_password cannot be used with a connection. "
+                "Pass username and password to get_connection() instead."
             )
         # A BlockingBackend view (from ``with backend as conn``) wraps the backend.
         backend: BaseEmailBackend = getattr(connection, "backend", connection)
         return backend
-    backend = get_connection(using=using)
-    if auth_user is None and auth_password is None:
-        return backend
-    if not _takes_credentials(type(backend)):
-        # As in Django: backends without a server (locmem, console, ...)
-        # have no use for credentials; tests switch to them freely.
-        return backend
     options: dict[str, Any] = {}
-    if auth_user is not None:
-        options["username"] = auth_user
-    if auth_password is not None:
-        options["password"] = auth_password
-    return get_connection(using=using, **options)
+    # As in Django: backends without a server (locmem, console, ...) have no
+    # use for credentials; tests switch to them freely.
+    if (auth_user is not None or auth_password is not None) and _takes_credentials(
+        _backend_class(using)
+    ):
+        if auth_user is not None:
+            options["username"] = auth_user
+        if auth_password is not None:
+            options["password"] = auth_password
+    return get_connection(using=using, fail_silently=fail_silently, **options)
+
+
+def _backend_class(using: str | None) -> type[BaseEmailBackend]:
+    """The class :func:`get_connection` would create for *using* (its errors
+    are left for get_connection to raise)."""
+    mailers: dict[str, dict[str, Any]] = settings.MAILERS
+    if using is None and DEFAULT_MAILER in mailers:
+        using = DEFAULT_MAILER
+    try:
+        if using is not None:
+            return _import_backend(mailers[using]["BACKEND"])
+        return _import_backend(settings.EMAIL_BACKEND)
+    except (KeyError, ConfigurationError):
+        return BaseEmailBackend  # takes no credentials; the error comes next
+
+
+def send_options(connection: object | None, fail_silently: bool) -> dict[str, Any]:
+    """Keyword arguments for ``send_messages``: ``fail_silently`` only for a
+    connection the caller gave (a backend created for the call has it in its
+    constructor), so Django-style ``send_messages(messages)`` overrides work."""
+    return {"fail_silently": True} if fail_silently and connection is not None else {}
 
 
 def _takes_credentials(backend_class: type[BaseEmailBackend]) -> bool:
+    """Whether the backend's constructor takes ``username`` and ``password``:
+    it names them, or it is a backend of the user's own with ``**kwargs``
+    (asyncmail's own backends without a server reject unknown options)."""
     parameters = inspect.signature(backend_class).parameters
-    return "username" in parameters and "password" in parameters
+    if "username" in parameters and "password" in parameters:
+        return True
+    own_init = getattr(backend_class.__init__, "__module__", "") or ""
+    return not own_init.startswith("asyncmail.") and any(
+        parameter.kind is inspect.Parameter.VAR_KEYWORD
+        for parameter in parameters.values()
+    )
 
 
 async def asend_mail(
@@ -134,8 +272,10 @@ async def asend_mail(
     Returns the number of messages sent (0 or 1). ``from_email=None`` means
     DEFAULT_FROM_EMAIL. With *html_message* the message is multipart/alternative.
     """
-    backend = connection_for_call(connection, using, auth_user, auth_password)
-    mail = EmailMultiAlternatives(subject, message, from_email, recipient_list)
+    check_using(using, connection, fail_silently, auth_user, auth_password)
+    mail = EmailMultiAlternatives(
+        subject, message, from_email, recipient_list, connection=connection
+    )
     if html_message:
         mail.attach_alternative(html_message, "text/html")
     if not mail.recipients():
@@ -143,7 +283,12 @@ async def asend_mail(
         # no connection opened, 0 whatever the backend. Skipped, as recorded.
         record(MessageResult(mail))
         return 0
-    return await backend.send_messages([mail], fail_silently=fail_silently)
+    backend = connection_for_call(
+        connection, using, auth_user, auth_password, fail_silently
+    )
+    return await backend.send_messages(
+        [mail], **send_options(connection, fail_silently)
+    )
 
 
 async def asend_mass_mail(
@@ -156,13 +301,27 @@ async def asend_mass_mail(
     using: str | None = None,
 ) -> int:
     """Send one message per ``(subject, message, from_email, recipient_list)``
-    tuple, all over ONE connection; return the number sent."""
-    backend = connection_for_call(connection, using, auth_user, auth_password)
+    tuple, all over ONE connection; return the number sent.
+
+    As in Django, each message's ``connection`` is that connection (the one
+    given, or the one created for the call).
+    """
+    backend = connection_for_call(
+        connection, using, auth_user, auth_password, fail_silently
+    )
     messages = [
-        EmailMessage(subject, body, sender, recipients)
+        EmailMessage(
+            subject,
+            body,
+            sender,
+            recipients,
+            connection=connection if connection is not None else backend,
+        )
         for subject, body, sender, recipients in datatuple
     ]
-    return await backend.send_messages(messages, fail_silently=fail_silently)
+    return await backend.send_messages(
+        messages, **send_options(connection, fail_silently)
+    )
 
 
 async def _asend_server_message(
@@ -175,6 +334,7 @@ async def _asend_server_message(
     html_message: str | None,
     using: str | None,
 ) -> None:
+    check_using(using, connection, fail_silently)
     recipients: Sequence[str] = getattr(settings, setting_name)
     if not recipients:
         return
@@ -183,11 +343,12 @@ async def _asend_server_message(
         message,
         settings.SERVER_EMAIL,
         list(recipients),
+        connection=connection,
     )
     if html_message:
         mail.attach_alternative(html_message, "text/html")
-    backend = connection_for_call(connection, using, None, None)
-    await backend.send_messages([mail], fail_silently=fail_silently)
+    backend = connection_for_call(connection, using, None, None, fail_silently)
+    await backend.send_messages([mail], **send_options(connection, fail_silently))
 
 
 async def amail_admins(

@@ -3,25 +3,44 @@
 Every error the library raises on purpose derives from :class:`MailError`, and
 is mixed with the builtin it resembles, so code written against the builtins
 (``except ValueError``, ``except ConnectionError``, ``except TimeoutError``)
-keeps working::
+keeps working. Every SMTP failure is also a :class:`smtplib.SMTPException`
+(an :class:`OSError`), and the closest :mod:`smtplib` class where there is
+one, so Django code that catches ``smtplib.SMTPException`` (Django documents
+that ``send_mail`` raises it) or ``smtplib.SMTPRecipientsRefused`` keeps
+working::
 
     MailError
     ├── BadHeaderError (ValueError)      header injection, malformed header
     │   └── InvalidAddressError          an address that does not parse strictly
     ├── InvalidMessageError (ValueError) content that cannot be serialised
     ├── ConfigurationError (ValueError)  unknown setting, bad option or backend
-    ├── SMTPError                        talking to an SMTP server went wrong
-    │   ├── SMTPConnectError (ConnectionError)  refused, lost, greeting refused
+    │   └── InvalidMailer                a MAILERS entry is wrong
+    │       └── MailerDoesNotExist (KeyError)   no mailer of that name
+    ├── SMTPError (smtplib.SMTPException)  talking to an SMTP server went wrong
+    │   ├── SMTPConnectError (ConnectionError, smtplib.SMTPConnectError)
+    │   │   │                          refused, lost, greeting refused
+    │   │   └── SMTPServerDisconnectedError (smtplib.SMTPServerDisconnected)
+    │   │                              the connection was lost or closed
     │   ├── SMTPTimeoutError (TimeoutError)     an operation or the deadline
     │   ├── TLSError                   handshake, certificate, no STARTTLS
-    │   ├── SMTPAuthenticationError    the server rejected the credentials
+    │   ├── SMTPAuthenticationError (smtplib.SMTPAuthenticationError)
     │   ├── InsecureAuthError          credentials would travel in clear text
-    │   ├── SMTPNotSupportedError      a needed extension (SMTPUTF8...) absent
-    │   └── SMTPResponseError          an unexpected reply (code, text kept)
-    └── SendError                        a message was not (fully) delivered
-        ├── RecipientsRefusedError       some or all recipients refused
-        ├── MessageRefusedError          the sender or the data refused
-        └── DeliveryUnknownError         lost after the end of data
+    │   ├── SMTPNotSupportedError (smtplib.SMTPNotSupportedError)
+    │   └── SMTPResponseError (smtplib.SMTPResponseException)
+    └── SendError (smtplib.SMTPException)  a message was not (fully) delivered
+        ├── RecipientsRefusedError (smtplib.SMTPRecipientsRefused)
+        ├── MessageRefusedError (smtplib.SMTPResponseException)
+        │   ├── SenderRefusedError (smtplib.SMTPSenderRefused)  at MAIL FROM
+        │   └── DataRefusedError (smtplib.SMTPDataError)        at or after DATA
+        └── DeliveryUnknownError (smtplib.SMTPServerDisconnected)
+                                         lost after the end of data
+
+The :mod:`smtplib` attributes are there too: ``smtp_code`` and
+``smtp_error`` (the reply's code, or -1 when no reply decided the error, and
+its text as bytes), ``recipients`` on :class:`RecipientsRefusedError`
+(address -> ``(code, text bytes)``) and ``sender`` on
+:class:`SenderRefusedError`. ``args`` and ``str()`` stay asyncmail's: one
+readable message.
 
 A send call that fails raises the error of the first message (in the order
 given) that was not fully delivered, after attempting every message; the
@@ -35,6 +54,7 @@ raw. All exceptions pickle with their attributes.
 
 from __future__ import annotations
 
+import smtplib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,11 +64,14 @@ if TYPE_CHECKING:
 __all__ = [
     "BadHeaderError",
     "ConfigurationError",
+    "DataRefusedError",
     "DeliveryUnknownError",
     "InsecureAuthError",
     "InvalidAddressError",
+    "InvalidMailer",
     "InvalidMessageError",
     "MailError",
+    "MailerDoesNotExist",
     "MessageRefusedError",
     "RecipientsRefusedError",
     "SMTPAuthenticationError",
@@ -56,8 +79,10 @@ __all__ = [
     "SMTPError",
     "SMTPNotSupportedError",
     "SMTPResponseError",
+    "SMTPServerDisconnectedError",
     "SMTPTimeoutError",
     "SendError",
+    "SenderRefusedError",
     "TLSError",
     "is_transient",
 ]
@@ -113,12 +138,41 @@ class ConfigurationError(MailError, ValueError):
     """A setting, backend option or backend path is unknown or has a bad value."""
 
 
+class InvalidMailer(ConfigurationError):  # noqa: N818 - Django's name
+    """A ``MAILERS`` entry is wrong (Django 6.1's ``InvalidMailer``).
+
+    ``alias`` names the mailer when it is known; the message then starts
+    with ``MAILERS['alias']:``.
+    """
+
+    def __init__(self, message: str, *, alias: str | None = None) -> None:
+        if alias is not None:
+            message = f"MAILERS[{alias!r}]: {message}"
+        super().__init__(message)
+        self.alias = alias
+
+
+class MailerDoesNotExist(InvalidMailer, KeyError):  # noqa: N818 - Django's name
+    """No mailer of the requested name is configured (``using=`` or
+    ``get_connection(using=...)``); also a :class:`KeyError`, as in Django."""
+
+    def __init__(self, message: str, *, alias: str | None = None) -> None:
+        # The message names the alias itself, in Django's words.
+        super().__init__(message)
+        self.alias = alias
+
+    def __str__(self) -> str:
+        # KeyError would show the message quoted, as a key.
+        return str(self.args[0]) if self.args else ""
+
+
 class _ReplyError(MailError):
     """An error that a server's reply may have decided.
 
     ``code`` and ``text`` are that reply, when there was one;
     ``enhanced_status`` is its RFC 3463 enhanced status code (``"5.1.1"``)
-    when the server sent one.
+    when the server sent one. ``smtp_code`` and ``smtp_error`` give the same
+    reply the way :mod:`smtplib`'s exceptions do.
     """
 
     def __init__(
@@ -129,19 +183,34 @@ class _ReplyError(MailError):
         text: str | None = None,
         enhanced_status: str | None = None,
     ) -> None:
-        super().__init__(message)
+        # Not super().__init__: the smtplib bases' constructors take other
+        # arguments (code and message, recipients...); their attributes are
+        # set here from ours.
+        Exception.__init__(self, message)
         self.code = code
         self.text = text
         self.enhanced_status = enhanced_status
+        #: The reply's code as :mod:`smtplib` gives it; -1 when no reply
+        #: decided the error.
+        self.smtp_code: int = -1 if code is None else code
+        #: The reply's text as bytes, as in :mod:`smtplib` (else the message).
+        self.smtp_error: bytes | str = (message if text is None else text).encode(
+            "utf-8", "replace"
+        )
 
 
-class SMTPError(_ReplyError):
+class SMTPError(_ReplyError, smtplib.SMTPException):
     """Talking to the SMTP server failed (``code``, ``text`` and
     ``enhanced_status`` are the reply that caused it, if any)."""
 
 
-class SMTPConnectError(SMTPError, ConnectionError):
+class SMTPConnectError(SMTPError, smtplib.SMTPConnectError, ConnectionError):
     """The connection could not be made, was lost, or the greeting refused us."""
+
+
+class SMTPServerDisconnectedError(SMTPConnectError, smtplib.SMTPServerDisconnected):
+    """The server closed the connection, or it was lost, before the end of the
+    data was sent (so nothing was delivered and retrying is safe)."""
 
 
 class SMTPTimeoutError(SMTPError, TimeoutError):
@@ -153,7 +222,7 @@ class TLSError(SMTPError):
     host name, unknown CA, or STARTTLS requested but not offered."""
 
 
-class SMTPAuthenticationError(SMTPError):
+class SMTPAuthenticationError(SMTPError, smtplib.SMTPAuthenticationError):
     """The server rejected the credentials, or offered no usable AUTH method."""
 
 
@@ -165,37 +234,68 @@ class InsecureAuthError(SMTPError):
     """
 
 
-class SMTPNotSupportedError(SMTPError):
+class SMTPNotSupportedError(SMTPError, smtplib.SMTPNotSupportedError):
     """The server lacks an extension the message needs (e.g. SMTPUTF8)."""
 
 
-class SMTPResponseError(SMTPError):
+class SMTPResponseError(SMTPError, smtplib.SMTPResponseException):
     """The server answered a command with an unexpected reply."""
 
 
-class SendError(_ReplyError):
+class SendError(_ReplyError, smtplib.SMTPException):
     """A message was not fully delivered; the base of the per-message errors
     (``code``, ``text`` and ``enhanced_status`` are the reply that decided
     it, if any)."""
 
 
-class RecipientsRefusedError(SendError):
+class RecipientsRefusedError(SendError, smtplib.SMTPRecipientsRefused):
     """The server refused some or all recipients.
 
     ``refused`` maps each refused address to its
-    :class:`~asyncmail.results.RecipientResult`.
+    :class:`~asyncmail.results.RecipientResult`; ``recipients`` gives the
+    same as :mod:`smtplib` does, address -> ``(code, text bytes)``.
     """
 
     def __init__(self, message: str, *, refused: Mapping[str, Any]) -> None:
         super().__init__(message)
         self.refused = dict(refused)
+        #: smtplib's view of :attr:`refused`: address -> (code, text bytes).
+        self.recipients: dict[str, tuple[int, bytes]] = {
+            address: (
+                -1 if result.code is None else result.code,
+                (result.text or "").encode("utf-8", "replace"),
+            )
+            for address, result in self.refused.items()
+        }
 
 
-class MessageRefusedError(SendError):
-    """The server refused the sender (MAIL FROM) or the message (after DATA)."""
+class MessageRefusedError(SendError, smtplib.SMTPResponseException):
+    """The server refused the sender (MAIL FROM) or the message (after DATA),
+    or the message cannot go to this server at all (over its size limit)."""
 
 
-class DeliveryUnknownError(SendError):
+# smtplib types this class's smtp_error as bytes only; ours is always bytes.
+class SenderRefusedError(MessageRefusedError, smtplib.SMTPSenderRefused):  # type: ignore[misc]
+    """The server refused the sender at MAIL FROM; ``sender`` is its address."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sender: str = "",
+        code: int | None = None,
+        text: str | None = None,
+        enhanced_status: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, text=text, enhanced_status=enhanced_status)
+        self.sender = sender
+
+
+class DataRefusedError(MessageRefusedError, smtplib.SMTPDataError):
+    """The server refused the DATA command or, after the data, the message."""
+
+
+class DeliveryUnknownError(SendError, smtplib.SMTPServerDisconnected):
     """The connection was lost after the end of the data was sent.
 
     The server may have accepted the message; asyncmail never resends it

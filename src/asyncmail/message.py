@@ -76,6 +76,7 @@ from .headers import (
     format_unstructured,
     parse_content_type,
 )
+from .lazytext import is_lazy_text, resolve_text
 from .settings import settings
 
 if TYPE_CHECKING:
@@ -845,6 +846,9 @@ class EmailMessage:
     encoding: str | None = None
     #: Subtype of the multipart holding the body and the attachments.
     mixed_subtype = "mixed"
+    #: On the copies in ``asyncmail.outbox``: the alias of the mailer that
+    #: sent it (None without MAILERS), as Django 6.1's locmem backend sets it.
+    sent_using: str | None = None
 
     def __init__(
         self,
@@ -910,6 +914,7 @@ class EmailMessage:
             return
         if content is None:
             raise ValueError("content must be provided.")
+        filename, content = resolve_text(filename), resolve_text(content)
         if filename is not None and not isinstance(filename, str):
             raise TypeError(
                 f"Attachment filenames must be str, not {type(filename).__name__}"
@@ -1052,10 +1057,20 @@ class EmailMessage:
         :meth:`as_bytes` gives (unless a subclass overrides this method); as
         in Django, its line endings are ``\n`` (the serialisation holds only
         CRLF, so the conversion is exact).
+
+        *policy* is honoured as Django 6 honours it: the message carries it
+        (its ``linesep``, ``max_line_length``... apply to ``as_bytes()``);
+        with ``cte_type="7bit"`` no part is ``8bit`` (text is
+        quoted-printable or base64 instead); with ``utf8=True``
+        (``email.policy.SMTPUTF8``) header text is plain UTF-8 instead of
+        RFC 2047 encoded words. Any policy works, ``compat32`` included.
         """
-        data = self._render(allow_8bit=True).data.replace(b"\r\n", b"\n")
+        allow_8bit = getattr(policy, "cte_type", "8bit") != "7bit"
+        data = self._render(allow_8bit=allow_8bit).data.replace(b"\r\n", b"\n")
         parsed = BytesParser(email.message.EmailMessage, policy=policy).parsebytes(data)
         assert isinstance(parsed, email.message.EmailMessage)
+        if getattr(policy, "utf8", False):
+            _decode_encoded_headers(parsed)
         return parsed
 
     def as_bytes(self) -> bytes:
@@ -1083,15 +1098,47 @@ class EmailMessage:
 
             record(MessageResult(self))
             return 0
-        from .api import connection_for_call
+        from .api import connection_for_call, send_options
 
-        if using is not None and self.connection is not None:
-            raise TypeError(
-                "using= cannot be combined with a message's connection; "
-                "give one or the other"
-            )
-        backend = connection_for_call(self.connection, using, None, None)
-        return await backend.send_messages([self], fail_silently=fail_silently)
+        backend = connection_for_call(self.connection, using, None, None, fail_silently)
+        return await backend.send_messages(
+            [self], **send_options(self.connection, fail_silently)
+        )
+
+    def freeze_lazy_text(self) -> None:
+        """Replace lazy strings (``gettext_lazy`` and the like) in the
+        message's text, addresses, headers, attachments and alternatives by
+        their text, in the active language of the calling thread.
+
+        The blocking calls do it before handing the message to the library's
+        event loop thread, where the caller's translation is not active.
+        """
+        self.subject = resolve_text(self.subject)
+        self.body = resolve_text(self.body)
+        self.from_email = _freeze_address(self.from_email)
+        for name in ("to", "cc", "bcc", "reply_to"):
+            addresses = getattr(self, name)
+            if any(_holds_lazy_text(item) for item in addresses):
+                setattr(self, name, [_freeze_address(item) for item in addresses])
+        headers = self.extra_headers
+        if any(is_lazy_text(k) or is_lazy_text(v) for k, v in headers.items()):
+            self.extra_headers = {
+                resolve_text(name): resolve_text(value)
+                for name, value in headers.items()
+            }
+        for index, attachment in enumerate(self.attachments):
+            if isinstance(attachment, EmailAttachment) and (
+                is_lazy_text(attachment.filename) or is_lazy_text(attachment.content)
+            ):
+                self.attachments[index] = attachment._replace(
+                    filename=resolve_text(attachment.filename),
+                    content=resolve_text(attachment.content),
+                )
+        alternatives = getattr(self, "alternatives", None)
+        if isinstance(alternatives, list):
+            for index, (content, mimetype) in enumerate(alternatives):
+                if is_lazy_text(content):
+                    alternatives[index] = EmailAlternative(str(content), mimetype)
 
     def __getstate__(self) -> dict[str, Any]:
         # A live connection belongs to the process that opened it.
@@ -1162,7 +1209,8 @@ class EmailMessage:
     def _normalised_extra_headers(self) -> dict[str, tuple[str, Any]]:
         """Extra headers keyed by lower-cased name: (name as given, value)."""
         extra: dict[str, tuple[str, Any]] = {}
-        for name, value in self.extra_headers.items():
+        for given, value in self.extra_headers.items():
+            name = resolve_text(given)
             check_header_name(name)
             lowered = name.lower()
             if lowered in ("bcc", "resent-bcc"):
@@ -1283,6 +1331,7 @@ class EmailMessage:
         if isinstance(attachment, email.message.Message):
             return _mime_part(attachment)
         filename, content, mimetype = attachment
+        filename, content = resolve_text(filename), resolve_text(content)
         content_type = _check_mimetype(mimetype)
         maintype, subtype = content_type.maintype, content_type.subtype
         if maintype in ("text", "message"):
@@ -1420,10 +1469,11 @@ class EmailMultiAlternatives(EmailMessage):
 
     def body_contains(self, text: str) -> bool:
         """True if *text* is in the body and in every text/* alternative."""
-        if text not in self.body:
+        if text not in str(self.body):
             return False
-        for content, mimetype in self.alternatives:
+        for given, mimetype in self.alternatives:
             if mimetype.startswith("text/"):
+                content = resolve_text(given)
                 haystack = content.decode() if isinstance(content, bytes) else content
                 if text not in haystack:
                     return False
@@ -1436,7 +1486,8 @@ class EmailMultiAlternatives(EmailMessage):
         html: int | None = None
         if self.body and self.content_subtype == "html":
             html = 0
-        for content, mimetype in self.alternatives:
+        for given, mimetype in self.alternatives:
+            content = resolve_text(given)
             content_type = _check_mimetype(mimetype)
             if content_type.maintype == "text":
                 text = content.decode() if isinstance(content, bytes) else content
@@ -1476,6 +1527,33 @@ class EmailMultiAlternatives(EmailMessage):
         return [_multipart(subtype, parts)]
 
 
+def _holds_lazy_text(address: object) -> bool:
+    if isinstance(address, tuple):
+        return any(is_lazy_text(item) for item in address)
+    return is_lazy_text(address)
+
+
+def _freeze_address(address: Any) -> Any:
+    if isinstance(address, tuple) and len(address) == 2:
+        return (resolve_text(address[0]), resolve_text(address[1]))
+    return resolve_text(address)
+
+
+def _decode_encoded_headers(msg: email.message.EmailMessage) -> None:
+    """Rewrite *msg*'s RFC 2047 / RFC 2231 encoded header fields as plain
+    text, for a policy that allows UTF-8 headers (SMTPUTF8): what Django 6
+    gives for such a policy. Domains stay IDNA-encoded (ASCII is valid under
+    SMTPUTF8 too)."""
+    for part in msg.walk():
+        raw = list(part.raw_items())
+        counts: dict[str, int] = {}
+        for name, _ in raw:
+            counts[name.lower()] = counts.get(name.lower(), 0) + 1
+        for name, value in raw:
+            if ("=?" in value or "*=" in value) and counts[name.lower()] == 1:
+                part.replace_header(name, str(part[name]))
+
+
 def _address_list_argument(
     name: str, value: Iterable[AddressLike] | None
 ) -> list[AddressLike]:
@@ -1497,7 +1575,9 @@ def _parse_for_header(header: str, value: AddressLike) -> Mailbox:
 
 
 def _header_text(name: str, value: Any) -> str:
-    """The text of a header value given as str, int or datetime."""
+    """The text of a header value given as str (or a lazy string), int or
+    datetime."""
+    value = resolve_text(value)
     if isinstance(value, str):
         return value
     if isinstance(value, datetime):

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from .exceptions import BadHeaderError, ConfigurationError
+from .exceptions import BadHeaderError, ConfigurationError, InvalidMailer
 
 __all__ = [
     "DEFAULTS",
@@ -170,8 +170,11 @@ def _address_list(name: str, value: Any) -> tuple[str, ...]:
         raise ConfigurationError(
             f"{name} must be a list of e-mail addresses, not {type(value).__name__}"
         )
+    from .lazytext import resolve_text
+
     result = []
     for item in value:
+        item = resolve_text(item)  # noqa: PLW2901 - Django's lazy strings
         try:
             # A pair becomes text that parses back to the same mailbox (not
             # str(mailbox), the RFC 2047 header form).
@@ -185,7 +188,9 @@ def _address_list(name: str, value: Any) -> tuple[str, ...]:
 
 def _address(name: str, value: Any) -> str:
     from .address import parse_address
+    from .lazytext import resolve_text
 
+    value = resolve_text(value)  # Django's lazy strings
     _str(name, value)
     try:
         parse_address(value)
@@ -195,30 +200,39 @@ def _address(name: str, value: Any) -> str:
 
 
 def _mailers(name: str, value: Any) -> dict[str, dict[str, Any]]:
+    """Django 6.1's MAILERS: alias -> {"BACKEND": path, "OPTIONS": {...}}.
+
+    Only the shape is checked here; each backend checks its OPTIONS when the
+    mailer is created (see :func:`asyncmail.api.get_connection`). Errors in
+    an entry are :class:`~asyncmail.exceptions.InvalidMailer` naming it.
+    """
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{name} must be a dict of alias -> config")
     result: dict[str, dict[str, Any]] = {}
     for alias, config in value.items():
         if not isinstance(alias, str) or not alias:
             raise ConfigurationError(f"{name}: aliases must be non-empty str")
+        where = f"{name}[{alias!r}]"
         if not isinstance(config, Mapping):
-            raise ConfigurationError(f"{name}[{alias!r}] must be a dict")
+            raise InvalidMailer(f"{where} must be a dict")
         unknown = set(config) - {"BACKEND", "OPTIONS"}
         if unknown:
-            raise ConfigurationError(
-                f"{name}[{alias!r}] has unknown keys {sorted(unknown)}; "
+            raise InvalidMailer(
+                f"{where} has unknown keys {sorted(unknown)}; "
                 "use 'BACKEND' and 'OPTIONS'"
             )
         backend = config.get("BACKEND", DEFAULTS["EMAIL_BACKEND"])
         options = config.get("OPTIONS", {})
         if not isinstance(backend, str):
-            raise ConfigurationError(f"{name}[{alias!r}]['BACKEND'] must be a str")
+            raise InvalidMailer(f"{where}['BACKEND'] must be a str")
         if not isinstance(options, Mapping) or not all(
             isinstance(key, str) for key in options
         ):
-            raise ConfigurationError(
-                f"{name}[{alias!r}]['OPTIONS'] must be a dict of keyword arguments"
+            raise InvalidMailer(
+                f"{where}['OPTIONS'] must be a dict of keyword arguments"
             )
+        if "alias" in options:
+            raise InvalidMailer(f"{where}: OPTIONS must not define 'alias'.")
         result[alias] = {"BACKEND": backend, "OPTIONS": dict(options)}
     return result
 

@@ -39,6 +39,7 @@ import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from . import api
+from .lazytext import freeze_call
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -191,8 +192,10 @@ def run_blocking(
         )
     portal = _loop.portal()
     context = contextvars.copy_context()
+    # Lazy strings resolve here, in the caller's thread and language.
+    call_args, call_kwargs = freeze_call(function, args, kwargs)
     future: Future[T] = portal.start_task_soon(
-        _run_in_context, context, function, args, kwargs
+        _run_in_context, context, function, call_args, call_kwargs
     )
     try:
         return future.result()

@@ -8,7 +8,8 @@ that vanished or changed size fails the message as it would over SMTP, and
 the copy holds their bytes as they were then. Appending is safe from
 concurrent tasks and threads. Tests reset it with ``asyncmail.outbox.clear()``
 (or by assigning a new list to ``asyncmail.outbox``, as Django's test runner
-does).
+does). Each copy's ``sent_using`` is the alias of the mailer that sent it
+(None for a backend not created from MAILERS), as in Django 6.1.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class EmailBackend(BaseEmailBackend):
 
         rendered = message.render()
         stored = copy.deepcopy(message)
+        # As Django's locmem backend: the mailer that sent it (None without
+        # MAILERS), so tests can check that ``using=`` chose the right one.
+        stored.sent_using = self.alias
         await _read_attached_files(stored)
         asyncmail.outbox.append(stored)
         return accepted_result(message, rendered.message_id)

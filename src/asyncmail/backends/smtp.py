@@ -55,17 +55,20 @@ from ..address import envelope_address
 from ..dnsname import aget_fqdn, ascii_hostname
 from ..exceptions import (
     ConfigurationError,
+    DataRefusedError,
     DeliveryUnknownError,
     InsecureAuthError,
     InvalidMessageError,
     MailError,
     MessageRefusedError,
     RecipientsRefusedError,
+    SenderRefusedError,
     SMTPAuthenticationError,
     SMTPConnectError,
     SMTPError,
     SMTPNotSupportedError,
     SMTPResponseError,
+    SMTPServerDisconnectedError,
     SMTPTimeoutError,
     TLSError,
     is_transient,
@@ -262,7 +265,9 @@ class _ReplyStream(asyncio.Protocol):
             raise SMTPResponseError("The server sent more replies than commands")
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(SMTPConnectError(f"Connection lost{f': {exc}' if exc else ''}"))
+        self._fail(
+            SMTPServerDisconnectedError(f"Connection lost{f': {exc}' if exc else ''}")
+        )
         if self._drain_waiter is not None and not self._drain_waiter.done():
             self._drain_waiter.set_result(None)
         if self._timer is not None:
@@ -270,7 +275,7 @@ class _ReplyStream(asyncio.Protocol):
             self._timer = None
 
     def eof_received(self) -> bool:
-        self._fail(SMTPConnectError("The server closed the connection"))
+        self._fail(SMTPServerDisconnectedError("The server closed the connection"))
         return False
 
     def pause_writing(self) -> None:
@@ -293,7 +298,7 @@ class _ReplyStream(asyncio.Protocol):
     def send(self, data: bytes, replies: int) -> None:
         """Write *data*, which will produce *replies* replies."""
         if self.broken:
-            raise self.error or SMTPConnectError("Connection closed")
+            raise self.error or SMTPServerDisconnectedError("Connection closed")
         self._expected += replies
         self.transport.write(data)
 
@@ -417,8 +422,19 @@ def _refusal(address: str, reply: Reply) -> RecipientResult:
     )
 
 
-def _refused_by(what: str, reply: Reply) -> MessageRefusedError:
-    return MessageRefusedError(
+def _refused_by(
+    what: str, reply: Reply, sender: str | None = None
+) -> MessageRefusedError:
+    """The error for a refused sender (*sender* given) or refused data."""
+    if sender is not None:
+        return SenderRefusedError(
+            f"{what}: {reply}",
+            sender=sender,
+            code=reply.code,
+            text=reply.text,
+            enhanced_status=reply.enhanced_status,
+        )
+    return DataRefusedError(
         f"{what}: {reply}",
         code=reply.code,
         text=reply.text,
@@ -471,7 +487,7 @@ class SMTPConnection:
         transport = client.transport
         # uvloop's transports do not subclass asyncio's; check the interface.
         if transport is None or not hasattr(transport, "set_protocol"):
-            raise SMTPConnectError("The connection closed during setup")
+            raise SMTPServerDisconnectedError("The connection closed during setup")
         transport = cast("asyncio.WriteTransport", transport)
         self.client = client
         self.timeout = timeout
@@ -614,7 +630,7 @@ class SMTPConnection:
         if not 200 <= mail_reply.code < 300:
             for address in recipients:
                 result.recipients[address] = _refusal(address, mail_reply)
-            result.error = _refused_by(f"Sender <{sender}> refused", mail_reply)
+            result.error = _refused_by(f"Sender <{sender}> refused", mail_reply, sender)
         else:
             for address, reply in zip(recipients, rcpt_replies, strict=False):
                 if 200 <= reply.code < 300:
@@ -825,9 +841,9 @@ def map_error(exc: BaseException, where: str = "") -> MailError:
             text=exc.message,
             enhanced_status=Reply(exc.code, exc.message).enhanced_status,
         )
-    if isinstance(
-        exc, (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected)
-    ):
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return SMTPServerDisconnectedError(f"{prefix}{exc}")
+    if isinstance(exc, aiosmtplib.SMTPConnectError):
         return SMTPConnectError(f"{prefix}{exc}")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return SMTPResponseError(
