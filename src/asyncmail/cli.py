@@ -30,9 +30,10 @@ import contextlib
 import inspect
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -41,6 +42,9 @@ from .exceptions import ConfigurationError, MailError
 from .message import EmailMultiAlternatives
 from .results import MessageResult
 from .settings import settings
+
+if TYPE_CHECKING:
+    from .bulk import BulkSend, BulkSummary
 
 __all__ = ["main"]
 
@@ -426,7 +430,6 @@ async def _send_bulk(args: argparse.Namespace) -> int:
     from .api import _import_backend, get_connection
     from .bulk import (
         BulkSend,
-        BulkSummary,
         Progress,
         ResultsFile,
         RowReader,
@@ -460,7 +463,6 @@ async def _send_bulk(args: argparse.Namespace) -> int:
     try:
         if reader.columns is not None:
             templates.check_columns(reader.columns, path)
-
         options = _connection_flags(args)
         backend_path = args.backend or settings.EMAIL_BACKEND
         parameters = inspect.signature(_import_backend(backend_path)).parameters
@@ -478,27 +480,10 @@ async def _send_bulk(args: argparse.Namespace) -> int:
             sys.stderr.isatty(),
             interval=args.progress_interval,
         )
-    except BaseException:
-        reader.close()
-        raise
-    job = BulkSend(reader, templates, backend, results, progress)
-
-    def interrupted() -> None:
-        if not job.stopping:
-            print(
-                "\nStopping: no new messages; finishing those in flight "
-                "(Ctrl-C again to cut them off)",
-                file=sys.stderr,
-                flush=True,
-            )
-        job.stop()
-
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, interrupted)
-    try:
-        summary: BulkSummary = await job.run()
+        job = BulkSend(reader, templates, backend, results, progress)
+        summary: BulkSummary = await _interruptible(job)
     finally:
-        loop.remove_signal_handler(signal.SIGINT)
+        reader.close()
 
     messages = summary.sent + summary.failed
     print(
@@ -522,6 +507,33 @@ async def _send_bulk(args: argparse.Namespace) -> int:
     if job.stopping:
         return EXIT_INTERRUPTED
     return 0 if summary.all_accepted else 1
+
+
+async def _interruptible(job: BulkSend) -> BulkSummary:
+    """Run *job*; Ctrl-C (SIGINT) stops it cleanly instead of killing it.
+
+    Signal handlers belong to the main thread: run elsewhere (e.g. ``main()``
+    called from a worker thread), the job runs without one.
+    """
+
+    def interrupted() -> None:
+        if not job.stopping:
+            print(
+                "\nStopping: no new messages; finishing those in flight "
+                "(Ctrl-C again to cut them off)",
+                file=sys.stderr,
+                flush=True,
+            )
+        job.stop()
+
+    if threading.current_thread() is not threading.main_thread():
+        return await job.run()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, interrupted)
+    try:
+        return await job.run()
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def _connection_flags(args: argparse.Namespace) -> dict[str, Any]:
