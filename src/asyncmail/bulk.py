@@ -162,7 +162,8 @@ def count_rows(path: Path, fmt: str) -> int:
     """How many data rows *path* has (blocking: a worker thread's job)."""
     with path.open(encoding="utf-8-sig", newline="") as file:
         if fmt == "csv":
-            return max(sum(1 for _ in csv.reader(file)) - 1, 0)
+            # As csv.DictReader counts them: blank lines are no rows.
+            return max(sum(1 for row in csv.reader(file) if row) - 1, 0)
         return sum(1 for line in file if line.strip())
 
 
@@ -352,7 +353,7 @@ class ResultsFile:
             self._csv.writerows(rows)
         else:
             self._file.writelines(
-                json.dumps(row, ensure_ascii=False) + "\n" for row in rows
+                json.dumps(_typed(row), ensure_ascii=False) + "\n" for row in rows
             )
         self._file.flush()
 
@@ -360,6 +361,18 @@ class ResultsFile:
         await self.flush()
         if self._file is not None:
             await anyio.to_thread.run_sync(self._file.close)
+
+
+def _typed(row: dict[str, str]) -> dict[str, object]:
+    """A results row for JSON: numbers as numbers, no value as null."""
+    code = row["code"]
+    return {
+        **row,
+        "row": int(row["row"]),
+        "code": int(code) if code else None,
+        "enhanced_status": row["enhanced_status"] or None,
+        "message_id": row["message_id"] or None,
+    }
 
 
 @dataclass
