@@ -358,3 +358,16 @@ def test_a_bad_rate_limit_is_a_usage_error(
     status = main(["send-bulk", str(rows), "--text", "x", "--rate-limit", "0"])
     assert status == 2
     assert "rate" in capsys.readouterr().err
+
+
+def test_column_names_in_errors_carry_no_terminal_codes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = tmp_path / "rows.csv"
+    rows.write_text("to,\x1b[2Jname\nada@example.com,Ada\n", encoding="utf-8")
+    status = main(["send-bulk", str(rows), "--text", "Hi $name"])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "template variable(s) name" in err
+    assert "\x1b" not in err
+    assert "'\\x1b[2Jname'" in err

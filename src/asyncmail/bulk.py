@@ -229,7 +229,9 @@ class Templates:
         if missing:
             raise BulkError(
                 f"{path} has no column for the template variable(s) "
-                f"{', '.join(missing)} (its columns: {', '.join(columns)})"
+                f"{', '.join(missing)} (its columns: "
+                # repr: a column name is data, never terminal control codes
+                f"{', '.join(repr(column) for column in columns)})"
             )
         if self.to_column not in columns:
             raise BulkError(
