@@ -371,3 +371,43 @@ def test_column_names_in_errors_carry_no_terminal_codes(
     assert "template variable(s) name" in err
     assert "\x1b" not in err
     assert "'\\x1b[2Jname'" in err
+
+
+def test_a_second_ctrl_c_cuts_off_the_messages_in_flight_as_unknown(
+    tmp_path: Path,
+) -> None:
+    rows = _rows(tmp_path / "rows.csv", 50)
+    results = tmp_path / "out.csv"
+    # The sink holds every end-of-data reply for 20 s: two messages (one per
+    # connection) stay in flight until cut off.
+    with SinkServer(delay=20) as sink:
+        process = subprocess.Popen(
+            _bulk_command(
+                rows, sink.port, "--connections", "2", "--results", str(results)
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENVIRONMENT,
+            cwd=tmp_path,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while sink.counts.messages < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert sink.counts.messages == 2
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            process.send_signal(signal.SIGINT)
+            out, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    table = _read_results(results)
+    assert sorted(int(row["row"]) for row in table) == [1, 2]
+    assert {row["outcome"] for row in table} == {"unknown"}
+    assert all("may have been delivered" in row["reply"] for row in table)
+    assert "2 messages were cut off in flight" in out
+    assert "Interrupted: 48 rows not sent (rows 3 to 50); resume with --skip 2" in out
