@@ -198,12 +198,15 @@ def test_html_only_template_from_files(tmp_path: Path) -> None:
         (["--subject", "Hi $", "--text", "x"], "malformed placeholder"),
         (["--text", "x", "--to-column", "email"], "no 'email' column"),
         (["--text", "x", "--connections", "0"], "--connections 1 or more"),
+        (["--text", "x", "--results", "/nonexistent/out.csv"], "No such file"),
+        (["--text", "x", "--results", "{rows}"], "not be the rows file"),
     ],
 )
 def test_bad_templates_and_columns_are_usage_errors_before_sending(
     tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rows = _rows(tmp_path / "rows.csv", 3)
+    extra = [value.format(rows=rows) for value in extra]
     with SinkServer() as sink:
         status = main(
             [

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import inspect
+import os
 import signal
 import sys
 import threading
@@ -439,11 +440,12 @@ async def _send_bulk(args: argparse.Namespace) -> int:
         read_template,
     )
 
-    def read(text: str | None, path: Path | None) -> str | None:
-        return read_template(text, path)
-
+    read = read_template
     path: Path = args.rows
     fmt = file_format(path, args.format)
+    results_path: Path = args.results or path.with_suffix(".results.csv")
+    if os.path.abspath(results_path) == os.path.abspath(path):
+        raise ConfigurationError("--results must not be the rows file itself")
     subject = await anyio.to_thread.run_sync(read, args.subject, args.subject_file)
     text = await anyio.to_thread.run_sync(read, args.text, args.text_file)
     html = await anyio.to_thread.run_sync(read, args.html, args.html_file)
@@ -472,7 +474,6 @@ async def _send_bulk(args: argparse.Namespace) -> int:
             options["rate_limit"] = args.rate_limit
         backend = get_connection(backend_path, **options)
 
-        results_path: Path = args.results or path.with_suffix(".results.csv")
         results = ResultsFile(results_path, ResultsFile.format_of(results_path))
         progress = Progress(
             max(rows - reader.skipped, 0),
