@@ -444,8 +444,6 @@ async def _send_bulk(args: argparse.Namespace) -> int:
     path: Path = args.rows
     fmt = file_format(path, args.format)
     results_path: Path = args.results or path.with_suffix(".results.csv")
-    if os.path.abspath(results_path) == os.path.abspath(path):
-        raise ConfigurationError("--results must not be the rows file itself")
     subject = await anyio.to_thread.run_sync(read, args.subject, args.subject_file)
     text = await anyio.to_thread.run_sync(read, args.text, args.text_file)
     html = await anyio.to_thread.run_sync(read, args.html, args.html_file)
@@ -456,8 +454,6 @@ async def _send_bulk(args: argparse.Namespace) -> int:
         from_email=args.from_email,
         to_column=args.to_column,
     )
-    if args.skip < 0 or args.connections < 1:
-        raise ConfigurationError("--skip must be 0 or more, --connections 1 or more")
     rows = await anyio.to_thread.run_sync(count_rows, path, fmt)
     reader = await anyio.to_thread.run_sync(
         lambda: RowReader(path, fmt, skip=args.skip)
@@ -508,6 +504,15 @@ async def _send_bulk(args: argparse.Namespace) -> int:
     if job.stopping:
         return EXIT_INTERRUPTED
     return 0 if summary.all_accepted else 1
+
+
+def _check_bulk_args(args: argparse.Namespace) -> None:
+    """Usage errors of send-bulk that need no file read."""
+    if args.skip < 0 or args.connections < 1:
+        raise ConfigurationError("--skip must be 0 or more, --connections 1 or more")
+    rows = os.path.abspath(args.rows)
+    if args.results is not None and os.path.abspath(args.results) == rows:
+        raise ConfigurationError("--results must not be the rows file itself")
 
 
 async def _interruptible(job: BulkSend) -> BulkSummary:
@@ -588,6 +593,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             except KeyboardInterrupt:
                 return 0
         if args.command == "send-bulk":
+            _check_bulk_args(args)
             try:
                 return _run(_send_bulk, args)
             except KeyboardInterrupt:
