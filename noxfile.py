@@ -4,7 +4,7 @@ Sessions:
     tests      pytest on every CPython 3.11, 3.12 and 3.13 this machine has
     lint       ruff check and ruff format --check
     typecheck  mypy --strict on src/
-    docs       mkdocs build --strict (the docs' examples run in the tests)
+    docs       mkdocs build --strict, then the built site in headless Chromium
     bench      the benchmarks of benchmarks/ (not run by default)
 """
 
@@ -67,8 +67,16 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[:1])
 def docs(session: nox.Session) -> None:
-    """Build the documentation site, failing on any warning."""
-    session.install(".[docs]")
+    """Build the documentation site, failing on any warning, then check the
+    built site in headless Chromium (tests/test_docs_site.py: pages render
+    from disk, nav links, offline search, the API reference is complete).
+
+    Chromium is Debian's (``apt-get install chromium``; .ci/run installs it),
+    driven by Playwright, which downloads nothing here. The browser test is
+    required in this session: a missing browser fails it.
+    """
+    session.install(".[docs,tests]", "playwright>=1.40")
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run(
         "mkdocs",
         "build",
@@ -77,6 +85,12 @@ def docs(session: nox.Session) -> None:
         "docs/mkdocs.yml",
         "--site-dir",
         os.path.join(os.path.abspath(session.create_tmp()), "site"),
+    )
+    session.run(
+        "pytest",
+        "tests/test_docs_site.py",
+        *session.posargs,
+        env={"ASYNCMAIL_DOCS_BROWSER": "1"},
     )
 
 

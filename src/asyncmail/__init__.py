@@ -57,8 +57,8 @@ from .results import (
 from .settings import configure, settings
 from .sync import mail_admins, mail_managers, send_mail, send_mass_mail
 
-#: Messages sent through the locmem backend (deep copies), for tests.
 outbox: list[EmailMessage] = []
+"""Messages sent through the locmem backend (deep copies), for tests."""
 
 __version__ = "0.1.0"
 

@@ -9,14 +9,18 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 from .address import AddressLike
 from .backends.base import BaseEmailBackend
 from .exceptions import ConfigurationError, InvalidMailer, MailerDoesNotExist
 from .message import EmailMessage, EmailMultiAlternatives
+from .options import ConnectionOptions, ConsoleOptions, FileOptions, SMTPOptions
 from .results import MessageResult, record
 from .settings import settings
+
+if TYPE_CHECKING:
+    from .backends import console, dummy, filebased, locmem, smtp
 
 __all__ = [
     "amail_admins",
@@ -48,6 +52,58 @@ def _import_backend(path: str) -> type[BaseEmailBackend]:
     return backend
 
 
+# The options are typed (asyncmail.options): per built-in backend when its
+# dotted path is spelt out, any built-in backend's when the backend comes
+# from the settings, and anything for a third-party backend's path.
+@overload
+def get_connection(
+    backend: Literal["asyncmail.backends.smtp.EmailBackend"],
+    *,
+    fail_silently: bool = ...,
+    **options: Unpack[SMTPOptions],
+) -> smtp.EmailBackend: ...
+@overload
+def get_connection(
+    backend: Literal["asyncmail.backends.console.EmailBackend"],
+    *,
+    fail_silently: bool = ...,
+    **options: Unpack[ConsoleOptions],
+) -> console.EmailBackend: ...
+@overload
+def get_connection(
+    backend: Literal["asyncmail.backends.filebased.EmailBackend"],
+    *,
+    fail_silently: bool = ...,
+    **options: Unpack[FileOptions],
+) -> filebased.EmailBackend: ...
+@overload
+def get_connection(
+    backend: Literal["asyncmail.backends.locmem.EmailBackend"],
+    *,
+    fail_silently: bool = ...,
+) -> locmem.EmailBackend: ...
+@overload
+def get_connection(
+    backend: Literal["asyncmail.backends.dummy.EmailBackend"],
+    *,
+    fail_silently: bool = ...,
+) -> dummy.EmailBackend: ...
+@overload
+def get_connection(
+    backend: None = None,
+    *,
+    fail_silently: bool = ...,
+    using: str | None = ...,
+    **options: Unpack[ConnectionOptions],
+) -> BaseEmailBackend: ...
+@overload
+def get_connection(
+    backend: str,
+    *,
+    fail_silently: bool = ...,
+    using: None = ...,
+    **options: Any,
+) -> BaseEmailBackend: ...
 def get_connection(
     backend: str | None = None,
     *,
@@ -62,11 +118,19 @@ def get_connection(
     Keyword *options* go to the backend's constructor. For a mailer they win
     over its OPTIONS, and the EMAIL_* settings are not used (Django 6.1's
     MAILERS rules, see :func:`_mailer_options`); without a mailer, options
-    not given come from the EMAIL_* settings.
+    not given come from the EMAIL_* settings. Their names and types are in
+    :mod:`asyncmail.options` (:class:`~asyncmail.options.SMTPOptions` and the
+    others), which type checkers and editors use: a misspelt option is a type
+    error, and an unknown one a :class:`ConfigurationError` at run time. A
+    built-in backend's dotted path gives that backend's type back.
 
-    Raises :class:`~asyncmail.exceptions.MailerDoesNotExist` for an unknown
-    *using* and :class:`~asyncmail.exceptions.InvalidMailer` for a mailer
-    whose configuration is wrong.
+    :param backend: a backend's dotted path (not with *using*).
+    :param fail_silently: the backend swallows delivery errors (they stay in
+        the results).
+    :param using: the name of a mailer configured in MAILERS.
+    :raises MailerDoesNotExist: an unknown *using*.
+    :raises InvalidMailer: a mailer whose configuration is wrong.
+    :raises ConfigurationError: an unknown backend or option.
     """
     mailers: dict[str, dict[str, Any]] = settings.MAILERS
     if using is not None:

@@ -47,19 +47,28 @@ class Outcome(enum.Enum):
     """What happened to one recipient."""
 
     ACCEPTED = "accepted"
+    """The server accepted the message for this recipient."""
     TEMPORARY = "temporary"
+    """Refused for now (4xx, or failed before the server took it): retry later."""
     PERMANENT = "permanent"
+    """Refused for good (5xx, or a failure that retrying will not fix)."""
     UNKNOWN = "unknown"
+    """Lost after the end of the data: maybe delivered, so never resent."""
 
 
 class MessageStatus(enum.Enum):
     """What happened to one message, summarising its recipients."""
 
-    SENT = "sent"  # every recipient accepted
-    PARTIAL = "partial"  # some accepted, some refused
-    FAILED = "failed"  # nobody accepted, and it is known not to be delivered
-    UNKNOWN = "unknown"  # lost after the end of data: maybe delivered
-    SKIPPED = "skipped"  # no recipients: nothing to do
+    SENT = "sent"
+    """Every recipient accepted."""
+    PARTIAL = "partial"
+    """Some recipients accepted, some refused."""
+    FAILED = "failed"
+    """Nobody accepted, and it is known not to be delivered."""
+    UNKNOWN = "unknown"
+    """Lost after the end of the data: maybe delivered."""
+    SKIPPED = "skipped"
+    """No recipients: nothing to do."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +81,19 @@ class RecipientResult:
     """
 
     address: str
+    """The envelope address (RCPT TO)."""
     outcome: Outcome
+    """What happened to it."""
     code: int | None = None
+    """The server's reply code, when it replied."""
     enhanced_status: str | None = None
+    """The reply's RFC 3463 status (``"5.1.1"``), when it had one."""
     text: str = ""
+    """The reply's text, or what went wrong."""
 
     @property
     def accepted(self) -> bool:
+        """True when the server accepted the message for this recipient."""
         return self.outcome is Outcome.ACCEPTED
 
     @classmethod
@@ -107,14 +122,21 @@ class MessageResult:
     """
 
     message: EmailMessage | None
+    """The message sent (the same object the caller gave)."""
     recipients: Mapping[str, RecipientResult] = field(default_factory=dict)
+    """Every envelope address and its outcome."""
     error: MailError | None = None
+    """Why the message was not fully delivered (None when it was)."""
     message_id: str | None = None
+    """The Message-ID header of the copy sent."""
     reply: str = ""
+    """The server's final reply to the message (often with a queue id)."""
     attempts: int = 0
+    """How many tries the message took (retries included)."""
 
     @property
     def status(self) -> MessageStatus:
+        """The message's outcome, summarising its recipients'."""
         outcomes = [result.outcome for result in self.recipients.values()]
         if not outcomes:
             return (
@@ -143,6 +165,7 @@ class MessageResult:
 
     @property
     def accepted(self) -> list[str]:
+        """The recipients that accepted the message."""
         return [a for a, r in self.recipients.items() if r.outcome is Outcome.ACCEPTED]
 
     @property
@@ -156,6 +179,7 @@ class MessageResult:
 
     @property
     def unknown(self) -> list[str]:
+        """The recipients whose outcome is unknown (maybe delivered)."""
         return [a for a, r in self.recipients.items() if r.outcome is Outcome.UNKNOWN]
 
 

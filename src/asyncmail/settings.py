@@ -433,6 +433,9 @@ class Settings:
 
 
 settings = Settings()
+"""The effective settings (``asyncmail.settings``): read them as attributes
+(``settings.EMAIL_HOST``), change them with :func:`configure` or, in tests,
+``with settings.override(...)``."""
 
 
 def configure(**values: Any) -> None:

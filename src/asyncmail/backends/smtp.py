@@ -631,6 +631,8 @@ class SMTPConnection:
             for address in recipients:
                 result.recipients[address] = _refusal(address, mail_reply)
             result.error = _refused_by(f"Sender <{sender}> refused", mail_reply, sender)
+            if _wants_auth(mail_reply):
+                _add_hint(result.error, AUTH_HINT)
         else:
             for address, reply in zip(recipients, rcpt_replies, strict=False):
                 if 200 <= reply.code < 300:
@@ -863,6 +865,54 @@ def _render_for_wire(message: EmailMessage) -> tuple[RenderedMessage, WirePayloa
     """Render a message and dot-stuff it (pure work, safe in a thread)."""
     rendered = message.render()
     return rendered, wire_payload(rendered)
+
+
+AUTH_HINT = (
+    "The server requires authentication (AUTH): set EMAIL_HOST_USER and "
+    "EMAIL_HOST_PASSWORD (or the username and password options)"
+)
+
+
+def _add_hint(error: MailError, hint: str) -> MailError:
+    """Append *hint* to *error*'s message; its type and attributes stay."""
+    if error.args and isinstance(error.args[0], str):
+        error.args = (f"{error.args[0].rstrip('.')}. {hint}.", *error.args[1:])
+    return error
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _plain_answer(exc: BaseException) -> bool:
+    """Whether a TLS handshake failed because plain text came back (an SMTP
+    greeting where a TLS record was expected)."""
+    tls = _ssl_cause(exc)
+    reason = (getattr(tls, "reason", None) or str(tls or exc)).upper()
+    return any(
+        sign in reason
+        for sign in (
+            "WRONG_VERSION_NUMBER",
+            "RECORD_LAYER_FAILURE",
+            "HTTP_REQUEST",
+            "UNKNOWN_PROTOCOL",
+            "PACKET_LENGTH_TOO_LONG",
+        )
+    )
+
+
+def _wants_auth(reply: Reply) -> bool:
+    """Whether a refusal of MAIL says authentication is required (530, or an
+    RFC 3463 security status naming authentication)."""
+    if reply.code == 530:
+        return True
+    status = reply.enhanced_status or ""
+    return status.startswith("5.7.") and "auth" in reply.text.lower()
 
 
 def _is_loopback(host: str) -> bool:
@@ -1120,9 +1170,39 @@ class EmailBackend(BaseEmailBackend):
             return SMTPConnection(client, self.timeout)
         except BaseException as exc:
             client.close()
-            if isinstance(exc, Exception) and not isinstance(exc, MailError):
-                raise map_error(exc, where) from exc
-            raise  # ours already, with its cause kept
+            if isinstance(exc, MailError):
+                self._hinted(exc, exc)
+                raise  # ours already, with its cause kept
+            if isinstance(exc, Exception):
+                raise self._hinted(map_error(exc, where), exc) from exc
+            raise
+
+    def _hinted(self, error: MailError, exc: BaseException) -> MailError:
+        """*error*, saying what to check for the connect failures users hit
+        most (a wrong host or port, TLS of the wrong kind)."""
+        if _caused_by(exc, ConnectionRefusedError):
+            return _add_hint(
+                error,
+                f"Is an SMTP server listening on {self.host}:{self.port}? Check "
+                "EMAIL_HOST and EMAIL_PORT (or the host and port options)",
+            )
+        if self.use_ssl and isinstance(error, TLSError) and _plain_answer(exc):
+            return _add_hint(
+                error,
+                f"The server on port {self.port} answered without TLS: use_ssl "
+                "(EMAIL_USE_SSL) is implicit TLS, usually port 465; for STARTTLS "
+                "set use_tls (EMAIL_USE_TLS) instead, usually with port 587",
+            )
+        if (
+            not self.use_ssl
+            and self.port == 465
+            and isinstance(error, SMTPTimeoutError)
+        ):
+            return _add_hint(
+                error,
+                "Port 465 usually expects implicit TLS: set use_ssl (EMAIL_USE_SSL)",
+            )
+        return error
 
     async def _hello(self, client: aiosmtplib.SMTP) -> None:
         try:

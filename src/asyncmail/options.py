@@ -1,0 +1,100 @@
+"""The options of the built-in backends, as types for ``get_connection()``.
+
+``get_connection(**options)`` passes its keyword options to the backend's
+constructor. These TypedDicts name them, so that an editor completes
+``max_connections``, ``rate_limit``, ``retries`` and the rest, and mypy
+refuses a misspelt option or a value of the wrong type::
+
+    backend = get_connection(max_connections=10, rate_limit=200.0)   # checked
+    get_connection(max_conections=10)        # mypy: unexpected keyword argument
+
+They describe the constructors, which stay the source of truth (a test keeps
+the two in step); the values are checked at run time by the backends
+whatever the types say. Options of a third-party backend are not known here:
+``get_connection("myapp.Backend", **anything)`` is accepted as such.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from typing import TextIO, TypedDict
+
+__all__ = [
+    "ConnectionOptions",
+    "ConsoleOptions",
+    "FileOptions",
+    "SMTPOptions",
+]
+
+
+class SMTPOptions(TypedDict, total=False):
+    """Options of ``asyncmail.backends.smtp.EmailBackend``.
+
+    Every option is optional; those with a Django setting default to it.
+    """
+
+    #: The server's name or address (default EMAIL_HOST).
+    host: str
+    #: The server's port (default EMAIL_PORT).
+    port: int
+    #: The AUTH user name (default EMAIL_HOST_USER; empty: no AUTH).
+    username: str
+    #: The AUTH password (default EMAIL_HOST_PASSWORD).
+    password: str
+    #: STARTTLS, required when set (default EMAIL_USE_TLS).
+    use_tls: bool
+    #: Implicit TLS, e.g. port 465 (default EMAIL_USE_SSL; not with use_tls).
+    use_ssl: bool
+    #: Seconds for each wait on the server; None: no timeout (EMAIL_TIMEOUT).
+    timeout: float | None
+    #: A client certificate's key file (EMAIL_SSL_KEYFILE).
+    ssl_keyfile: str | None
+    #: A client certificate file (EMAIL_SSL_CERTFILE).
+    ssl_certfile: str | None
+    #: Your own context, replacing the verifying default.
+    ssl_context: ssl.SSLContext | None
+    #: The EHLO name (default: this host's FQDN).
+    local_hostname: str | None
+    #: Send credentials over an unencrypted connection to a remote server.
+    dangerously_allow_plaintext_auth: bool
+    #: Connections used at once (default 1: Django's behaviour).
+    max_connections: int
+    #: Retire a connection after this many messages.
+    max_messages_per_connection: int | None
+    #: Retire a connection after this many seconds.
+    max_connection_lifetime: float | None
+    #: Close a connection idle this many seconds (default 60).
+    idle_timeout: float | None
+    #: Probe (NOOP) a connection idle this long before reusing it (default 10).
+    probe_after: float | None
+    #: At most this many messages a second, over all connections.
+    rate_limit: float | None
+    #: Extra attempts for transient failures (default 2).
+    retries: int
+    #: First backoff in seconds, doubled each retry, with jitter (default 0.5).
+    retry_backoff: float
+    #: The longest backoff in seconds (default 30).
+    retry_backoff_max: float
+    #: Seconds one message may take in all, retries included (5 x timeout).
+    deadline: float | None
+
+
+class ConsoleOptions(TypedDict, total=False):
+    """Options of ``asyncmail.backends.console.EmailBackend``."""
+
+    #: Where messages are written (default: standard output).
+    stream: TextIO | None
+
+
+class FileOptions(TypedDict, total=False):
+    """Options of ``asyncmail.backends.filebased.EmailBackend``."""
+
+    #: The directory messages are written to (default EMAIL_FILE_PATH).
+    file_path: str | os.PathLike[str] | None
+
+
+class ConnectionOptions(SMTPOptions, ConsoleOptions, FileOptions, total=False):
+    """Any built-in backend's options: what ``get_connection(**options)``
+    accepts when the backend comes from the settings (EMAIL_BACKEND or a
+    named mailer), which are not known until run time."""
