@@ -37,6 +37,7 @@ from ..exceptions import (
     MailError,
     is_transient,
 )
+from ..observability import traced_delivery
 from ..results import (
     MessageResult,
     Outcome,
@@ -302,6 +303,7 @@ class BaseEmailBackend:
         async for message in messages:
             publish(await self.deliver_or_fail(message))
 
+    @traced_delivery  # with OpenTelemetry installed: a span per message
     async def deliver_or_fail(self, message: EmailMessage) -> MessageResult:
         """Deliver one message, turning what stops it into a failed result:
         one bad message fails alone, with its reason, and the batch goes on."""

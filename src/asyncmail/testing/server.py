@@ -58,6 +58,22 @@ class _Handler:
     def __init__(self, server: SMTPTestServer) -> None:
         self.server = server
 
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self,
+        smtp: SMTPProtocol,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        # AUTH required when credentials are set (not aiosmtpd's auth_required,
+        # which warns when TLS is not required too).
+        if self.server.credentials is not None and not session.authenticated:
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self,
         smtp: SMTPProtocol,
@@ -249,7 +265,6 @@ class SMTPTestServer:
                 )
 
             options["authenticator"] = check
-            options["auth_required"] = True
         protocol: SMTPProtocol = Protocol(_Handler(self), **options)
         return protocol
 
