@@ -62,7 +62,11 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/."""
     session.install(
-        ".[server,uvloop,jinja2,otel]", "mypy>=1.10", "types-aiofiles", "pytest", "starlette"
+        ".[server,uvloop,jinja2,otel]",
+        "mypy>=1.10",
+        "types-aiofiles",
+        "pytest",
+        "starlette",
     )
     session.run("mypy")
 

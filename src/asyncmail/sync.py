@@ -94,6 +94,8 @@ class _LibraryLoop:
             import uvloop  # noqa: F401
 
             options["use_uvloop"] = True
+        if self._context is not None and self._pid != os.getpid():
+            _forked_away.append(self._context)
         context = start_blocking_portal("asyncio", options, name="asyncmail-event-loop")
         portal = context.__enter__()
         self._opened = weakref.WeakSet()  # after a fork: the parent's, not ours
@@ -120,6 +122,8 @@ class _LibraryLoop:
             portal, self._portal = self._portal, None
             self._thread_id = None
             left_open, self._opened = list(self._opened), weakref.WeakSet()
+            if context is not None and self._pid != os.getpid():
+                _forked_away.append(context)
             if context is None or portal is None or self._pid != os.getpid():
                 return
             if left_open:
@@ -131,6 +135,10 @@ class _LibraryLoop:
                 portal.call(portal.stop, True)
             context.__exit__(None, None, None)
 
+
+#: The parent's portal contexts, in a forked child: never finalised, since
+#: finalising one waits for the parent's loop thread, which the child lacks.
+_forked_away: list[AbstractContextManager[BlockingPortal]] = []
 
 _loop = _LibraryLoop()
 atexit.register(_loop.shutdown)

@@ -263,6 +263,7 @@ class CaptureBackend(_LocmemBackend):
         await _read_attached_files(stored)
         self.outbox._record(stored, data)
         result = accepted_result(message, rendered.message_id)
+        stored.result = result  # the copy tells its outcome too
         self.outbox.results.append(result)
         return result
 
