@@ -8,6 +8,7 @@ import asyncio
 import contextvars
 import re
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -467,3 +468,15 @@ def test_outbox_keeps_copies_and_the_sent_bytes(mailoutbox: Outbox) -> None:
     mailoutbox.clear()
     assert len(mailoutbox) == 0
     assert mailoutbox.results == []
+
+
+def test_the_testing_pages_examples_pass_as_a_project(
+    pytester: pytest.Pytester,
+) -> None:
+    # docs/pages/testing.md, every python block, as one test module of a
+    # user's project: the documented tests run under the installed plugin.
+    page = Path(__file__).resolve().parent.parent / "docs" / "pages" / "testing.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", page.read_text("utf-8"), re.M | re.S)
+    pytester.makepyfile(test_page="\n\n".join(blocks))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    result.assert_outcomes(passed=6)
