@@ -9,6 +9,7 @@ import contextvars
 import re
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -480,3 +481,38 @@ def test_the_testing_pages_examples_pass_as_a_project(
     pytester.makepyfile(test_page="\n\n".join(blocks))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
     result.assert_outcomes(passed=6)
+
+
+@pytest.fixture
+def bulk_mailer() -> None:
+    # A named mailer configured by the application, pointing elsewhere.
+    asyncmail.configure(
+        MAILERS={
+            "bulk": {
+                "BACKEND": "asyncmail.backends.smtp.EmailBackend",
+                "OPTIONS": {"host": "mail.invalid", "port": 2525},
+            }
+        }
+    )
+
+
+@pytest.mark.parametrize("smtp_server", [{}, {"tls": True}], indirect=True)
+def test_smtp_server_takes_over_named_mailers(
+    bulk_mailer: None, smtp_server: asyncmail.testing.SMTPTestServer
+) -> None:
+    asyncmail.send_mail("Bulk", "x", None, ["ada@example.com"], using="bulk")
+    asyncmail.send_mail("Default", "x", None, ["bob@example.com"])
+    assert [m.subject for m in smtp_server.messages] == ["Bulk", "Default"]
+    assert all(m.tls is smtp_server.tls for m in smtp_server.messages)
+
+
+def test_smtp_server_requires_auth_when_it_has_credentials(
+    smtp_server_factory: Any,
+) -> None:
+    server = smtp_server_factory(credentials=("user", "pw"))
+    anonymous = server.connection(username="", password="", retries=0)
+    message = EmailMessage("Hi", "x", None, ["ada@example.com"])
+    with pytest.raises(asyncmail.SendError) as failure:
+        anonymous.blocking().send_messages([message])
+    assert "530" in str(failure.value)
+    assert server.messages == []

@@ -200,6 +200,7 @@ class Outbox(list["EmailMessage"]):
     def capturing(self) -> Iterator[Outbox]:
         """Capture into this outbox for the duration of the block (it nests;
         the innermost outbox of the current context wins)."""
+        previous = routing._current.get()
         token = routing._current.set(self)
         with routing._lock:
             routing._active.append(self)
@@ -215,7 +216,7 @@ class Outbox(list["EmailMessage"]):
             try:
                 routing._current.reset(token)
             except ValueError:  # left in another context (e.g. a fixture runner)
-                routing._current.set(None)
+                routing._current.set(previous)
 
     def __repr__(self) -> str:
         return f"<Outbox of {len(self)} message{'s' if len(self) != 1 else ''}>"

@@ -163,9 +163,28 @@ class SMTPTestServer:
         """The asyncmail settings that send through this server (for
         ``asyncmail.settings.override(**server.settings())``).
 
-        With TLS, the default mailer carries an ``ssl_context`` that trusts
-        the test CA (there is no setting for a CA file).
+        Every named mailer configured now (``MAILERS``) is pointed at this
+        server too, so that ``using="bulk"`` cannot reach a real one; with
+        TLS, the mailers carry an ``ssl_context`` that trusts the test CA
+        (there is no setting for a CA file).
         """
+        from ..settings import settings as current
+
+        options: dict[str, Any] = {}
+        if self.client_context is not None:
+            options["ssl_context"] = self.client_context
+        mailers = {
+            alias: {
+                "BACKEND": "asyncmail.backends.smtp.EmailBackend",
+                "OPTIONS": options,
+            }
+            for alias in current.MAILERS
+        }
+        if self.client_context is not None:
+            mailers["default"] = {
+                "BACKEND": "asyncmail.backends.smtp.EmailBackend",
+                "OPTIONS": options,
+            }
         values: dict[str, Any] = {
             "EMAIL_BACKEND": "asyncmail.backends.smtp.EmailBackend",
             "EMAIL_HOST": self.host,
@@ -174,15 +193,8 @@ class SMTPTestServer:
             "EMAIL_USE_SSL": False,
             "EMAIL_HOST_USER": self.credentials[0] if self.credentials else "",
             "EMAIL_HOST_PASSWORD": self.credentials[1] if self.credentials else "",
-            "MAILERS": {},
+            "MAILERS": mailers,
         }
-        if self.client_context is not None:
-            values["MAILERS"] = {
-                "default": {
-                    "BACKEND": "asyncmail.backends.smtp.EmailBackend",
-                    "OPTIONS": {"ssl_context": self.client_context},
-                }
-            }
         return values
 
     def connection(self, **options: Any) -> SMTPBackend:
