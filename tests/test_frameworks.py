@@ -8,6 +8,8 @@ import contextlib
 import logging
 import multiprocessing
 import re
+import subprocess
+import sys
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -304,3 +306,39 @@ def test_bulk_rows_render_lazily_and_need_a_recipient(mailoutbox: Outbox) -> Non
     assert first.to == ["a@example.com"]
     with pytest.raises(asyncmail.ConfigurationError, match="Row 2 has no 'to'"):
         next(messages)
+
+
+FORKING_WORKER = """
+import os, sys
+import asyncmail
+
+asyncmail.configure(EMAIL_HOST="127.0.0.1", EMAIL_PORT={port}, EMAIL_TIMEOUT=10)
+asyncmail.send_mail("parent", "x", None, ["p@example.com"])  # the loop thread runs
+pid = os.fork()
+if pid == 0:  # a work horse: sends, then exits normally (atexit runs)
+    asyncmail.send_mail("child", "x", None, ["c@example.com"])
+    sys.exit(0)
+_, status = os.waitpid(pid, 0)
+asyncmail.send_mail("parent again", "x", None, ["p@example.com"])
+print(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_sends_and_exits_cleanly(smtp_server: SMTPTestServer) -> None:
+    # The child inherits the parent's library loop object but not its
+    # thread: it must start its own, and neither sending nor exiting may
+    # wait for the parent's.
+    done = subprocess.run(
+        [sys.executable, "-c", FORKING_WORKER.format(port=smtp_server.port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
+    assert [m.subject for m in smtp_server.messages] == [
+        "parent",
+        "child",
+        "parent again",
+    ]
