@@ -200,3 +200,23 @@ def test_local_backends_log_outcomes_too(
     statuses = [r.mail_status for r in records(caplog)]  # type: ignore[attr-defined]
     assert statuses == ["sent", "skipped"]
     mailoutbox.assert_sent(count=1)
+
+
+def test_a_batch_failing_with_one_error_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="asyncmail.send")
+    backend = EmailBackend(host="127.0.0.1", port=unused_port(), retries=0, timeout=5)
+    messages = [
+        EmailMessage(f"n{i}", BODY, None, [f"u{i}@example.com"]) for i in range(40)
+    ]
+    assert backend.blocking().send_messages(messages, fail_silently=True) == 0
+    outcomes = records(caplog, "asyncmail.send")
+    assert len(outcomes) == 40  # one record per message, still
+    assert all(r.mail_status == "failed" for r in outcomes)  # type: ignore[attr-defined]
+    assert [r.levelno for r in outcomes] == [logging.WARNING] + [logging.DEBUG] * 39
+    # A different failure afterwards warns again.
+    with SMTPTestServer(refuse={"x@example.com": "550 5.1.1 no"}) as server:
+        refused = EmailMessage("r", BODY, None, ["x@example.com"])
+        backend_for(server).blocking().send_messages([refused], fail_silently=True)
+    assert records(caplog, "asyncmail.send")[-1].levelno == logging.WARNING

@@ -17,12 +17,14 @@ Logging (stdlib, the ``asyncmail`` logger; it has no handler of its own)
     ======================================  =========  ======================
 
     So at INFO a bulk run of a million good messages logs nothing, and every
-    problem is one line. Records carry structured fields (``mail_message_id``,
-    ``mail_status``, ``mail_recipients`` (a count), ``mail_attempts``,
-    ``mail_reply``, ``mail_error``; ``smtp_host``, ``smtp_port``) for JSON
-    formatters. Secrets and bodies are never logged; addresses only at DEBUG
-    (above it, the local part of any address in a server's reply or an
-    error is masked: ``a***@example.com``).
+    problem is one line; when a whole batch fails with one and the same
+    error (the server unreachable), that is one WARNING, the rest DEBUG.
+    Records carry structured fields (``mail_message_id``, ``mail_status``,
+    ``mail_recipients`` (a count), ``mail_attempts``, ``mail_reply``,
+    ``mail_error``; ``smtp_host``, ``smtp_port``) for JSON formatters.
+    Secrets and bodies are never logged; addresses only at DEBUG (above it,
+    the local part of any address in a server's reply or an error is
+    masked: ``a***@example.com``).
 
 OpenTelemetry (``pip install "asyncmail[otel]"``)
     A span per message sent (``email send``; a child of the caller's span)
@@ -102,17 +104,30 @@ def _safe(text: str, *, full: bool) -> str:
     return text if full else _ADDRESS.sub(_mask, text)
 
 
+class _Repeats:
+    """The error of the last failed message: when a whole batch fails with
+    one and the same error (the server is unreachable, or the backend could
+    not open), the first message is a WARNING and the others DEBUG."""
+
+    error: BaseException | None = None
+
+
 def message_outcome(result: MessageResult) -> None:
     """One message's outcome (called by :func:`asyncmail.results.record`)."""
     if OTEL_AVAILABLE and (instruments := _load()) is not None:
         instruments.count(result)
     ok = result.ok
     level = logging.DEBUG if ok else logging.WARNING
+    error = result.error
+    if error is not None:
+        if error is _Repeats.error:
+            level = logging.DEBUG  # the same failure again: said once already
+        else:
+            _Repeats.error = error
     if not send_logger.isEnabledFor(level):
         return
     full = send_logger.isEnabledFor(logging.DEBUG)
     status = result.status.value
-    error = result.error
     fields: dict[str, Any] = {
         "mail_message_id": result.message_id,
         "mail_status": status,
