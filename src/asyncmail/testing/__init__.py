@@ -21,13 +21,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .outbox import CaptureBackend, Outbox, capture_mail
+    from .outbox import CaptureBackend, Criteria, Outbox, capture_mail
     from .routing import AmbiguousCaptureError
     from .server import ReceivedMail, SMTPTestServer
 
 __all__ = [
     "AmbiguousCaptureError",
     "CaptureBackend",
+    "Criteria",
     "Outbox",
     "ReceivedMail",
     "SMTPTestServer",
@@ -37,6 +38,7 @@ __all__ = [
 _WHERE = {
     "AmbiguousCaptureError": "routing",
     "CaptureBackend": "outbox",
+    "Criteria": "outbox",
     "Outbox": "outbox",
     "ReceivedMail": "server",
     "SMTPTestServer": "server",

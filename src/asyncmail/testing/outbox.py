@@ -29,9 +29,9 @@ import email.message
 import email.policy
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from email.parser import BytesParser
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, Unpack
 
 from ..backends.base import BaseEmailBackend, accepted_result
 from ..backends.locmem import EmailBackend as _LocmemBackend
@@ -42,10 +42,40 @@ if TYPE_CHECKING:
     from ..message import EmailMessage
     from ..results import MessageResult
 
-__all__ = ["CaptureBackend", "Outbox", "capture_mail"]
+__all__ = ["CaptureBackend", "Criteria", "Outbox", "capture_mail"]
 
 
 _SNIPPET = 120  # characters of a body shown in a failure message
+
+#: A text criterion: a string, a compiled pattern (searched), or a predicate.
+TextCriterion: TypeAlias = str | re.Pattern[str] | Callable[[str], bool]
+#: One address (string, ``(name, address)`` pair, Address) or several.
+AddressCriterion: TypeAlias = Any
+#: An attachment criterion: a file name, a ``(filename, mimetype)`` pair, a
+#: predicate on ``(filename, content, mimetype)``, or a list of those.
+AttachmentCriterion: TypeAlias = (
+    str
+    | tuple[str, str]
+    | Callable[[str | None, bytes, str], bool]
+    | list[str | tuple[str, str] | Callable[[str | None, bytes, str], bool]]
+)
+
+
+class Criteria(TypedDict, total=False):
+    """The criteria of :meth:`Outbox.assert_sent` and friends (all optional)."""
+
+    to: AddressCriterion
+    cc: AddressCriterion
+    bcc: AddressCriterion
+    reply_to: AddressCriterion
+    recipients: AddressCriterion
+    from_email: AddressCriterion
+    subject: TextCriterion
+    body: TextCriterion
+    html: TextCriterion
+    attachment: AttachmentCriterion
+    headers: Mapping[str, str | re.Pattern[str]]
+    where: Callable[[EmailMessage], object]
 
 
 class Outbox(list["EmailMessage"]):
@@ -102,13 +132,13 @@ class Outbox(list["EmailMessage"]):
 
     # -- queries and assertions ----------------------------------------------------
 
-    def filter(self, **criteria: Any) -> list[EmailMessage]:
+    def filter(self, **criteria: Unpack[Criteria]) -> list[EmailMessage]:
         """The messages matching every criterion (see :meth:`assert_sent`)."""
         checks = _criteria(criteria)
         return [m for m in list(self) if not _mismatches(self, m, checks)]
 
     def assert_sent(
-        self, count: int | None = None, **criteria: Any
+        self, count: int | None = None, **criteria: Unpack[Criteria]
     ) -> list[EmailMessage]:
         """Assert that messages matching every criterion were sent; return them.
 
@@ -164,7 +194,7 @@ class Outbox(list["EmailMessage"]):
             f"{len(matched)} matched.\n{_report(self, verdicts, bool(criteria))}"
         )
 
-    def assert_not_sent(self, **criteria: Any) -> None:
+    def assert_not_sent(self, **criteria: Unpack[Criteria]) -> None:
         """Assert that no message matching every criterion was sent."""
         __tracebackhide__ = True
         if not criteria:
