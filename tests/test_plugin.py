@@ -75,9 +75,13 @@ def test_first(mailoutbox, prebuilt):
 def test_second_starts_empty(mailoutbox):
     mailoutbox.assert_nothing_sent()
     assert len(asyncmail.outbox) == 0
+
+def test_the_unambiguous_name(asyncmail_outbox):
+    send_mail("Hi", "Body", None, ["ada@example.com"])
+    asyncmail_outbox.assert_sent(count=1)
 """,
     )
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 def test_anyio_tests_capture_async_sends(pytester: pytest.Pytester) -> None:

@@ -7,7 +7,8 @@ plugin defines no hooks and imports nothing of asyncmail until then):
     every send in the test, async or blocking, through any backend (also
     one built before the test), lands in an :class:`~asyncmail.testing.Outbox`,
     empty at the start of each test; ``asyncmail.outbox`` is the same list
-    for the test's duration.
+    for the test's duration. ``asyncmail_outbox`` is the same fixture under a
+    name that cannot clash with pytest-django's own ``mailoutbox``.
 ``smtp_server``
     a real SMTP server on 127.0.0.1 (:class:`~asyncmail.testing.SMTPTestServer`)
     with asyncmail's settings pointed at it for the test. Parametrise it
@@ -33,12 +34,10 @@ if TYPE_CHECKING:
     from .outbox import Outbox
     from .server import SMTPTestServer
 
-__all__ = ["mailoutbox", "smtp_server", "smtp_server_factory"]
+__all__ = ["asyncmail_outbox", "mailoutbox", "smtp_server", "smtp_server_factory"]
 
 
-@pytest.fixture
-def mailoutbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Outbox]:
-    """Capture every e-mail the test sends; see :mod:`asyncmail.testing.outbox`."""
+def _capture(monkeypatch: pytest.MonkeyPatch) -> Iterator[Outbox]:
     import asyncmail
 
     from .outbox import Outbox
@@ -47,6 +46,19 @@ def mailoutbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Outbox]:
     monkeypatch.setattr(asyncmail, "outbox", outbox)
     with outbox.capturing():
         yield outbox
+
+
+@pytest.fixture
+def mailoutbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Outbox]:
+    """Capture every e-mail the test sends; see :mod:`asyncmail.testing.outbox`."""
+    yield from _capture(monkeypatch)
+
+
+@pytest.fixture
+def asyncmail_outbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Outbox]:
+    """``mailoutbox`` under a name no other plugin uses (pytest-django has a
+    ``mailoutbox`` of its own, for ``django.core.mail``)."""
+    yield from _capture(monkeypatch)
 
 
 @pytest.fixture
