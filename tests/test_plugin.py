@@ -520,3 +520,18 @@ def test_smtp_server_requires_auth_when_it_has_credentials(
         anonymous.blocking().send_messages([message])
     assert "530" in str(failure.value)
     assert server.messages == []
+
+
+@pytest.mark.parametrize(
+    "smtp_server", [{"implicit_tls": True, "credentials": ("u", "pw")}], indirect=True
+)
+def test_smtp_server_with_implicit_tls(
+    smtp_server: asyncmail.testing.SMTPTestServer,
+) -> None:
+    asyncmail.send_mail("Hi", "x", None, ["ada@example.com"])
+    [received] = smtp_server.messages
+    assert received.tls
+    assert received.login == "u"
+    assert "TLS" in repr(smtp_server)
+    with pytest.raises(ValueError, match="exclusive"):
+        asyncmail.testing.SMTPTestServer(tls=True, implicit_tls=True)

@@ -7,12 +7,14 @@ talk to it. It records every envelope with the bytes received (after
 dot-unstuffing) and the message parsed back, whether the session was
 encrypted, and who logged in.
 
-Options: ``tls=True`` offers STARTTLS with a certificate for 127.0.0.1 and
-localhost from a throw-away trustme CA (:attr:`SMTPTestServer.client_context`
-trusts it); ``credentials=("user", "password")`` offers AUTH and requires it
-before MAIL; ``refuse={"bad@example.com": "550 5.1.1 No such user"}`` refuses
-recipients. :meth:`SMTPTestServer.settings` gives the asyncmail settings that
-point sends at it (the ``smtp_server`` fixture applies them for the test).
+Options: ``tls=True`` offers STARTTLS (and requires it) with a certificate
+for 127.0.0.1 and localhost from a throw-away trustme CA
+(:attr:`SMTPTestServer.client_context` trusts it); ``implicit_tls=True``
+speaks TLS from the first byte instead (port 465 style);
+``credentials=("user", "password")`` offers AUTH and requires it before MAIL;
+``refuse={"bad@example.com": "550 5.1.1 No such user"}`` refuses recipients.
+:meth:`SMTPTestServer.settings` gives the asyncmail settings that point
+sends at it (the ``smtp_server`` fixture applies them for the test).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class ReceivedMail:
     rcpt_tos: tuple[str, ...]
     data: bytes  # as received, CRLF line endings, dot-unstuffed
     mail_options: tuple[str, ...]
-    tls: bool  # the session was encrypted (STARTTLS) when the data came
+    tls: bool  # the session was encrypted (STARTTLS or implicit) for the data
     login: str | None  # the user name it authenticated as, if any
     message: email.message.EmailMessage = field(repr=False, compare=False)
 
@@ -104,7 +106,11 @@ class _Handler:
             rcpt_tos=tuple(envelope.rcpt_tos),
             data=data,
             mail_options=tuple(envelope.mail_options),
-            tls=session.ssl is not None,
+            tls=session.ssl is not None
+            or (
+                smtp.transport is not None
+                and smtp.transport.get_extra_info("ssl_object") is not None
+            ),
             login=auth.login.decode("utf-8", "replace")
             if session.authenticated and isinstance(auth, LoginPassword)
             else None,
@@ -123,19 +129,23 @@ class SMTPTestServer:
         self,
         *,
         tls: bool = False,
+        implicit_tls: bool = False,
         credentials: tuple[str, str] | None = None,
         refuse: dict[str, str] | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.host = host
         self.port = 0
+        if tls and implicit_tls:
+            raise ValueError("tls (STARTTLS) and implicit_tls are exclusive")
         self.tls = tls
+        self.implicit_tls = implicit_tls
         self.credentials = credentials
         self.refuse: dict[str, str] = dict(refuse or {})
         self.messages: list[ReceivedMail] = []
         #: How many SMTP sessions (connections) clients opened.
         self.sessions = 0
-        #: With ``tls=True``: an SSL context that trusts the server's CA.
+        #: With TLS: an SSL context that trusts the server's CA.
         self.client_context: ssl.SSLContext | None = None
         self._server_context: ssl.SSLContext | None = None
         self._lock = threading.Lock()
@@ -190,7 +200,7 @@ class SMTPTestServer:
             "EMAIL_HOST": self.host,
             "EMAIL_PORT": self.port,
             "EMAIL_USE_TLS": self.tls,
-            "EMAIL_USE_SSL": False,
+            "EMAIL_USE_SSL": self.implicit_tls,
             "EMAIL_HOST_USER": self.credentials[0] if self.credentials else "",
             "EMAIL_HOST_PASSWORD": self.credentials[1] if self.credentials else "",
             "MAILERS": mailers,
@@ -205,7 +215,7 @@ class SMTPTestServer:
             "host": self.host,
             "port": self.port,
             "use_tls": self.tls,
-            "use_ssl": False,
+            "use_ssl": self.implicit_tls,
             "username": self.credentials[0] if self.credentials else "",
             "password": self.credentials[1] if self.credentials else "",
         }
@@ -253,9 +263,9 @@ class SMTPTestServer:
             "hostname": "asyncmail-test-server",
             "ident": "asyncmail test server",
             "enable_SMTPUTF8": True,
-            "tls_context": self._server_context,
+            "tls_context": None if self.implicit_tls else self._server_context,
             "require_starttls": self.tls,
-            "auth_require_tls": self.tls,
+            "auth_require_tls": self.tls,  # implicit TLS: encrypted already
         }
         if self.credentials is not None:
             user, password = self.credentials
@@ -290,7 +300,7 @@ class SMTPTestServer:
             ) from None
         if self._thread is not None:
             return self
-        if self.tls and self._server_context is None:
+        if (self.tls or self.implicit_tls) and self._server_context is None:
             self._make_tls()
         ready = threading.Event()
         failure: list[BaseException] = []
@@ -300,7 +310,12 @@ class SMTPTestServer:
             self._loop = loop
             try:
                 self._server = loop.run_until_complete(
-                    loop.create_server(self._protocol, host=self.host, port=0)
+                    loop.create_server(
+                        self._protocol,
+                        host=self.host,
+                        port=0,
+                        ssl=self._server_context if self.implicit_tls else None,
+                    )
                 )
                 self.port = self._server.sockets[0].getsockname()[1]
             except BaseException as exc:
@@ -357,7 +372,11 @@ class SMTPTestServer:
         state = "listening" if self._thread is not None else "stopped"
         extras = "".join(
             flag
-            for flag, on in ((" STARTTLS", self.tls), (" AUTH", self.credentials))
+            for flag, on in (
+                (" STARTTLS", self.tls),
+                (" TLS", self.implicit_tls),
+                (" AUTH", self.credentials),
+            )
             if on
         )
         return (
