@@ -109,7 +109,9 @@ class _Repeats:
     one and the same error (the server is unreachable, or the backend could
     not open), the first message is a WARNING and the others DEBUG."""
 
-    error: BaseException | None = None
+    # (id, type, text), not the error itself: holding it would keep its
+    # traceback's frames (and the messages they hold) alive.
+    key: tuple[int, type[BaseException], str] | None = None
 
 
 def message_outcome(result: MessageResult) -> None:
@@ -120,10 +122,11 @@ def message_outcome(result: MessageResult) -> None:
     level = logging.DEBUG if ok else logging.WARNING
     error = result.error
     if error is not None:
-        if error is _Repeats.error:
+        key = (id(error), type(error), str(error))
+        if key == _Repeats.key:
             level = logging.DEBUG  # the same failure again: said once already
         else:
-            _Repeats.error = error
+            _Repeats.key = key
     if not send_logger.isEnabledFor(level):
         return
     full = send_logger.isEnabledFor(logging.DEBUG)
