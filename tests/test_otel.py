@@ -4,6 +4,7 @@ cost (nothing imported, nothing wrapped) when it is not installed."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -220,10 +221,56 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("script", [ABSENT, LAZY], ids=["absent", "lazy"])
+GLOBAL_PROVIDER_LATER = """
+import asyncmail
+from asyncmail import observability
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+asyncmail.configure(EMAIL_BACKEND="asyncmail.backends.locmem.EmailBackend")
+asyncmail.send_mail("before", "x", None, ["ada@example.com"])
+instruments = observability._Loaded.instruments
+# Nothing installed yet: spans are skipped, cheaply (the API's globals are
+# read directly: this fails if a new OpenTelemetry API renames them).
+assert instruments._fast and not instruments.live()
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+trace.set_tracer_provider(provider)
+asyncmail.send_mail("after", "x", None, ["ada@example.com"])
+assert instruments.live()
+[span] = exporter.get_finished_spans()
+assert span.name == "email send"
+print("ok")
+"""
+
+SDK_DISABLED = """
+import os
+assert os.environ["OTEL_SDK_DISABLED"] == "true"
+from asyncmail import observability
+from asyncmail.backends.base import BaseEmailBackend
+assert observability.OTEL_AVAILABLE is False
+assert not hasattr(BaseEmailBackend.deliver_or_fail, "__wrapped__")
+print("ok")
+"""
+
+
+@pytest.mark.parametrize(
+    "script",
+    [ABSENT, LAZY, GLOBAL_PROVIDER_LATER, SDK_DISABLED],
+    ids=["absent", "lazy", "global-provider-later", "sdk-disabled"],
+)
 def test_no_cost_when_not_installed_and_lazy_when_it_is(script: str) -> None:
+    environment = dict(os.environ)
+    environment.pop("OTEL_SDK_DISABLED", None)
+    if script is SDK_DISABLED:
+        environment["OTEL_SDK_DISABLED"] = "true"
     done = subprocess.run(
         [sys.executable, "-W", "error", "-c", script],
+        env=environment,
         capture_output=True,
         text=True,
         timeout=60,

@@ -34,7 +34,8 @@ OpenTelemetry (``pip install "asyncmail[otel]"``)
     ``asyncmail.messages`` (by ``email.status``) and ``asyncmail.recipients``
     (by ``email.outcome``); and the histogram ``asyncmail.send.duration``
     (seconds per message, retries included). They go to whatever tracer and
-    meter providers the application installed (none: the API's no-ops).
+    meter providers the application installed; until it installs one,
+    they are skipped (cheaply). ``OTEL_SDK_DISABLED=true`` turns them off.
 
     Zero cost when the package is not installed: whether it is is looked up
     once, at import, without importing it, and then the hooks are the
@@ -46,6 +47,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -73,6 +75,8 @@ smtp_logger: Final = logging.getLogger("asyncmail.smtp")
 
 
 def _otel_installed() -> bool:
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False  # OpenTelemetry's own switch: off for every signal
     try:
         return importlib.util.find_spec("opentelemetry") is not None
     except (ImportError, ValueError):  # hidden, or a broken install
@@ -116,7 +120,7 @@ class _Repeats:
 
 def message_outcome(result: MessageResult) -> None:
     """One message's outcome (called by :func:`asyncmail.results.record`)."""
-    if OTEL_AVAILABLE and (instruments := _load()) is not None:
+    if OTEL_AVAILABLE and (instruments := _load()) is not None and instruments.live():
         instruments.count(result)
     ok = result.ok
     level = logging.DEBUG if ok else logging.WARNING
@@ -252,6 +256,8 @@ def traced_connect(
         tls = _tls_mode(backend)
         started = time.perf_counter()
         instruments = _load() if OTEL_AVAILABLE else None
+        if instruments is not None and not instruments.live():
+            instruments = None
         span = None if instruments is None else instruments.connect_span(backend, tls)
         try:
             connection = await connect(backend)
@@ -280,7 +286,7 @@ def traced_delivery(deliver: Deliver) -> Deliver:
         backend: BaseEmailBackend, message: EmailMessage
     ) -> MessageResult:
         instruments = _load()
-        if instruments is None:
+        if instruments is None or not instruments.live():
             return await deliver(backend, message)
         return await instruments.deliver(deliver, backend, message)
 
@@ -299,6 +305,27 @@ class _Instruments:
         from . import __version__
 
         self.trace = trace
+        self.metrics = metrics
+        # Until the application installs a provider, the API hands out its
+        # proxies, and every span and measurement would go nowhere: skip
+        # them (a few microseconds a message) while both are still those.
+        self._unset = (
+            None
+            if tracer_provider is not None or meter_provider is not None
+            else (trace.get_tracer_provider(), metrics.get_meter_provider())
+        )
+        # The public getters read the environment on every call (~1 us);
+        # the API's own globals say the same for free. Used only when they
+        # exist and no provider is named by environment variable.
+        from opentelemetry.metrics import _internal as metrics_internal
+
+        self._globals = (trace, metrics_internal)
+        self._fast = (
+            hasattr(trace, "_TRACER_PROVIDER")
+            and hasattr(metrics_internal, "_METER_PROVIDER")
+            and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ
+            and "OTEL_PYTHON_METER_PROVIDER" not in os.environ
+        )
         self.tracer = trace.get_tracer(
             "asyncmail", __version__, tracer_provider=tracer_provider
         )
@@ -318,6 +345,24 @@ class _Instruments:
             unit="s",
             description="Time to send one message, retries included",
         )
+
+    def live(self) -> bool:
+        """Whether anything records what asyncmail emits (checked per
+        message until a provider is installed; providers are set once)."""
+        unset = self._unset
+        if unset is None:
+            return True
+        if self._fast:
+            tracing, metering = self._globals
+            if tracing._TRACER_PROVIDER is None and metering._METER_PROVIDER is None:
+                return False
+        elif (
+            self.trace.get_tracer_provider() is unset[0]
+            and self.metrics.get_meter_provider() is unset[1]
+        ):
+            return False
+        self._unset = None
+        return True
 
     def count(self, result: MessageResult) -> None:
         self.messages.add(1, {"email.status": result.status.value})
