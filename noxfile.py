@@ -61,7 +61,13 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHONS[:1])
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/."""
-    session.install(".[server,uvloop]", "mypy>=1.10", "types-aiofiles")
+    session.install(
+        ".[server,uvloop,jinja2,otel]",
+        "mypy>=1.10",
+        "types-aiofiles",
+        "pytest",
+        "starlette",
+    )
     session.run("mypy")
 
 

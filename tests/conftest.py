@@ -1,4 +1,8 @@
-"""Shared fixtures: anyio backends (asyncio, asyncio+uvloop), clean settings."""
+"""Shared fixtures: anyio backends (asyncio, asyncio+uvloop), clean settings.
+
+asyncmail's own pytest plugin (``mailoutbox``, ``smtp_server``) is loaded
+through its entry point, as in any project that installs asyncmail; the
+clean-settings fixture checks that no capture outlives its test."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 import asyncmail
+from asyncmail.testing import routing
 
 BACKENDS = [pytest.param(("asyncio", {}), id="asyncio")]
 if importlib.util.find_spec("uvloop") is not None:
@@ -32,3 +37,5 @@ def clean_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         asyncmail.outbox.clear()
         yield
     asyncmail.settings.reload_environment()
+    # The plugin's mailoutbox (and capture_mail) must end with their test.
+    assert routing._active == [], "a mail capture outlived its test"

@@ -46,6 +46,7 @@ from asyncmail import (
 from asyncmail.backends.base import BackendState
 from asyncmail.backends.smtp import EmailBackend
 from asyncmail.message import STREAM_THRESHOLD
+from asyncmail.testing import Outbox
 from scriptserver import DEFAULT_EXTENSIONS, Act, ScriptServer, reply, settle
 from smtpserver import unused_port
 
@@ -472,7 +473,7 @@ async def test_concurrent_sends_on_a_closed_backend_leave_it_closed() -> None:
 
 
 async def test_fqdn_is_looked_up_off_the_event_loop(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, mailoutbox: Outbox
 ) -> None:
     callers: list[threading.Thread] = []
 
@@ -482,22 +483,19 @@ async def test_fqdn_is_looked_up_off_the_event_loop(
 
     monkeypatch.setattr(asyncmail.dnsname, "_fqdn", None)
     monkeypatch.setattr(socket, "getfqdn", getfqdn)
-    with (
-        asyncmail.settings.override(
-            EMAIL_BACKEND="asyncmail.backends.locmem.EmailBackend"
-        ),
-        asyncmail.collect_results() as results,
-    ):
+    with asyncmail.collect_results() as results:
         assert await asyncmail.asend_mail(
             "Subject", "Body", "sender@example.com", ["rcpt@example.com"]
         )
 
     assert callers, "socket.getfqdn was not called"
     assert threading.current_thread() not in callers
-    assert len(asyncmail.outbox) == 1
+    [sent] = mailoutbox.assert_sent(count=1, to="rcpt@example.com")
     (result,) = results
     assert result.status is MessageStatus.SENT
     assert result.message_id is not None
+    assert result.message_id.endswith("@host.regressions.example>")
+    assert mailoutbox.parsed(sent)["Message-ID"] == result.message_id
     assert result.message_id.endswith("@host.regressions.example>")
 
 

@@ -29,6 +29,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import observability
+
 if TYPE_CHECKING:
     from .exceptions import MailError
     from .message import EmailMessage
@@ -215,6 +217,7 @@ def record(result: MessageResult, callback: ResultCallback | None = None) -> Non
     scope, and to the caller's callback."""
     if result.message is not None:
         result.message.result = result
+    observability.message_outcome(result)  # logging, metrics
     for collector in _collectors.get():
         collector.append(result)
     if callback is not None:

@@ -95,6 +95,8 @@ class _LibraryLoop:
             import uvloop  # noqa: F401
 
             options["use_uvloop"] = True
+        if self._pid != os.getpid():
+            self._forget_parents_loop()
         context = start_blocking_portal("asyncio", options, name="asyncmail-event-loop")
         portal = context.__enter__()
         self._opened = weakref.WeakSet()  # after a fork: the parent's, not ours
@@ -102,6 +104,14 @@ class _LibraryLoop:
         self._portal = portal
         self._pid = os.getpid()
         self._thread_id = portal.call(threading.get_ident)
+
+    def _forget_parents_loop(self, portal: BlockingPortal | None = None) -> None:
+        """In a forked child: the parent's loop thread does not exist here.
+        Mark its portal stopped, so that dropping its context (now, or at
+        exit) does not wait forever for that thread to stop it."""
+        portal = portal or self._portal
+        if portal is not None:
+            portal._event_loop_thread_id = None  # anyio's "not running"
 
     def opened(self, backend: BaseEmailBackend) -> None:
         """Remember a backend opened on this loop, to close it at shutdown."""
@@ -121,6 +131,8 @@ class _LibraryLoop:
             portal, self._portal = self._portal, None
             self._thread_id = None
             left_open, self._opened = list(self._opened), weakref.WeakSet()
+            if self._pid != os.getpid():
+                self._forget_parents_loop(portal)
             if context is None or portal is None or self._pid != os.getpid():
                 return
             if left_open:

@@ -51,6 +51,7 @@ import aiosmtplib
 import anyio
 import anyio.to_thread
 
+from .. import observability
 from ..address import envelope_address
 from ..dnsname import aget_fqdn, ascii_hostname
 from ..exceptions import (
@@ -752,6 +753,7 @@ class SMTPConnection:
 
     async def close(self) -> None:
         """QUIT politely (bounded wait), then close the transport."""
+        observability.connection_closed(self.client, broken=not self.usable)
         try:
             if self.usable:
                 timeout = min(self.timeout or QUIT_TIMEOUT, QUIT_TIMEOUT)
@@ -1124,6 +1126,7 @@ class EmailBackend(BaseEmailBackend):
             context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
         return context
 
+    @observability.traced_connect  # logs it; with OpenTelemetry, a span
     async def connect(self) -> SMTPConnection:
         """Open a new, fully set-up connection (TLS and AUTH done) or raise."""
         where = f"SMTP {self.host}:{self.port}"
@@ -1420,6 +1423,7 @@ class EmailBackend(BaseEmailBackend):
             delay = self._backoff(attempt)
             if deadline is not None and loop.time() + delay >= deadline:
                 break
+            observability.retrying(prepared.message_id, attempt, delay, step_error)
             await asyncio.sleep(delay)
             pending = retry
         ordered = {address: outcome[address] for address in prepared.recipients}

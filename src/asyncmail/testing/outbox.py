@@ -1,0 +1,525 @@
+"""The test outbox: every message sent while it captures, and assertions on them.
+
+:func:`capture_mail` makes every send in its scope, async or blocking,
+through any backend (also one built before the scope began), land in an
+:class:`Outbox` instead of going anywhere. The ``mailoutbox`` pytest fixture
+is this, for one test.
+
+An :class:`Outbox` is a list of the messages sent (deep copies, as the
+locmem backend keeps them: later changes to a message do not change what
+the test sees), in the order they were sent, plus assertions that read as
+the test's intent and fail with a list of what *was* sent and why each
+message did not match::
+
+    outbox.assert_sent(to="ada@example.com", subject="Welcome", body="activate")
+    outbox.assert_sent(count=2, attachment="report.pdf")
+    outbox.assert_not_sent(to="bob@example.com")
+    outbox.assert_nothing_sent()
+
+Bodies, headers and attachments are matched on the message *as rendered*
+(the bytes a server would receive, parsed back), so what is asserted is
+what recipients get, not what the model held.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import email.message
+import email.policy
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from email.parser import BytesParser
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, Unpack
+
+from ..backends.base import BaseEmailBackend, accepted_result
+from ..backends.locmem import EmailBackend as _LocmemBackend
+from ..backends.locmem import _read_attached_files
+from . import routing
+
+if TYPE_CHECKING:
+    from ..message import EmailMessage
+    from ..results import MessageResult
+
+__all__ = ["CaptureBackend", "Criteria", "Outbox", "capture_mail"]
+
+
+_SNIPPET = 120  # characters of a body shown in a failure message
+
+#: A text criterion: a string, a compiled pattern (searched), or a predicate.
+TextCriterion: TypeAlias = str | re.Pattern[str] | Callable[[str], bool]
+#: One address (string, ``(name, address)`` pair, Address) or several.
+AddressCriterion: TypeAlias = Any
+#: An attachment criterion: a file name, a ``(filename, mimetype)`` pair, a
+#: predicate on ``(filename, content, mimetype)``, or a list of those.
+AttachmentCriterion: TypeAlias = (
+    str
+    | tuple[str, str]
+    | Callable[[str | None, bytes, str], bool]
+    | list[str | tuple[str, str] | Callable[[str | None, bytes, str], bool]]
+)
+
+
+class Criteria(TypedDict, total=False):
+    """The criteria of :meth:`Outbox.assert_sent` and friends (all optional)."""
+
+    to: AddressCriterion
+    cc: AddressCriterion
+    bcc: AddressCriterion
+    reply_to: AddressCriterion
+    recipients: AddressCriterion
+    from_email: AddressCriterion
+    subject: TextCriterion
+    body: TextCriterion
+    html: TextCriterion
+    attachment: AttachmentCriterion
+    headers: Mapping[str, str | re.Pattern[str]]
+    where: Callable[[EmailMessage], object]
+
+
+class Outbox(list["EmailMessage"]):
+    """The messages sent while this outbox captured, oldest first.
+
+    It is a plain list of :class:`~asyncmail.EmailMessage` copies (index it,
+    ``len()`` it, clear it) with assertion helpers. :meth:`sent_bytes` and
+    :meth:`parsed` give a message as it would have gone on the wire.
+    """
+
+    def __init__(self, messages: Iterable[EmailMessage] = ()) -> None:
+        super().__init__(messages)
+        self._lock = threading.Lock()
+        self._wire: dict[int, bytes] = {}
+        #: The result of every send captured (one per message, in order).
+        self.results: list[MessageResult] = []
+
+    # -- recording -----------------------------------------------------------------
+
+    def _record(self, message: EmailMessage, data: bytes) -> None:
+        with self._lock:
+            self.append(message)
+            self._wire[id(message)] = data
+
+    def clear(self) -> None:
+        """Forget every message sent so far."""
+        with self._lock:
+            super().clear()
+            self._wire.clear()
+            self.results.clear()
+
+    @property
+    def last(self) -> EmailMessage:
+        """The message sent last (AssertionError when none was)."""
+        __tracebackhide__ = True
+        if not self:
+            raise AssertionError("No e-mail was sent")
+        return self[-1]
+
+    def sent_bytes(self, message: EmailMessage) -> bytes:
+        """*message* as the server would have received it (CRLF endings)."""
+        data = self._wire.get(id(message))
+        if data is None:  # appended by hand: render it now
+            data = message.render().data
+        return data
+
+    def parsed(self, message: EmailMessage) -> email.message.EmailMessage:
+        """*message* as rendered, parsed back with the modern email policy."""
+        parsed = BytesParser(
+            email.message.EmailMessage, policy=email.policy.default
+        ).parsebytes(self.sent_bytes(message).replace(b"\r\n", b"\n"))
+        assert isinstance(parsed, email.message.EmailMessage)
+        return parsed
+
+    # -- queries and assertions ----------------------------------------------------
+
+    def filter(self, **criteria: Unpack[Criteria]) -> list[EmailMessage]:
+        """The messages matching every criterion (see :meth:`assert_sent`)."""
+        checks = _criteria(criteria)
+        return [m for m in list(self) if not _mismatches(self, m, checks)]
+
+    def assert_sent(
+        self, count: int | None = None, **criteria: Unpack[Criteria]
+    ) -> list[EmailMessage]:
+        """Assert that messages matching every criterion were sent; return them.
+
+        With *count*, exactly that many must match; without, at least one.
+        With no criteria, this checks how many messages were sent at all.
+
+        Criteria (each optional; all given must hold for a message to match):
+
+        ``to``, ``cc``, ``bcc``, ``reply_to``, ``recipients``
+            an address or a list of them, each of which must be among that
+            field's (``recipients``: the envelope, to + cc + bcc). Addresses
+            compare by mailbox: display names are ignored, and so is the case
+            of the domain (``"Ada <ada@Example.COM>"`` matches
+            ``"ada@example.com"``; the local part is compared exactly).
+        ``from_email``
+            the sender's address.
+        ``subject``
+            a string (equal), a compiled regular expression (searched) or a
+            predicate.
+        ``body``
+            a string that some text part (plain or HTML, not an attachment)
+            contains; or a pattern / predicate tried on each part.
+        ``html``
+            the same, on the HTML parts only (the message must have one).
+        ``attachment``
+            a file name, a ``(filename, mimetype)`` pair, a predicate on
+            ``(filename, content, mimetype)``, or a list of those, each of
+            which some attachment must satisfy.
+        ``headers``
+            a mapping of header name to expected value (string or pattern),
+            read from the rendered message.
+        ``where``
+            a predicate on the :class:`~asyncmail.EmailMessage` itself.
+        """
+        __tracebackhide__ = True
+        checks = _criteria(criteria)
+        messages = list(self)
+        verdicts = [(m, _mismatches(self, m, checks)) for m in messages]
+        matched = [m for m, reasons in verdicts if not reasons]
+        if count is None:
+            if matched:
+                return matched
+            expected = "at least one message"
+        else:
+            if count < 0:
+                raise ValueError("count must be 0 or more")
+            if len(matched) == count:
+                return matched
+            expected = f"{count} message{'s' if count != 1 else ''}"
+        wanted = f" matching {_describe_criteria(criteria)}" if criteria else ""
+        raise AssertionError(
+            f"Expected {expected}{wanted} to be sent; "
+            f"{len(matched)} matched.\n{_report(self, verdicts, bool(criteria))}"
+        )
+
+    def assert_not_sent(self, **criteria: Unpack[Criteria]) -> None:
+        """Assert that no message matching every criterion was sent."""
+        __tracebackhide__ = True
+        if not criteria:
+            raise TypeError(
+                "assert_not_sent() needs criteria; use assert_nothing_sent()"
+            )
+        checks = _criteria(criteria)
+        matched = [m for m in list(self) if not _mismatches(self, m, checks)]
+        if matched:
+            listing = "\n".join(
+                f"  #{self.index(m) + 1}: {_summary(self, m)}" for m in matched
+            )
+            raise AssertionError(
+                f"Expected no message matching {_describe_criteria(criteria)}; "
+                f"{len(matched)} did:\n{listing}"
+            )
+
+    def assert_nothing_sent(self) -> None:
+        """Assert that no message at all was sent."""
+        __tracebackhide__ = True
+        if self:
+            raise AssertionError(
+                f"Expected no e-mail to be sent; {len(self)} "
+                f"{'was' if len(self) == 1 else 'were'}:\n"
+                + "\n".join(
+                    f"  #{i}: {_summary(self, m)}" for i, m in enumerate(self, 1)
+                )
+            )
+
+    # -- capturing -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def capturing(self) -> Iterator[Outbox]:
+        """Capture into this outbox for the duration of the block (it nests;
+        the innermost outbox of the current context wins)."""
+        previous = routing._current.get()
+        token = routing._current.set(self)
+        with routing._lock:
+            routing._active.append(self)
+        try:
+            yield self
+        finally:
+            with routing._lock:
+                # By identity: lists compare equal by content.
+                for index, outbox in enumerate(routing._active):
+                    if outbox is self:
+                        del routing._active[index]
+                        break
+            try:
+                routing._current.reset(token)
+            except ValueError:  # left in another context (e.g. a fixture runner)
+                routing._current.set(previous)
+
+    def __repr__(self) -> str:
+        return f"<Outbox of {len(self)} message{'s' if len(self) != 1 else ''}>"
+
+
+def capture_mail() -> contextlib.AbstractContextManager[Outbox]:
+    """Capture every send in the block into a new :class:`Outbox`::
+
+        with capture_mail() as outbox:
+            await signup("ada@example.com")
+        outbox.assert_sent(to="ada@example.com")
+
+    Scoped by context variables: concurrent tasks each inside their own
+    ``capture_mail()`` get their own outbox. A send made outside any
+    capturing context (a thread that does not carry it) goes to the only
+    outbox capturing in the process, and is an error when there are several.
+    """
+    return Outbox().capturing()
+
+
+class CaptureBackend(_LocmemBackend):
+    """Stands in for the real backend while an outbox captures.
+
+    It keeps, as the locmem backend does, a deep copy of every message
+    (rendered first, so that a bad header fails as it would on the wire) and
+    the bytes it rendered to. ``replaces`` is the class of the backend it
+    stands in for.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        replaces: type[BaseEmailBackend] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.outbox = outbox
+        self.replaces = replaces
+
+    async def deliver(self, message: EmailMessage) -> MessageResult:
+        rendered = message.render()
+        data = rendered.data
+        stored = copy.deepcopy(message)
+        await _read_attached_files(stored)
+        self.outbox._record(stored, data)
+        result = accepted_result(message, rendered.message_id)
+        stored.result = result  # the copy tells its outcome too
+        self.outbox.results.append(result)
+        return result
+
+
+# -- matching ----------------------------------------------------------------------
+
+_ADDRESS_FIELDS = ("to", "cc", "bcc", "reply_to", "recipients")
+_KNOWN = frozenset(
+    {
+        *_ADDRESS_FIELDS,
+        "from_email",
+        "subject",
+        "body",
+        "html",
+        "attachment",
+        "headers",
+        "where",
+    }
+)
+
+Check = tuple[str, Any]
+
+
+def _criteria(criteria: Mapping[str, Any]) -> list[Check]:
+    unknown = set(criteria) - _KNOWN
+    if unknown:
+        raise TypeError(
+            f"Unknown criteria {sorted(unknown)}; use {', '.join(sorted(_KNOWN))}"
+        )
+    return [(name, value) for name, value in criteria.items() if value is not None]
+
+
+def _mailbox(value: Any) -> str:
+    """A comparable form of an address: its addr-spec, domain lower-cased."""
+    from ..address import envelope_address
+
+    try:
+        spec = envelope_address(value)
+    except (ValueError, TypeError):
+        spec = str(value)
+    local, at, domain = spec.rpartition("@")
+    return f"{local}{at}{domain.lower()}" if at else spec
+
+
+def _address_list(value: Any) -> list[Any]:
+    """One address (a string, a ``(name, address)`` pair, an Address) or
+    several, as a list."""
+    pair = (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(item, str) for item in value)
+        and "@" not in value[0]
+    )
+    if isinstance(value, str) or pair:
+        return [value]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return list(value)
+    return [value]
+
+
+def _field(message: EmailMessage, name: str) -> list[str]:
+    items = message.recipients() if name == "recipients" else getattr(message, name)
+    return [_mailbox(item) for item in items]
+
+
+def _text_ok(value: str, expected: Any, *, exact: bool) -> bool:
+    if isinstance(expected, re.Pattern):
+        return expected.search(value) is not None
+    if callable(expected):
+        return bool(expected(value))
+    return value == expected if exact else expected in value
+
+
+def _show(expected: Any) -> str:
+    if isinstance(expected, re.Pattern):
+        return f"/{expected.pattern}/"
+    if callable(expected):
+        return getattr(expected, "__name__", repr(expected))
+    return repr(expected)
+
+
+def _text_parts(
+    parsed: email.message.EmailMessage, html_only: bool
+) -> list[tuple[str, str]]:
+    parts = []
+    for part in parsed.walk():
+        if part.is_multipart() or part.get_content_disposition() == "attachment":
+            continue
+        kind = part.get_content_type()
+        if kind == "text/html" or (kind == "text/plain" and not html_only):
+            content = part.get_content()
+            parts.append((kind, content if isinstance(content, str) else ""))
+    return parts
+
+
+def _attachments(
+    parsed: email.message.EmailMessage,
+) -> list[tuple[str | None, bytes, str]]:
+    found = []
+    for part in parsed.walk():
+        if part.is_multipart():
+            continue
+        disposition = part.get_content_disposition()
+        filename = part.get_filename()
+        if disposition == "attachment" or (disposition == "inline" and filename):
+            payload = part.get_payload(decode=True)
+            content = payload if isinstance(payload, bytes) else b""
+            found.append((filename, content, part.get_content_type()))
+    return found
+
+
+def _attachment_ok(found: list[tuple[str | None, bytes, str]], expected: Any) -> bool:
+    for filename, content, mimetype in found:
+        if isinstance(expected, str):
+            if filename == expected:
+                return True
+        elif isinstance(expected, tuple):
+            if (filename, mimetype) == tuple(expected):
+                return True
+        elif callable(expected) and expected(filename, content, mimetype):
+            return True
+    return False
+
+
+def _mismatches(
+    outbox: Outbox, message: EmailMessage, checks: list[Check]
+) -> list[str]:
+    """Why *message* does not match (empty: it matches)."""
+    reasons: list[str] = []
+    parsed: email.message.EmailMessage | None = None
+
+    def rendered() -> email.message.EmailMessage:
+        nonlocal parsed
+        if parsed is None:
+            parsed = outbox.parsed(message)
+        return parsed
+
+    for name, expected in checks:
+        if name in _ADDRESS_FIELDS:
+            have = _field(message, name)
+            missing = [
+                str(a) for a in _address_list(expected) if _mailbox(a) not in have
+            ]
+            if missing:
+                reasons.append(f"{name} lacks {', '.join(missing)} (has {have})")
+        elif name == "from_email":
+            have_from = _mailbox(message.from_email)
+            if have_from != _mailbox(expected):
+                reasons.append(f"from_email is {have_from!r}, not {str(expected)!r}")
+        elif name == "subject":
+            subject = str(rendered().get("Subject", message.subject))
+            if not _text_ok(subject, expected, exact=True):
+                reasons.append(f"subject is {subject!r}, not {_show(expected)}")
+        elif name in ("body", "html"):
+            parts = _text_parts(rendered(), html_only=name == "html")
+            if not parts:
+                reasons.append(
+                    "there is no HTML part" if name == "html" else "no text part"
+                )
+            elif not any(_text_ok(text, expected, exact=False) for _, text in parts):
+                shown = "; ".join(f"{kind}: {_snippet(text)}" for kind, text in parts)
+                reasons.append(f"{name} does not contain {_show(expected)} ({shown})")
+        elif name == "attachment":
+            found = _attachments(rendered())
+            wanted = expected if isinstance(expected, list) else [expected]
+            for item in wanted:
+                if not _attachment_ok(found, item):
+                    names = [f"{f!r} ({t})" for f, _, t in found] or ["none"]
+                    reasons.append(
+                        f"no attachment {_show(item)} (has {', '.join(names)})"
+                    )
+        elif name == "headers":
+            headers = rendered()
+            for header, value in expected.items():
+                have_value = headers.get(header)
+                if have_value is None:
+                    reasons.append(f"no {header} header")
+                elif not _text_ok(str(have_value), value, exact=True):
+                    reasons.append(
+                        f"{header} is {str(have_value)!r}, not {_show(value)}"
+                    )
+        elif name == "where" and not expected(message):
+            reasons.append(f"{_show(expected)}(message) is false")
+    return reasons
+
+
+def _snippet(text: str) -> str:
+    flat = " ".join(text.split())
+    return repr(flat if len(flat) <= _SNIPPET else flat[: _SNIPPET - 1] + "…")
+
+
+def _describe_criteria(criteria: Mapping[str, Any]) -> str:
+    shown = []
+    for name, value in criteria.items():
+        if value is None:
+            continue
+        text = repr(value) if isinstance(value, (list, dict, tuple)) else _show(value)
+        shown.append(f"{name}={text}")
+    return ", ".join(shown)
+
+
+def _summary(outbox: Outbox, message: EmailMessage) -> str:
+    to = ", ".join(_field(message, "to")) or "-"
+    extra = ""
+    if message.cc:
+        extra += f" cc {', '.join(_field(message, 'cc'))}"
+    if message.bcc:
+        extra += f" bcc {', '.join(_field(message, 'bcc'))}"
+    try:
+        subject = str(outbox.parsed(message).get("Subject", message.subject))
+    except Exception:  # a message that cannot render: show the model's
+        subject = message.subject
+    return f"{subject!r} from {_mailbox(message.from_email)} to {to}{extra}"
+
+
+def _report(
+    outbox: Outbox,
+    verdicts: list[tuple[EmailMessage, list[str]]],
+    with_reasons: bool,
+) -> str:
+    if not verdicts:
+        return "No e-mail was sent at all."
+    lines = [f"{len(verdicts)} sent:"]
+    for number, (message, reasons) in enumerate(verdicts, 1):
+        lines.append(f"  #{number}: {_summary(outbox, message)}")
+        if with_reasons:
+            lines.extend(f"      - {reason}" for reason in reasons or ["matches"])
+    return "\n".join(lines)
