@@ -33,6 +33,11 @@ from starlette.requests import Request
 from ..api import get_connection
 from ..backends.base import BaseEmailBackend
 
+# get_connection's overloads type each built-in backend's options; here the
+# backend and options are the caller's, passed on as given (get_connection
+# still checks them at run time).
+_connect: Callable[..., BaseEmailBackend] = get_connection
+
 __all__ = ["mail_backend", "mail_dependency", "mail_lifespan"]
 
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[Any]]
@@ -65,7 +70,7 @@ def mail_lifespan(
 
     @contextlib.asynccontextmanager
     async def run(app: Any) -> AsyncIterator[dict[str, Any]]:
-        mail = get_connection(backend, using=using, **options)
+        mail = _connect(backend, using=using, **options)
         async with mail:
             app_state = getattr(app, "state", None)
             if app_state is not None:

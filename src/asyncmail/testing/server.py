@@ -180,9 +180,9 @@ class SMTPTestServer:
         """
         from ..settings import settings as current
 
-        options: dict[str, Any] = {}
-        if self.client_context is not None:
-            options["ssl_context"] = self.client_context
+        # A mailer does not inherit the EMAIL_* settings (Django 6.1's MAILERS
+        # rules): each one is given the whole connection.
+        options = self._connection_options()
         mailers = {
             alias: {
                 "BACKEND": "asyncmail.backends.smtp.EmailBackend",
@@ -211,7 +211,11 @@ class SMTPTestServer:
         """An SMTP backend for this server (*options* win over its settings)."""
         from ..backends.smtp import EmailBackend
 
-        defaults: dict[str, Any] = {
+        return EmailBackend(**{**self._connection_options(), **options})
+
+    def _connection_options(self) -> dict[str, Any]:
+        """The SMTP backend options that reach this server."""
+        options: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
             "use_tls": self.tls,
@@ -220,8 +224,8 @@ class SMTPTestServer:
             "password": self.credentials[1] if self.credentials else "",
         }
         if self.client_context is not None:
-            defaults["ssl_context"] = self.client_context
-        return EmailBackend(**{**defaults, **options})
+            options["ssl_context"] = self.client_context
+        return options
 
     # -- lifecycle -------------------------------------------------------------------
 
