@@ -49,20 +49,20 @@ SERIALISERS: Final = ("asyncmail", "django")
 _DJANGO_6: Final = django.VERSION >= (6, 0)
 
 
-def _rendering_methods() -> dict[str, Callable[..., Any]]:
-    """The methods by which Django renders a message: a subclass that
-    overrides any of them needs Django's own serialiser."""
-    methods: dict[str, Callable[..., Any]] = {}
-    for cls in (DjangoMultiAlternatives, DjangoEmailMessage):
-        for name, value in vars(cls).items():
-            if callable(value) and (name == "message" or name.startswith("_")):
-                methods.setdefault(name, value)
-    return {
-        name: value for name, value in methods.items() if not name.startswith("__")
-    }
+def _rendering_names() -> frozenset[str]:
+    """The methods by which Django renders a message (``message()`` and its
+    private helpers): a subclass that overrides any of them needs Django's
+    own serialiser."""
+    return frozenset(
+        name
+        for cls in (DjangoMultiAlternatives, DjangoEmailMessage)
+        for name, value in vars(cls).items()
+        if callable(value)
+        and (name == "message" or (name.startswith("_") and not name.startswith("__")))
+    )
 
 
-_RENDERING: Final = _rendering_methods()
+_RENDERING: Final = _rendering_names()
 
 
 def _text(value: Any) -> Any:
@@ -77,9 +77,15 @@ def _texts(values: Any) -> list[Any]:
 def needs_django_serialiser(message: DjangoEmailMessage) -> bool:
     """True when only Django's serialiser renders *message* as its code means."""
     cls = type(message)
-    for name, method in _RENDERING.items():
-        if getattr(cls, name, None) is not method:
-            return True
+    base = (
+        DjangoMultiAlternatives
+        if isinstance(message, DjangoMultiAlternatives)
+        else DjangoEmailMessage
+    )
+    if cls is not base and any(
+        getattr(cls, name, None) is not getattr(base, name, None) for name in _RENDERING
+    ):
+        return True
     if getattr(message, "mixed_subtype", "mixed") != "mixed":
         return True
     if getattr(message, "alternative_subtype", "alternative") != "alternative":
