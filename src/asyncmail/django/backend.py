@@ -25,8 +25,10 @@ import inspect
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+import django
 from django.core.mail import EmailMessage as DjangoEmailMessage
 from django.core.mail.backends.base import BaseEmailBackend as DjangoBaseEmailBackend
+from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
 
 from ..backends.smtp import EmailBackend as SMTPBackend
 from ..exceptions import ConfigurationError
@@ -89,8 +91,10 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
     :class:`asyncmail.backends.smtp.EmailBackend` (``max_connections``,
     ``rate_limit``, ``retries``, ``ssl_context``, ``local_hostname``, ...;
     see :data:`ASYNCMAIL_OPTIONS`), and ``serializer`` chooses how Django's
-    messages become bytes: ``"asyncmail"`` (default, fast) or ``"django"``
-    (Django's own bytes); see :mod:`asyncmail.django.messages`.
+    messages become bytes: ``"asyncmail"`` (fast; Django 6's structure) or
+    ``"django"`` (Django's own bytes), by default the Django setting
+    ``ASYNCMAIL_SERIALIZER`` or ``"asyncmail"``; see
+    :mod:`asyncmail.django.messages`.
 
     Other keyword arguments go to Django's ``BaseEmailBackend``, which
     reports them as Django does (a warning, or ``InvalidMailer`` for a
@@ -110,14 +114,31 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
         ssl_keyfile: str | None = None,
         ssl_certfile: str | None = None,
         *,
-        serializer: Serialiser = "asyncmail",
+        serializer: Serialiser | None = None,
         **kwargs: Any,
     ) -> None:
         options = {name: kwargs.pop(name) for name in list(kwargs) if name in ASYNCMAIL_OPTIONS}
         alias: str | None = kwargs.get("alias")
+        if alias is None and django.VERSION >= (6, 1):
+            # As Django 6.1 says of its own SMTP backend (silent when Django
+            # itself creates it, from EMAIL_BACKEND).
+            from django.utils.deprecation import (
+                RemovedInDjango2028Warning,
+                warn_about_external_use,
+            )
+
+            warn_about_external_use(
+                "Directly creating EmailBackend instances is deprecated. "
+                "Use mail.mailers instead.",
+                RemovedInDjango2028Warning,
+            )
         super().__init__(**kwargs)
         self.alias = alias  # Django 5.2's base class does not keep it
         self.fail_silently = fail_silently
+        if serializer is None:
+            from django.conf import settings as django_settings
+
+            serializer = getattr(django_settings, "ASYNCMAIL_SERIALIZER", "asyncmail")
         if serializer not in SERIALISERS:
             raise ConfigurationError(
                 f"serializer must be one of {', '.join(map(repr, SERIALISERS))}, "
@@ -194,6 +215,12 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
         """Something while open, None while closed (as Django's attribute):
         the asyncmail connection pool."""
         return self._smtp.pool
+
+    def prep_address(self, address: Any, force_ascii: bool = True) -> str:
+        """Django's SMTP backend helper, for subclasses that use it (the
+        envelope itself is checked by asyncmail, more strictly)."""
+        result: str = DjangoSMTPBackend.prep_address(self, address, force_ascii)
+        return result
 
     def __repr__(self) -> str:
         return f"<asyncmail.django.EmailBackend {self.host}:{self.port} {self._smtp.state.value}>"

@@ -38,7 +38,8 @@ from django.core.mail import EmailMessage as DjangoEmailMessage
 from django.core.mail import EmailMultiAlternatives as DjangoMultiAlternatives
 from django.utils.functional import Promise
 
-from ..exceptions import InvalidMessageError, MailError
+from ..address import parse_address
+from ..exceptions import InvalidAddressError, InvalidMessageError, MailError
 from ..message import EmailMessage, EmailMultiAlternatives, RawMessage, RenderedMessage
 
 __all__ = ["SERIALISERS", "DjangoMessage", "Serialiser"]
@@ -182,6 +183,7 @@ class DjangoMessage(EmailMessage):
     def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
         try:
             if self.serialiser == "django":
+                self._check_django_can_write_addresses()
                 raw = RawMessage(
                     django_bytes(self.django_message),
                     self.from_email,
@@ -193,6 +195,18 @@ class DjangoMessage(EmailMessage):
             raise
         except ValueError as exc:  # Django's and the conversion's bad input
             raise InvalidMessageError(str(exc)) from exc
+
+    def _check_django_can_write_addresses(self) -> None:
+        """Python's email package garbles a non-ASCII local part in headers
+        (CPython #122476), so Django refuses such addresses; so does this
+        serialiser (asyncmail's writes them, and sends them with SMTPUTF8)."""
+        for address in (self.from_email, *self.to):
+            if parse_address(address).needs_smtputf8:
+                raise InvalidAddressError(
+                    f"Invalid address {address!r}: local-part contains non-ASCII "
+                    "characters (Django's serialiser cannot write it; "
+                    "serializer='asyncmail' sends it with SMTPUTF8)"
+                )
 
     def message(
         self, *, policy: email.policy.Policy = email.policy.default
