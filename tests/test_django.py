@@ -29,7 +29,6 @@ import pytest
 from asyncmail.backends.base import BaseEmailBackend
 from asyncmail.backends.locmem import EmailBackend as LocmemBackend
 from asyncmail.backends.smtp import EmailBackend as SMTPBackend
-
 from smtpserver import SMTPServer
 
 HERE = Path(__file__).resolve().parent
@@ -40,7 +39,11 @@ ROOT = HERE.parent
 def _django_version() -> tuple[int, ...] | None:
     """The Django installed for this interpreter (not imported here)."""
     probe = subprocess.run(
-        [sys.executable, "-c", "import django; print(django.VERSION[0], django.VERSION[1])"],
+        [
+            sys.executable,
+            "-c",
+            "import django; print(django.VERSION[0], django.VERSION[1])",
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -64,9 +67,13 @@ MODES = [
 
 
 def _python_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_", "DJANGO_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("EMAIL_", "DJANGO_"))
+    }
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), str(ROOT / "src")])
-    env["PYTHONWARNINGS"] = "ignore::DeprecationWarning,ignore::PendingDeprecationWarning"
+    env["PYTHONWARNINGS"] = (
+        "ignore::DeprecationWarning,ignore::PendingDeprecationWarning"
+    )
     env.update(extra)
     return env
 
@@ -142,7 +149,7 @@ def test_project_sends_through_asyncmail(project: Path, mode: str) -> None:
         # A sync view, under WSGI and under ASGI (Django runs it in its
         # thread-sensitive executor): byte for byte.
         for address in ("ada@example.com", "asgi@example.com"):
-            message = [m for m in received if m.rcpt_tos == [address]][0]
+            message = next(m for m in received if m.rcpt_tos == [address])
             assert message.mail_from == "shop@example.com"
             assert message.data == WELCOME % address.encode()
 
@@ -155,7 +162,9 @@ def test_project_sends_through_asyncmail(project: Path, mode: str) -> None:
         # An async view with Django's messages (asend_messages).
         receipt = parsed(by_rcpt[("carol@example.com",)].data)
         assert receipt.get_content_type() == "multipart/mixed"
-        assert receipt.get_body(("html",)).get_content() == "<p>Total: <b>3 EUR</b></p>\n"
+        assert (
+            receipt.get_body(("html",)).get_content() == "<p>Total: <b>3 EUR</b></p>\n"
+        )
         assert receipt.get_body(("plain",)).get_content() == "Total: 3 EUR\n"
         (csv,) = receipt.iter_attachments()
         assert csv.get_filename() == "receipt.csv"
@@ -184,7 +193,8 @@ def test_project_sends_through_asyncmail(project: Path, mode: str) -> None:
         (reset_data,) = [
             m.data
             for m in received
-            if m.rcpt_tos == ["ada@example.com"] and m.data != WELCOME % b"ada@example.com"
+            if m.rcpt_tos == ["ada@example.com"]
+            and m.data != WELCOME % b"ada@example.com"
         ]
         reset = parsed(reset_data)
         assert reset["Subject"] == "Password reset for testserver"
@@ -249,7 +259,8 @@ def test_backend_contract_checks() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert " passed" in result.stdout and "failed" not in result.stdout
+    assert " passed" in result.stdout
+    assert "failed" not in result.stdout
 
 
 def test_asyncmail_never_imports_django() -> None:
@@ -258,9 +269,12 @@ def test_asyncmail_never_imports_django() -> None:
         "asyncmail.configure(EMAIL_BACKEND='asyncmail.backends.locmem.EmailBackend')\n"
         "assert asyncmail.send_mail('s', 'b', None, ['a@example.com']) == 1\n"
         "assert asyncmail.settings.EMAIL_HOST == 'localhost'\n"
-        "assert not [m for m in sys.modules if m.split('.')[0] == 'django'], 'imported'\n"
+        "imported = [m for m in sys.modules if m.split('.')[0] == 'django']\n"
+        "assert not imported, imported\n"
     )
-    subprocess.run([sys.executable, "-c", code], env=_python_env(), check=True, timeout=30)
+    subprocess.run(
+        [sys.executable, "-c", code], env=_python_env(), check=True, timeout=30
+    )
 
 
 @needs_django
@@ -268,10 +282,13 @@ def test_django_imported_but_not_configured_is_ignored() -> None:
     code = (
         "import django.conf, asyncmail\n"
         "assert asyncmail.settings.EMAIL_HOST == 'localhost'\n"
-        "assert asyncmail.settings.EMAIL_BACKEND == 'asyncmail.backends.smtp.EmailBackend'\n"
+        "backend = asyncmail.settings.EMAIL_BACKEND\n"
+        "assert backend == 'asyncmail.backends.smtp.EmailBackend', backend\n"
         "assert not django.conf.settings.configured\n"
     )
-    subprocess.run([sys.executable, "-c", code], env=_python_env(), check=True, timeout=30)
+    subprocess.run(
+        [sys.executable, "-c", code], env=_python_env(), check=True, timeout=30
+    )
 
 
 # -- the trap: an async backend called from synchronous code -----------------------
@@ -323,7 +340,8 @@ def test_a_call_from_django_code_in_a_running_loop_raises(make: Any) -> None:
     backend = make()
     namespace: dict[str, Any] = {"__name__": "django.core.mail.message"}
     exec(  # noqa: S102 - a stand-in for Django's code
-        "def send(connection, messages):\n    return connection.send_messages(messages)\n",
+        "def send(connection, messages):\n"
+        "    return connection.send_messages(messages)\n",
         namespace,
     )
 

@@ -12,7 +12,7 @@ import django
 
 BASE_DIR = Path(__file__).resolve().parent
 
-SECRET_KEY = "django-insecure-asyncmail-tests"  # noqa: S105 - a test project
+SECRET_KEY = "django-insecure-asyncmail-tests"
 DEBUG = False
 ALLOWED_HOSTS = ["testserver", "localhost", "127.0.0.1"]
 

@@ -1,6 +1,5 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
-
 from mailapp import views
 
 urlpatterns = [
@@ -8,7 +7,9 @@ urlpatterns = [
     path("welcome-async/", views.welcome_async),
     path("receipt-async/", views.receipt_async),
     path("crash/", views.crash),
-    path("password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path(
+        "password-reset/", auth_views.PasswordResetView.as_view(), name="password_reset"
+    ),
     path(
         "password-reset/done/",
         auth_views.PasswordResetDoneView.as_view(),

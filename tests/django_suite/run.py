@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -85,7 +84,7 @@ def _series(sdist: Path) -> str:
     return f"{match.group(1)}.{match.group(2)}"
 
 
-_FOOTER = '''
+_FOOTER = """
 
 # -- added by asyncmail's tests/django_suite/run.py: the excluded tests ----------
 import unittest as _asyncmail_unittest
@@ -100,10 +99,12 @@ for _asyncmail_name, _asyncmail_reason in {skips!r}.items():
             getattr(_asyncmail_target, _asyncmail_test)
         ),
     )
-'''
+"""
 
 
-def prepare(sdist: Path, work: Path, series: str, serializer: str, skips: dict[str, str]) -> Path:
+def prepare(
+    sdist: Path, work: Path, series: str, serializer: str, skips: dict[str, str]
+) -> Path:
     """Unpack and patch the copy; returns its tests/ directory."""
     with tarfile.open(sdist) as archive:
         root = archive.getnames()[0].split("/", 1)[0]
@@ -125,7 +126,10 @@ def prepare(sdist: Path, work: Path, series: str, serializer: str, skips: dict[s
     module_name, _ = SUITES[series]
     module = tests / "mail" / f"{module_name}.py"
     text = module.read_text(encoding="utf-8")
-    imports = "from django.core.mail.backends import console, dummy, filebased, locmem, smtp\n"
+    imports = (
+        "from django.core.mail.backends import "
+        "console, dummy, filebased, locmem, smtp\n"
+    )
     if imports not in text:
         raise SystemExit(f"{module}: the backends import to swap was not found")
     text = text.replace(
@@ -140,7 +144,9 @@ def prepare(sdist: Path, work: Path, series: str, serializer: str, skips: dict[s
         )
         if old not in text:
             raise SystemExit(f"{module}: SMTPBackendTests.email_backend not found")
-        text = text.replace(old, old.replace("django.core.mail.backends.smtp", "asyncmail.django"))
+        text = text.replace(
+            old, old.replace("django.core.mail.backends.smtp", "asyncmail.django")
+        )
     # Python 3.12.1 lacks email.errors.HeaderWriteError (added in 3.12.2?):
     # the test module only names it in an assertRaises tuple.
     text = text.replace(
@@ -155,7 +161,8 @@ def prepare(sdist: Path, work: Path, series: str, serializer: str, skips: dict[s
     module.write_text(text + _FOOTER.format(skips=skips), encoding="utf-8")
     settings = tests / "test_sqlite.py"
     settings.write_text(
-        settings.read_text(encoding="utf-8") + f"\nASYNCMAIL_SERIALIZER = {serializer!r}\n",
+        settings.read_text(encoding="utf-8")
+        + f"\nASYNCMAIL_SERIALIZER = {serializer!r}\n",
         encoding="utf-8",
     )
     return tests
@@ -171,14 +178,20 @@ _RESULT = re.compile(r"^(OK|FAILED)(?: \((.*)\))?$", re.MULTILINE)
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sdist", type=Path, required=True)
-    parser.add_argument("--serializer", default="asyncmail", choices=["asyncmail", "django"])
+    parser.add_argument(
+        "--serializer", default="asyncmail", choices=["asyncmail", "django"]
+    )
     parser.add_argument("--no-exclusions", action="store_true")
     args = parser.parse_args()
     series = _series(args.sdist)
     if series not in SUITES:
         raise SystemExit(f"no suite definition for Django {series}")
     exclusions = [e for e in read_exclusions() if e.applies(series, args.serializer)]
-    skips = {} if args.no_exclusions else {e.test: f"[{e.group}] {e.reason}" for e in exclusions}
+    skips = (
+        {}
+        if args.no_exclusions
+        else {e.test: f"[{e.group}] {e.reason}" for e in exclusions}
+    )
     module_name, classes = SUITES[series]
     with tempfile.TemporaryDirectory(prefix="django-suite-") as work:
         tests = prepare(args.sdist, Path(work), series, args.serializer, skips)
@@ -194,7 +207,9 @@ def main() -> int:
             "2",
             *labels,
         ]
-        result = subprocess.run(command, cwd=tests, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            command, cwd=tests, capture_output=True, text=True, check=False
+        )
     output = result.stdout + result.stderr
     ran = _RAN.search(output)
     verdict = _RESULT.search(output)
@@ -202,10 +217,10 @@ def main() -> int:
         print(output)
         print("django_suite: could not read runtests.py's result", file=sys.stderr)
         return 1
-    details = dict(
-        (key.strip(), int(value))
-        for key, value in (part.split("=") for part in (verdict.group(2) or "").split(", ") if part)
-    )
+    parts = [part for part in (verdict.group(2) or "").split(", ") if part]
+    details = {
+        key.strip(): int(value) for key, value in (part.split("=") for part in parts)
+    }
     outcomes = _OUTCOME.findall(output)
     passed = outcomes.count("ok")
     skipped = details.get("skipped", 0)

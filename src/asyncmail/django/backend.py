@@ -63,13 +63,16 @@ ASYNCMAIL_OPTIONS: Final = frozenset(
 
 
 def _invalid_mailer(message: str, alias: str) -> Exception:
+    """Django 6.1's InvalidMailer (ImproperlyConfigured before 6.1)."""
+    error: Exception
     try:
         from django.core.mail import InvalidMailer  # Django 6.1+
     except ImportError:
         from django.core.exceptions import ImproperlyConfigured
 
-        return ImproperlyConfigured(f"MAILERS[{alias!r}]: {message}")
-    error: Exception = InvalidMailer(message, alias=alias)
+        error = ImproperlyConfigured(f"MAILERS[{alias!r}]: {message}")
+    else:
+        error = InvalidMailer(message, alias=alias)
     return error
 
 
@@ -101,7 +104,7 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
     mailer alias).
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - Django's positional signature
         self,
         host: str | None = None,
         port: int | None = None,
@@ -117,7 +120,9 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
         serializer: Serialiser | None = None,
         **kwargs: Any,
     ) -> None:
-        options = {name: kwargs.pop(name) for name in list(kwargs) if name in ASYNCMAIL_OPTIONS}
+        options = {
+            name: kwargs.pop(name) for name in list(kwargs) if name in ASYNCMAIL_OPTIONS
+        }
         alias: str | None = kwargs.get("alias")
         if alias is None and django.VERSION >= (6, 1):
             # As Django 6.1 says of its own SMTP backend (silent when Django
@@ -223,7 +228,8 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
         return result
 
     def __repr__(self) -> str:
-        return f"<asyncmail.django.EmailBackend {self.host}:{self.port} {self._smtp.state.value}>"
+        state = self._smtp.state.value
+        return f"<asyncmail.django.EmailBackend {self.host}:{self.port} {state}>"
 
     # -- Django's synchronous contract -------------------------------------------
 
@@ -278,7 +284,9 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
         """:meth:`close` for async code."""
         await asyncio.to_thread(self.close)
 
-    def prepare(self, email_messages: Iterable[DjangoEmailMessage]) -> list[DjangoMessage]:
+    def prepare(
+        self, email_messages: Iterable[DjangoEmailMessage]
+    ) -> list[DjangoMessage]:
         """Django's messages as asyncmail messages (rendered when sent)."""
         return [DjangoMessage(message, self.serializer) for message in email_messages]
 

@@ -137,12 +137,16 @@ def _translate(name: str, raw: Any) -> Any:
         value = {}
         for alias, config in raw.items():
             if isinstance(config, Mapping):
-                config = dict(config)
-                config["BACKEND"] = translate_backend(
-                    config.get("BACKEND", "django.core.mail.backends.smtp.EmailBackend"),
-                    f"{where}[{alias!r}]['BACKEND']",
+                backend = config.get(
+                    "BACKEND", "django.core.mail.backends.smtp.EmailBackend"
                 )
-            value[alias] = config
+                where_backend = f"{where}[{alias!r}]['BACKEND']"
+                value[alias] = {
+                    **config,
+                    "BACKEND": translate_backend(backend, where_backend),
+                }
+            else:
+                value[alias] = config  # the validator says what is wrong
     else:
         value = _plain(raw)
     return _VALIDATORS[name](f"Django's {where}", value)

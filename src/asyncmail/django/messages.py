@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import email.message
 import email.policy
-from collections.abc import Callable
 from typing import Any, Final, Literal
 
 import django

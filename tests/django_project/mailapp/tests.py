@@ -3,13 +3,15 @@ swaps in its locmem backend, and every send, Django's and asyncmail's, sync
 and async, lands in django.core.mail.outbox."""
 
 import asyncio
+from io import StringIO
 
-import asyncmail
-import asyncmail.django
 from django.contrib.auth.models import User
 from django.core import mail
 from django.core.management import call_command
 from django.test import TestCase, override_settings
+
+import asyncmail
+import asyncmail.django
 
 
 class OutboxTests(TestCase):
@@ -54,10 +56,12 @@ class OutboxTests(TestCase):
         self.assertEqual(mail.outbox[0].subject, "[shop] Disk full")
         self.assertEqual(mail.outbox[0].from_email, "errors@example.com")
         # Django 6 ADMINS are strings; 5.2 pairs keep their name.
-        self.assertIn(mail.outbox[0].to, (["ops@example.com"], ["Ops <ops@example.com>"]))
+        self.assertIn(
+            mail.outbox[0].to, (["ops@example.com"], ["Ops <ops@example.com>"])
+        )
 
     def test_management_command(self):
-        call_command("sendreport", 3, stdout=open("/dev/null", "w"))
+        call_command("sendreport", 3, stdout=StringIO())
         self.assertEqual(len(mail.outbox), 3)
 
     def test_password_reset(self):

@@ -1,12 +1,16 @@
 """Views that send mail the ways a Django project does."""
 
-import asyncmail
-import asyncmail.django
 from django.core import mail
 from django.http import HttpResponse
 
+import asyncmail
+import asyncmail.django
+
 #: Fixed Date and Message-ID, so that the bytes on the server are known.
-FIXED = {"Date": "Tue, 01 Dec 2026 10:00:00 +0000", "Message-ID": "<welcome@example.com>"}
+FIXED = {
+    "Date": "Tue, 01 Dec 2026 10:00:00 +0000",
+    "Message-ID": "<welcome@example.com>",
+}
 
 
 def welcome(request):

@@ -10,7 +10,9 @@ class Command(BaseCommand):
 
     def handle(self, count, **options):
         messages = [
-            mail.EmailMessage(f"Report {n}", f"Line {n}\n", None, [f"user{n}@example.com"])
+            mail.EmailMessage(
+                f"Report {n}", f"Line {n}\n", None, [f"user{n}@example.com"]
+            )
             for n in range(count)
         ]
         connection = mail.get_connection()
