@@ -155,7 +155,8 @@ def bench(session: nox.Session) -> None:
     args = []
     py312 = shutil.which("python3.12")
     if py312:
-        args += ["--py312", _side_venv(session, py312, "django6", "django>=6,<7")]
+        # Django 6 with asyncmail too, for the asyncmail.django rows.
+        args += ["--py312", _side_venv(session, py312, "django6", "django>=6,<7", ".")]
     args += [
         "--fastapi-mail-python",
         _side_venv(session, sys.executable, "fastapi-mail", "fastapi-mail"),

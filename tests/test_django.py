@@ -263,6 +263,35 @@ def test_backend_contract_checks() -> None:
     assert "failed" not in result.stdout
 
 
+@needs_django
+def test_docs_examples_run_in_a_django_project() -> None:
+    """docs/pages/django-integration.md's examples, in order, in one
+    configured Django process, sending to aiosmtpd."""
+    page = ROOT / "docs" / "pages" / "django-integration.md"
+    with SMTPServer() as server:
+        result = subprocess.run(
+            [sys.executable, "docs_examples.py", str(page), str(server.port)],
+            cwd=PROJECT,
+            env=_python_env(),
+            capture_output=True,
+            text=True,
+            timeout=55,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "examples: 8" in result.stdout
+        received = list(server.messages)
+    # signup 1, reports 50, invoice 1, async view 2, password reset 1; the
+    # test examples go to the outbox, not the server.
+    assert len(received) == 55
+    subjects = [parsed(m.data)["Subject"] for m in received]
+    assert subjects[0] == "Welcome"
+    assert "Invoice 42" in subjects
+    assert {"Thanks!", "Receipt"} <= set(subjects)
+    assert any("Password reset" in subject for subject in subjects)
+    assert all(m.mail_from == "shop@example.com" for m in received)
+
+
 def test_asyncmail_never_imports_django() -> None:
     code = (
         "import sys, asyncmail\n"

@@ -247,15 +247,21 @@ def _from_environment(name: str, raw: str) -> Any:
 # -- the Django bridge hook ------------------------------------------------------
 
 
+_django_setting: Callable[[str], tuple[bool, Any]] | None = None
+
+
 def _from_django(name: str) -> tuple[bool, Any]:
     """(found, value) of one setting in Django's settings, when Django is
     already imported (never imported here) and configured; the translation
     lives in :mod:`asyncmail.django.bridge`."""
-    if "django.conf" not in sys.modules:
-        return False, None
-    from .django.bridge import django_setting
+    global _django_setting  # noqa: PLW0603 - imported once, on first use
+    if _django_setting is None:
+        if "django.conf" not in sys.modules:
+            return False, None
+        from .django.bridge import django_setting
 
-    return django_setting(name)
+        _django_setting = django_setting
+    return _django_setting(name)
 
 
 def _check_name(name: str) -> None:

@@ -149,6 +149,11 @@ def test_counts_and_empty_inputs(server):
     ]
     assert backend.send_messages(iter(messages)) == 4
     assert len(server.messages) == 4
+    generated = (
+        mail.EmailMessage(str(n), "b", to=[f"g{n}@example.com"]) for n in range(3)
+    )
+    assert backend.send_messages(generated) == 3
+    assert len(server.messages) == 7
 
 
 def test_fail_silently_on_a_refused_connection():
@@ -406,11 +411,17 @@ def test_asend_messages_does_not_block_the_loop(server):
         )
         assert await backend.aopen() is True
         await backend.aclose()
+        own = asyncmail.get_connection(
+            "asyncmail.backends.smtp.EmailBackend", host="127.0.0.1", port=server.port
+        )
+        sent += await asyncmail.django.asend_messages(
+            [mail.EmailMessage("own", "b", to=["own@example.com"])], connection=own
+        )
         task.cancel()
         return sent
 
-    assert asyncio.run(main()) == 21
-    assert len(server.messages) == 21
+    assert asyncio.run(main()) == 22
+    assert len(server.messages) == 22
     assert ticks  # the loop ran while the messages were sent
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 import django
@@ -30,6 +30,7 @@ from django.core.mail import EmailMessage as DjangoEmailMessage
 from django.core.mail.backends.base import BaseEmailBackend as DjangoBaseEmailBackend
 from django.core.mail.backends.smtp import EmailBackend as DjangoSMTPBackend
 
+from ..backends.base import BaseEmailBackend as AsyncBackend
 from ..backends.smtp import EmailBackend as SMTPBackend
 from ..exceptions import ConfigurationError
 from ..settings import settings
@@ -252,8 +253,6 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
         if not email_messages:
             return 0
         messages = self.prepare(email_messages)
-        if not messages:
-            return 0
         return self.smtp_backend.blocking().send_messages(
             messages, fail_silently=self.fail_silently
         )
@@ -267,8 +266,6 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
         if not email_messages:
             return 0
         messages = self.prepare(email_messages)
-        if not messages:
-            return 0
         return await asyncio.to_thread(
             run_blocking,
             self.smtp_backend.send_messages,
@@ -286,9 +283,14 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
 
     def prepare(
         self, email_messages: Iterable[DjangoEmailMessage]
-    ) -> list[DjangoMessage]:
-        """Django's messages as asyncmail messages (rendered when sent)."""
-        return [DjangoMessage(message, self.serializer) for message in email_messages]
+    ) -> list[DjangoMessage] | Iterator[DjangoMessage]:
+        """Django's messages as asyncmail messages (rendered when sent): a
+        list for a list, else an iterator, so that a generator of messages
+        is consumed as it is sent, never held in memory whole."""
+        serializer = self.serializer
+        if isinstance(email_messages, (list, tuple)):
+            return [DjangoMessage(message, serializer) for message in email_messages]
+        return (DjangoMessage(message, serializer) for message in email_messages)
 
 
 async def asend_messages(
@@ -299,9 +301,10 @@ async def asend_messages(
 ) -> int:
     """Send Django messages from async code; return how many were sent.
 
-    Through *connection* if given, else Django's mailer *using* (Django
-    6.1), else Django's default backend: with asyncmail's backend the
-    caller's loop is never blocked; another Django backend (e.g. locmem
+    Through *connection* if given (an ``asyncmail.django.EmailBackend``, any
+    Django backend, or an asyncmail backend), else Django's mailer *using*
+    (Django 6.1), else Django's default backend: with asyncmail's backends
+    the caller's loop is never blocked; another Django backend (e.g. locmem
     under Django's test runner, so the messages land in
     ``django.core.mail.outbox``) runs in a thread, as Django's
     ``sync_to_async`` would.
@@ -312,6 +315,10 @@ async def asend_messages(
         connection = _django_connection(using)
     if isinstance(connection, EmailBackend):
         return await connection.asend_messages(email_messages)
+    if isinstance(connection, AsyncBackend):  # an asyncmail backend: await it
+        return await connection.send_messages(
+            [DjangoMessage(message, "asyncmail") for message in email_messages]
+        )
     from asgiref.sync import sync_to_async
 
     sent: int = await sync_to_async(connection.send_messages)(list(email_messages))

@@ -98,8 +98,9 @@ _HAS_MAILERS: Final = django.VERSION >= (6, 1)
 _ABSENT: Final = object()
 _NOT_FOUND: Final = (False, None)
 
-# name -> (Django's raw value, asyncmail's value); dropped on setting_changed.
-_memo: dict[str, tuple[Any, Any]] = {}
+# name -> (Django's settings object, its raw value, the answer); dropped on
+# setting_changed.
+_memo: dict[str, tuple[Any, Any, tuple[bool, Any]]] = {}
 _memo_lock = threading.Lock()
 
 
@@ -166,27 +167,34 @@ def django_setting(name: str) -> tuple[bool, Any]:
     """(found, value): the asyncmail value of setting *name* from Django's
     settings, or (False, None) when Django is not configured or the project
     did not set it. Raises ConfigurationError for a value asyncmail cannot use.
+
+    Called on every read of an asyncmail setting, so the answer is kept per
+    name with the settings object and raw value it came from: a read costs
+    two attribute lookups until either changes.
     """
+    wrapped = django_settings._wrapped
+    memo = _memo.get(name)
+    if memo is not None and memo[0] is wrapped:
+        if getattr(wrapped, name, _ABSENT) is memo[1]:
+            return memo[2]
     if name not in DEFAULTS:
         return _NOT_FOUND
-    wrapped = django_settings._wrapped
     if wrapped is empty:
         if not os.environ.get(ENVIRONMENT_VARIABLE):
             return _NOT_FOUND  # imported, never configured: not a Django process
         django_settings._setup()  # what any settings access would do
         wrapped = django_settings._wrapped
-    if name in _SERVER_SETTINGS and _HAS_MAILERS and hasattr(wrapped, "MAILERS"):
-        return _NOT_FOUND
     raw = getattr(wrapped, name, _ABSENT)
-    if not _set_by_project(wrapped, name, raw):
-        return _NOT_FOUND
-    memo = _memo.get(name)
-    if memo is not None and memo[0] is raw:
-        return True, memo[1]
-    value = _translate(name, raw)
+    answer: tuple[bool, Any]
+    if name in _SERVER_SETTINGS and _HAS_MAILERS and hasattr(wrapped, "MAILERS"):
+        answer = _NOT_FOUND
+    elif not _set_by_project(wrapped, name, raw):
+        answer = _NOT_FOUND
+    else:
+        answer = (True, _translate(name, raw))
     with _memo_lock:
-        _memo[name] = (raw, value)
-    return True, value
+        _memo[name] = (wrapped, raw, answer)
+    return answer
 
 
 def _forget(*, setting: str, **kwargs: Any) -> None:
