@@ -22,8 +22,10 @@ BLOCK = re.compile(
 )
 
 page, port = sys.argv[1], int(sys.argv[2])
-blocks = BLOCK.findall(open(page, encoding="utf-8").read())
-assert blocks and blocks[0][0], "the first example must be the settings"
+with open(page, encoding="utf-8") as file:
+    blocks = BLOCK.findall(file.read())
+assert blocks, "no examples found"
+assert blocks[0][0], "the first example must be the settings"
 
 project: dict = {}
 exec(blocks[0][1], project)  # noqa: S102 - our own documentation
@@ -50,7 +52,8 @@ values.update(
                                 "Password reset on {{ site_name }}"
                             ),
                             "registration/password_reset_email.html": (
-                                "{{ protocol }}://{{ domain }}/reset/{{ uid }}/{{ token }}/"
+                                "{{ protocol }}://{{ domain }}"
+                                "/reset/{{ uid }}/{{ token }}/"
                             ),
                         },
                     )
@@ -65,7 +68,7 @@ if django.VERSION < (6,):
     values["ADMINS"] = [("", address) for address in values.get("ADMINS", [])]
 settings.configure(**values)
 django.setup()
-from django.core.management import call_command  # noqa: E402
+from django.core.management import call_command
 
 call_command("migrate", verbosity=0)
 

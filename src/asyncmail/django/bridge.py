@@ -174,9 +174,12 @@ def django_setting(name: str) -> tuple[bool, Any]:
     """
     wrapped = django_settings._wrapped
     memo = _memo.get(name)
-    if memo is not None and memo[0] is wrapped:
-        if getattr(wrapped, name, _ABSENT) is memo[1]:
-            return memo[2]
+    if (
+        memo is not None
+        and memo[0] is wrapped
+        and getattr(wrapped, name, _ABSENT) is memo[1]
+    ):
+        return memo[2]
     if name not in DEFAULTS:
         return _NOT_FOUND
     if wrapped is empty:
@@ -186,9 +189,8 @@ def django_setting(name: str) -> tuple[bool, Any]:
         wrapped = django_settings._wrapped
     raw = getattr(wrapped, name, _ABSENT)
     answer: tuple[bool, Any]
-    if name in _SERVER_SETTINGS and _HAS_MAILERS and hasattr(wrapped, "MAILERS"):
-        answer = _NOT_FOUND
-    elif not _set_by_project(wrapped, name, raw):
+    hidden = name in _SERVER_SETTINGS and _HAS_MAILERS and hasattr(wrapped, "MAILERS")
+    if hidden or not _set_by_project(wrapped, name, raw):
         answer = _NOT_FOUND
     else:
         answer = (True, _translate(name, raw))
