@@ -546,6 +546,31 @@ def test_bridge_reads_without_deprecation_warnings():
         assert EmailBackend().host == "127.0.0.1"
 
 
+def test_bridge_takes_mailers(server):
+    from django.test import override_settings
+
+    mailers = {
+        "default": {
+            "BACKEND": "asyncmail.django.EmailBackend",
+            "OPTIONS": {
+                "host": "127.0.0.1",
+                "port": server.port,
+                "serializer": "django",
+                "max_connections": 2,
+            },
+        }
+    }
+    with override_settings(MAILERS=mailers):
+        assert asyncmail.settings.MAILERS["default"] == {
+            "BACKEND": "asyncmail.backends.smtp.EmailBackend",
+            "OPTIONS": {"host": "127.0.0.1", "port": server.port, "max_connections": 2},
+        }
+        if django.VERSION >= (6, 1):  # Django hides EMAIL_* under MAILERS
+            assert asyncmail.settings.EMAIL_HOST == "localhost"
+        assert asyncmail.send_mail("M", "b", None, ["m@example.com"]) == 1
+    assert server.messages[0].rcpt_tos == ["m@example.com"]
+
+
 def test_asyncmail_api_sends_with_djangos_settings(server):
     from django.test import override_settings
 

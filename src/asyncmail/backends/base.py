@@ -106,7 +106,8 @@ def _sync_call_error(backend: object, method: str) -> TypeError:
     return TypeError(
         f"{name}.{method}() is a coroutine function and was called from "
         "synchronous code, where it would only return a coroutine that never "
-        "runs (nothing would be sent). In async code, await it. In blocking "
+        "runs (nothing would be sent). In async code, await it (asyncio.run() "
+        "needs a coroutine of your own that awaits it). In blocking "
         f"code, use the blocking view: backend.blocking().{method}(...) or "
         f"'with backend as conn: conn.{method}(...)'. As Django's "
         "EMAIL_BACKEND (or a MAILERS BACKEND), use 'asyncmail.django.EmailBackend'."

@@ -75,6 +75,11 @@ BACKENDS: Final[Mapping[str, str]] = {
     ),
 }
 
+#: asyncmail.django.EmailBackend's paths (its OPTIONS may hold "serializer").
+_DJANGO_BACKEND_PATHS: Final = frozenset(
+    {"asyncmail.django.EmailBackend", "asyncmail.django.backend.EmailBackend"}
+)
+
 #: Django 6.1 makes these unavailable when MAILERS is defined.
 _SERVER_SETTINGS: Final = frozenset(
     {
@@ -146,6 +151,12 @@ def _translate(name: str, raw: Any) -> Any:
                     **config,
                     "BACKEND": translate_backend(backend, where_backend),
                 }
+                options = config.get("OPTIONS")
+                if backend in _DJANGO_BACKEND_PATHS and isinstance(options, Mapping):
+                    # How Django's messages become bytes: no meaning here.
+                    value[alias]["OPTIONS"] = {
+                        k: v for k, v in options.items() if k != "serializer"
+                    }
             else:
                 value[alias] = config  # the validator says what is wrong
     else:
