@@ -53,7 +53,9 @@ def _django(python: str) -> str:
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite against the installed package (and Django)."""
-    session.install(".[tests,django]", _django(str(session.python)))
+    session.install(
+        ".[tests,django]", _django(str(session.python)), "pytest-django>=4.9"
+    )
     session.run("pytest", *session.posargs)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import importlib.util
 import json
 import os
 import shutil
@@ -224,6 +225,37 @@ def test_project_under_djangos_test_runner(project: Path, mode: str) -> None:
     )
     assert "Ran 10 tests" in result.stderr
     assert result.stderr.rstrip().endswith("OK") or "\nOK\n" in result.stderr
+
+
+@needs_django
+@pytest.mark.skipif(
+    importlib.util.find_spec("pytest_django") is None,
+    reason="pytest-django is not installed",
+)
+@pytest.mark.parametrize("mode", MODES)
+def test_project_under_pytest_django(project: Path, mode: str) -> None:
+    """The project's tests again, under pytest-django instead of
+    ``manage.py test``: the same outbox."""
+    result = run(
+        project,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-c",
+        os.devnull,
+        "--rootdir",
+        str(project),
+        "-p",
+        "pytest_django",
+        "--ds",
+        "settings",
+        "mailapp/tests.py",
+        ASYNCMAIL_TEST_MODE=mode,
+        TEST_SMTP_PORT="9",
+    )
+    assert "10 passed" in result.stdout
 
 
 @needs_django
