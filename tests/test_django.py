@@ -17,6 +17,7 @@ import asyncio
 import email
 import email.policy
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -28,6 +29,8 @@ from typing import Any
 import pytest
 
 from asyncmail.backends.base import BaseEmailBackend
+from asyncmail.backends.console import EmailBackend as ConsoleBackend
+from asyncmail.backends.dummy import EmailBackend as DummyBackend
 from asyncmail.backends.locmem import EmailBackend as LocmemBackend
 from asyncmail.backends.smtp import EmailBackend as SMTPBackend
 from smtpserver import SMTPServer
@@ -375,6 +378,8 @@ BACKENDS = [
         id="smtp",
     ),
     pytest.param(LocmemBackend, id="locmem"),
+    pytest.param(DummyBackend, id="dummy"),
+    pytest.param(lambda: ConsoleBackend(stream=io.StringIO()), id="console"),
     pytest.param(_Overriding, id="subclass-overriding"),
 ]
 

@@ -523,6 +523,61 @@ def test_bridge_follows_override_settings_and_configure_wins():
     assert asyncmail.settings.EMAIL_BACKEND == "asyncmail.backends.smtp.EmailBackend"
 
 
+def test_bridge_reads_every_mail_setting():
+    from django.test import override_settings
+
+    admins = ["a1@example.com", "Ops <a2@example.com>"]
+    project = {
+        "EMAIL_HOST": "mx.example.com",
+        "EMAIL_PORT": 2526,
+        "EMAIL_HOST_USER": "user",
+        "EMAIL_HOST_PASSWORD": "secret",
+        "EMAIL_USE_TLS": True,
+        "EMAIL_SSL_CERTFILE": "/etc/ssl/client.pem",
+        "EMAIL_SSL_KEYFILE": "/etc/ssl/client.key",
+        "EMAIL_TIMEOUT": 5,
+        "EMAIL_USE_LOCALTIME": True,
+        "EMAIL_SUBJECT_PREFIX": "[p] ",
+        "DEFAULT_FROM_EMAIL": gettext_lazy("lazy@example.com"),
+        "SERVER_EMAIL": "server@example.com",
+        "ADMINS": admins,
+        "MANAGERS": ["m@example.com"],
+        "EMAIL_FILE_PATH": "/tmp/mail",
+        "DEFAULT_CHARSET": "iso-8859-1",
+    }
+    expected = {
+        **project,
+        "EMAIL_TIMEOUT": 5.0,
+        "DEFAULT_FROM_EMAIL": "lazy@example.com",
+        "ADMINS": tuple(admins),
+        "MANAGERS": ("m@example.com",),
+    }
+    with override_settings(**project):
+        for name, value in expected.items():
+            assert getattr(asyncmail.settings, name) == value, name
+    with override_settings(EMAIL_USE_SSL=True):
+        assert asyncmail.settings.EMAIL_USE_SSL is True
+    assert asyncmail.settings.EMAIL_HOST == "127.0.0.1"
+    assert asyncmail.settings.DEFAULT_CHARSET == "utf-8"
+
+
+def test_django_send_mass_mail_and_fail_silently(server):
+    from django.test import override_settings
+
+    with override_settings(EMAIL_PORT=server.port):
+        sent = mail.send_mass_mail(
+            [
+                ("One", "b", None, ["one@example.com"]),
+                ("Two", "b", None, ["two@example.com"]),
+            ]
+        )
+        assert sent == 2
+        assert server.sessions == 1  # one connection for the batch
+    with override_settings(EMAIL_PORT=unused_port()):
+        message = mail.EmailMessage("Down", "b", to=["x@example.com"])
+        assert message.send(fail_silently=True) == 0
+
+
 def test_bridge_reports_what_it_cannot_use():
     from django.test import override_settings
 
