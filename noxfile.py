@@ -2,6 +2,8 @@
 
 Sessions:
     tests      pytest on every CPython 3.11, 3.12 and 3.13 this machine has
+               (with Django 5.2 on 3.11, Django 6.1 on 3.12+)
+    django_suite  Django's own SMTP-backend tests against asyncmail.django
     lint       ruff check and ruff format --check
     typecheck  mypy --strict on src/
     docs       mkdocs build --strict, then the built site in headless Chromium
@@ -17,7 +19,7 @@ import sys
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "docs"]
+nox.options.sessions = ["lint", "typecheck", "tests", "django_suite", "docs"]
 nox.options.error_on_missing_interpreters = False
 
 SUPPORTED = ("3.11", "3.12", "3.13")
@@ -43,11 +45,56 @@ def _interpreters() -> list[str]:
 PYTHONS = _interpreters()
 
 
+def _django(python: str) -> str:
+    """The Django series tested on *python*: 6.1 needs Python 3.12+."""
+    return "django>=5.2,<5.3" if python == "3.11" else "django>=6.1,<6.2"
+
+
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """Run the test suite against the installed package."""
-    session.install(".[tests]")
+    """Run the test suite against the installed package (and Django)."""
+    session.install(
+        ".[tests,django]", _django(str(session.python)), "pytest-django>=4.9"
+    )
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS)
+def django_suite(session: nox.Session) -> None:
+    """Django's own SMTP-backend tests (tests/mail of its sdist) run against
+    asyncmail.django.EmailBackend, with each serializer; the tests skipped,
+    and why, are in tests/django_suite/excluded.txt. Extra arguments go to
+    tests/django_suite/run.py (e.g. ``-- --no-exclusions``)."""
+    session.install(".[django]", "aiosmtpd>=1.4.6", _django(str(session.python)))
+    version = session.run(
+        "python", "-c", "import django; print(django.__version__)", silent=True
+    )
+    assert isinstance(version, str)
+    downloads = session.create_tmp()
+    session.run(
+        "python",
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--no-binary",
+        ":all:",
+        f"django=={version.strip()}",
+        "-d",
+        downloads,
+    )
+    (sdist,) = glob.glob(os.path.join(downloads, f"[Dd]jango-{version.strip()}.tar.gz"))
+    for serializer in ("asyncmail", "django"):
+        session.run(
+            "python",
+            "tests/django_suite/run.py",
+            "--sdist",
+            sdist,
+            "--serializer",
+            serializer,
+            *session.posargs,
+        )
 
 
 @nox.session(python=PYTHONS[:1])
@@ -130,7 +177,8 @@ def bench(session: nox.Session) -> None:
     args = []
     py312 = shutil.which("python3.12")
     if py312:
-        args += ["--py312", _side_venv(session, py312, "django6", "django>=6,<7")]
+        # Django 6 with asyncmail too, for the asyncmail.django rows.
+        args += ["--py312", _side_venv(session, py312, "django6", "django>=6,<7", ".")]
     args += [
         "--fastapi-mail-python",
         _side_venv(session, sys.executable, "fastapi-mail", "fastapi-mail"),

@@ -151,8 +151,58 @@ def asyncmail_contenders(args: argparse.Namespace, python: str) -> list[Contende
     return out
 
 
+def django_integration_contenders(
+    args: argparse.Namespace, python: str
+) -> list[Contender]:
+    """A Django project on asyncmail.django.EmailBackend, beside Django's own
+    SMTP backend (the "django X.Y, 1 conn" references), under every
+    interpreter that has Django and asyncmail: run.py's own (Django 5.2) and
+    --py312 (Django 6.x)."""
+    out: list[Contender] = []
+    for interpreter in dict.fromkeys((python, args.py312)):
+        if not interpreter:
+            continue
+        label = probe(interpreter, "import asyncmail.django; " + DJANGO_VERSION)
+        if label is None:
+            continue  # no Django, or no asyncmail, under it
+        send = (interpreter, script("django_asyncmail_send.py"))
+        for serializer, conns in (("asyncmail", (1, 10)), ("django", (10,))):
+            for n in conns:
+                out.append(
+                    Contender(
+                        f"django {label} on asyncmail.django, {serializer} "
+                        f"serializer, {n} conn",
+                        (*send, "--connections", str(n), "--serializer", serializer),
+                        "loopback",
+                        THROUGHPUT,
+                        args.count,
+                        "loopback",
+                    )
+                )
+        for mode in ("blocking", "async"):
+            call = "send_mail" if mode == "blocking" else "asend_mail (awaited)"
+            out.append(
+                Contender(
+                    f"django {label} project: asyncmail {call}, dummy",
+                    (
+                        interpreter,
+                        script("django_asyncmail_blocking.py"),
+                        "--backend",
+                        "dummy",
+                        "--mode",
+                        mode,
+                    ),
+                    "blocking",
+                    PER_CALL,
+                    args.blocking_count,
+                )
+            )
+    return out
+
+
 ASYNCMAIL_CONTENDERS: list[Callable[[argparse.Namespace, str], list[Contender]]] = [
-    asyncmail_contenders
+    asyncmail_contenders,
+    django_integration_contenders,
 ]
 # ---------------------------------------------------------------------------
 
@@ -447,7 +497,29 @@ def check_targets(
         overhead = blocking - awaited if blocking and awaited else None
         rows.append((f"blocking-call overhead, {backend} (us)", overhead, 1000, "<="))
 
-    print("\n## Targets (issue #4): ratios of medians from this run")
+    # Issue #7: a Django project on asyncmail.django vs Django's own backend.
+    for _, label in py.djangos:
+        ratio(
+            f"{label}: asyncmail.django 10 conn vs Django 1 conn",
+            (
+                "loopback",
+                f"django {label} on asyncmail.django, asyncmail serializer, 10 conn",
+            ),
+            ("loopback", f"django {label}, 1 conn"),
+            4,
+        )
+        blocking = median(
+            "blocking", f"django {label} project: asyncmail send_mail, dummy"
+        )
+        awaited = median(
+            "blocking", f"django {label} project: asyncmail asend_mail (awaited), dummy"
+        )
+        overhead = blocking - awaited if blocking and awaited else None
+        rows.append(
+            (f"{label}: Django project blocking overhead (us)", overhead, 150, "<="),
+        )
+
+    print("\n## Targets (issues #4, #7): ratios of medians from this run")
     print(f"| {'target':<58} | {'measured':>9} | {'goal':>8} | ok |")
     print(f"|{'-' * 60}|{'-' * 11}|{'-' * 10}|----|")
     for label, value, goal, sense in rows:

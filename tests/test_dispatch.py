@@ -535,7 +535,11 @@ def test_rate_limited_backend_on_two_event_loops() -> None:
         second = [message(n) for n in range(51, 71)]  # the bucket is empty
 
         assert backend.blocking().send_messages(first) == 50
-        assert asyncio.run(backend.send_messages(second)) == 20
+
+        async def on_a_new_loop() -> int:
+            return await backend.send_messages(second)
+
+        assert asyncio.run(on_a_new_loop()) == 20
         assert backend.blocking().send_messages([message(71)]) == 1
 
     assert len(senders(server)) == 71

@@ -3,8 +3,14 @@
 Sources, later wins::
 
     built-in defaults  <  environment variables of the same names
+                       <  Django's settings (when Django is configured)
                        <  asyncmail.configure(NAME=value, ...)
                        <  keyword arguments of each call
+
+Django's settings are read only when the process has already imported
+Django and configured it (asyncmail never imports Django itself), and only
+those the project set (see :mod:`asyncmail.django.bridge`, the one place
+that knows about them; :func:`_from_django` is the hook).
 
 ``asyncmail.settings`` is a read-only view of the effective values. The
 environment is read once, on first use, so variables set by a process
@@ -23,6 +29,7 @@ import difflib
 import json
 import os
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -308,6 +315,26 @@ def _did_you_mean(name: str) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
+# -- the Django bridge hook ------------------------------------------------------
+
+
+_django_setting: Callable[[str], tuple[bool, Any]] | None = None
+
+
+def _from_django(name: str) -> tuple[bool, Any]:
+    """(found, value) of one setting in Django's settings, when Django is
+    already imported (never imported here) and configured; the translation
+    lives in :mod:`asyncmail.django.bridge`."""
+    global _django_setting  # noqa: PLW0603 - imported once, on first use
+    if _django_setting is None:
+        if "django.conf" not in sys.modules:
+            return False, None
+        from .django.bridge import django_setting
+
+        _django_setting = django_setting
+    return _django_setting(name)
+
+
 def _check_name(name: str) -> None:
     if name not in DEFAULTS:
         raise ConfigurationError(f"Unknown setting {name!r}{_did_you_mean(name)}")
@@ -366,8 +393,7 @@ class Settings:
         configured: dict[str, Any] = self._configured
         if name in configured:
             return configured[name]
-        found, value = self._from_environment(name)
-        return value if found else DEFAULTS[name]
+        return self._effective(name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(
@@ -410,7 +436,10 @@ class Settings:
             self._configured.update(checked)
 
     def _effective(self, name: str) -> Any:
-        """A setting's value from the environment or the defaults."""
+        """A setting's value from Django, the environment or the defaults."""
+        found, value = _from_django(name)
+        if found:
+            return value
         found, value = self._from_environment(name)
         return value if found else DEFAULTS[name]
 

@@ -16,6 +16,12 @@ Subclasses implement :meth:`BaseEmailBackend.deliver` (one message) and,
 when they hold a connection, :meth:`open` and :meth:`close`. Backends that
 send concurrently override :meth:`BaseEmailBackend.dispatch`. A backend may
 also override ``send_messages`` wholesale, as Django backends do.
+
+``open``, ``close`` and ``send_messages`` are coroutine functions, and they
+refuse to be called from synchronous code (see :func:`awaited_only`): there
+the call would only create a coroutine that never runs, which code written
+for Django's synchronous backends (``django.core.mail.send_mail`` with
+``EMAIL_BACKEND`` pointing here) would count as a message sent.
 """
 
 from __future__ import annotations
@@ -23,10 +29,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
+import inspect
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+import sys
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
 
 import anyio
 
@@ -51,7 +67,10 @@ if TYPE_CHECKING:
     from ..message import EmailMessage
     from ..sync import BlockingBackend
 
-__all__ = ["BackendState", "BaseEmailBackend", "MessageSource"]
+__all__ = ["BackendState", "BaseEmailBackend", "MessageSource", "awaited_only"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: What ``send_messages`` accepts: a list, any iterable, or an async iterable.
 MessageSource = Iterable["EmailMessage"] | AsyncIterable["EmailMessage"]
@@ -66,6 +85,60 @@ class BackendState(enum.Enum):
 
     CLOSED = "closed"
     OPEN = "open"
+
+
+# -- the sync-call trap -----------------------------------------------------------
+
+#: The backend methods that must be awaited (checked in every subclass too).
+AWAITED_METHODS = ("open", "close", "send_messages")
+
+
+def _called_from_sync_code(frame: FrameType | None) -> bool:
+    """True when a coroutine method is being called where its coroutine
+    cannot be awaited: in a thread with no running event loop, or by Django
+    itself (its mail code calls backends synchronously and never awaits)."""
+    if asyncio._get_running_loop() is None:
+        return True
+    module = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return isinstance(module, str) and module.startswith("django.")
+
+
+def _sync_call_error(backend: object, method: str) -> TypeError:
+    name = f"{type(backend).__module__}.{type(backend).__qualname__}"
+    return TypeError(
+        f"{name}.{method}() is a coroutine function and was called from "
+        "synchronous code, where it would only return a coroutine that never "
+        "runs (nothing would be sent). In async code, await it (asyncio.run() "
+        "needs a coroutine of your own that awaits it). In blocking "
+        f"code, use the blocking view: backend.blocking().{method}(...) or "
+        f"'with backend as conn: conn.{method}(...)'. As Django's "
+        "EMAIL_BACKEND (or a MAILERS BACKEND), use 'asyncmail.django.EmailBackend'."
+    )
+
+
+def awaited_only(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Make a backend coroutine method raise TypeError, at call time, when
+    it is called from synchronous code (see :func:`_called_from_sync_code`).
+
+    An awaitable that complains only when it is never awaited is too late:
+    Django's ``send_mail`` returns whatever ``send_messages`` returned, and
+    a coroutine object is truthy, i.e. "1 message sent". Applied to
+    ``open``, ``close`` and ``send_messages`` of every backend class,
+    including subclasses that override them.
+    """
+    if getattr(method, "_asyncmail_awaited_only", False):
+        return method
+
+    @functools.wraps(method)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
+        if _called_from_sync_code(sys._getframe(1)):
+            raise _sync_call_error(args[0] if args else None, method.__name__)
+        return method(*args, **kwargs)
+
+    checked._asyncmail_awaited_only = True  # type: ignore[attr-defined]
+    return checked
 
 
 class BaseEmailBackend:
@@ -98,8 +171,16 @@ class BaseEmailBackend:
         self._sending = 0  # send_messages calls under way
         self._close_when_done = False  # one of them opened the backend
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in AWAITED_METHODS:
+            method = cls.__dict__.get(name)
+            if inspect.iscoroutinefunction(method):
+                setattr(cls, name, awaited_only(method))
+
     # -- lifecycle ---------------------------------------------------------------
 
+    @awaited_only
     async def open(self) -> bool | None:
         """Open the backend's connection, if it has one.
 
@@ -111,6 +192,7 @@ class BaseEmailBackend:
         self.state = BackendState.OPEN
         return True
 
+    @awaited_only
     async def close(self) -> None:
         """Close the backend's connection; closing a closed backend is a no-op."""
         self.state = BackendState.CLOSED
@@ -156,6 +238,7 @@ class BaseEmailBackend:
 
     # -- sending -----------------------------------------------------------------
 
+    @awaited_only
     async def send_messages(
         self,
         email_messages: MessageSource,
