@@ -17,6 +17,7 @@ import asyncio
 import email
 import email.policy
 import importlib.util
+import inspect
 import io
 import json
 import os
@@ -396,6 +397,20 @@ def test_sync_call_raises_a_clear_type_error(make: Any, method: str) -> None:
     assert "blocking()" in text
     assert "with backend as conn" in text
     assert "asyncmail.django.EmailBackend" in text
+
+
+@pytest.mark.parametrize("make", BACKENDS)
+@pytest.mark.parametrize("method", ["send_messages", "open", "close"])
+def test_guarded_methods_still_look_like_coroutine_functions(
+    make: Any, method: str
+) -> None:
+    """Frameworks decide by introspection whether to await a callable or run
+    it in a worker thread (Starlette's BackgroundTasks, FastAPI): the guard
+    must not turn ``backend.send_messages`` into a "sync" callable there."""
+    bound = getattr(make(), method)
+    if sys.version_info >= (3, 12):  # 3.11's inspect has no marker to honour
+        assert inspect.iscoroutinefunction(bound)
+    assert asyncio.iscoroutinefunction(bound)  # what Python 3.11 frameworks use
 
 
 @pytest.mark.parametrize("make", BACKENDS)

@@ -44,7 +44,10 @@ def prebuilt():
 def run(pytester: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_project=source)
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
+    # pytest-django (in the test environment) has a mailoutbox of its own.
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:django", *args
+    )
 
 
 # -- mailoutbox in a project --------------------------------------------------------
@@ -483,7 +486,9 @@ def test_the_testing_pages_examples_pass_as_a_project(
     page = Path(__file__).resolve().parent.parent / "docs" / "pages" / "testing.md"
     blocks = re.findall(r"^```python\n(.*?)^```", page.read_text("utf-8"), re.M | re.S)
     pytester.makepyfile(test_page="\n\n".join(blocks))
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:django", "-v"
+    )
     result.assert_outcomes(passed=6)
 
 

@@ -138,7 +138,21 @@ def awaited_only(
         return method(*args, **kwargs)
 
     checked._asyncmail_awaited_only = True  # type: ignore[attr-defined]
+    _mark_coroutine_function(checked)
     return checked
+
+
+def _mark_coroutine_function(function: Callable[..., Any]) -> None:
+    """Let introspection see *function* as the coroutine function it stands
+    for: frameworks (Starlette's BackgroundTasks, FastAPI, Celery) look at
+    ``inspect.iscoroutinefunction`` / ``asyncio.iscoroutinefunction`` to
+    decide whether to await a callable or run it in a worker thread."""
+    if sys.version_info >= (3, 12):
+        inspect.markcoroutinefunction(function)
+    # asyncio.iscoroutinefunction's own marker (what Python 3.11 checks).
+    marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    if marker is not None:
+        function._is_coroutine = marker  # type: ignore[attr-defined]
 
 
 class BaseEmailBackend:
