@@ -93,6 +93,9 @@ def _parser() -> argparse.ArgumentParser:
     debug.add_argument("--port", type=int, default=1025)
 
     commands.add_parser("settings", help="print the effective settings")
+    from .queue.cli import add_commands  # the worker and outbox commands
+
+    add_commands(commands)
     return parser
 
 
@@ -222,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     try:
+        if getattr(args, "run", None) is not None:
+            return int(args.run(args))
         if args.command == "settings":
             for name, value in settings.as_dict().items():
                 print(f"{name} = {value!r}")

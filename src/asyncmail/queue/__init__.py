@@ -73,8 +73,11 @@ __all__ = [
 DEFAULT_MAX_SIZE = 50 * 1024 * 1024
 
 _stores: dict[str, Store] = {}
-# Dialects whose tables a caller's connection has made sure of already.
-_schema_done: set[str] = set()
+# Whether the outbox's tables exist, seen from a caller's connection.
+_EXISTS = {
+    "sqlite": "SELECT COUNT(*) FROM sqlite_master WHERE name = 'asyncmail_outbox'",
+    "postgresql": "SELECT to_regclass('asyncmail_outbox') IS NOT NULL",
+}
 _stores_lock = threading.Lock()
 
 
@@ -264,11 +267,11 @@ def enqueue_in(
     rows = [prepare(message, **options) for message in messages]
     cursor = connection.cursor()
     try:
-        if dialect.name not in _schema_done:
+        cursor.execute(_EXISTS[dialect.name])
+        if not cursor.fetchone()[0]:
             for statement in schema:
                 if not statement.startswith("SELECT"):
                     cursor.execute(statement)
-            _schema_done.add(dialect.name)
         insert_rows(cursor, dialect, rows)
     finally:
         cursor.close()
@@ -288,11 +291,12 @@ async def aenqueue_in(
         if rendered is not None:
             row.data = await anyio.to_thread.run_sync(lambda r=rendered: r.data)
     async with connection.cursor() as cursor:
-        if "postgresql-async" not in _schema_done:
+        await cursor.execute(_EXISTS["postgresql"])
+        row = await cursor.fetchone()
+        if not row[0]:
             for statement in SCHEMA:
                 if not statement.startswith("SELECT"):
                     await cursor.execute(statement)
-            _schema_done.add("postgresql-async")
         await cursor.executemany(
             POSTGRES.sql(INSERT), [row.params() for row in rows]
         )

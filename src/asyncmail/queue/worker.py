@@ -178,6 +178,7 @@ class Worker:
         self._outstanding = 0
         self._progress: anyio.Event | None = None
         self._group: anyio.abc.TaskGroup | None = None
+        self._opened_backend = False
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} on {self.store!r}>"
@@ -277,7 +278,8 @@ class Worker:
                     self.store.listeners.remove(self._poke)
                 with contextlib.suppress(MailError):
                     await self.store.release(self.name, unstarted)
-                if self._backend_spec is None or isinstance(self._backend_spec, str):
+                if self._opened_backend:  # opened here: closed here
+                    self._opened_backend = False
                     with contextlib.suppress(Exception):
                         await backend.close()
 
@@ -399,7 +401,8 @@ class Worker:
         try:
             if backend.state.value == "closed":
                 try:
-                    await backend.open()
+                    if await backend.open():
+                        self._opened_backend = True
                 except MailError as exc:
                     outcome = (
                         Outcome.TEMPORARY if is_transient(exc) else Outcome.PERMANENT
