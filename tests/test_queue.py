@@ -453,7 +453,7 @@ async def test_streamed_attachment_is_stored_and_sent(
     path.unlink()  # stored: the file is no longer needed
     await drain(outbox_url, server)
     [received] = server.messages
-    assert base64.b64encode(blob[:57 * 100]) in received.data.replace(b"\r\n", b"")
+    assert base64.b64encode(blob[: 57 * 100]) in received.data.replace(b"\r\n", b"")
     assert (await open_store(outbox_url).get(ident)).state is State.SENT  # type: ignore[union-attr]
 
 
@@ -479,9 +479,16 @@ def test_blocking_send_through_the_queue_backend(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'outbox.db'}"
     with QueueBackend(url=url) as connection:
         assert connection.send_messages([message(1), message(2)]) == 2
-    assert asyncmail.send_mail(
-        "Hi", "Body", "a@example.com", ["b@example.com"], connection=QueueBackend(url=url)
-    ) == 1
+    assert (
+        asyncmail.send_mail(
+            "Hi",
+            "Body",
+            "a@example.com",
+            ["b@example.com"],
+            connection=QueueBackend(url=url),
+        )
+        == 1
+    )
 
     async def count() -> int:
         return (await open_store(url).counts())[State.QUEUED]
@@ -496,15 +503,22 @@ async def test_status_and_purge_from_the_cli(
     await enqueue(open_store(outbox_url), [message(n) for n in range(3)])
     await drain(outbox_url, server)
     capsys.readouterr()
-    assert await anyio.to_thread.run_sync(
-        main, ["outbox", "--url", outbox_url, "status"]
-    ) == 0
+    assert (
+        await anyio.to_thread.run_sync(main, ["outbox", "--url", outbox_url, "status"])
+        == 0
+    )
     assert "sent      3" in capsys.readouterr().out
-    assert await anyio.to_thread.run_sync(
-        main, ["outbox", "--url", outbox_url, "purge", "--state", "sent"]
-    ) == 0
+    assert (
+        await anyio.to_thread.run_sync(
+            main, ["outbox", "--url", outbox_url, "purge", "--state", "sent"]
+        )
+        == 0
+    )
     assert "purged: 3" in capsys.readouterr().out
     assert sum((await open_store(outbox_url).counts()).values()) == 0
-    assert await anyio.to_thread.run_sync(
-        main, ["outbox", "--url", outbox_url, "purge", "--state", "queued"]
-    ) == 2
+    assert (
+        await anyio.to_thread.run_sync(
+            main, ["outbox", "--url", outbox_url, "purge", "--state", "queued"]
+        )
+        == 2
+    )

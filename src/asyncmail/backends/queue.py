@@ -20,6 +20,7 @@ Each message gets ``message.outbox_id``, its id in the outbox, for
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -75,19 +76,19 @@ class EmailBackend(BaseEmailBackend):
     ) -> int:
         """Store the messages; return how many were stored (all of them, or
         raise: nothing is stored when one is invalid)."""
-        messages = []
-        if hasattr(email_messages, "__aiter__"):
-            messages = [message async for message in email_messages]  # type: ignore[union-attr]
+        messages: list[Any]
+        if isinstance(email_messages, AsyncIterable):
+            messages = [message async for message in email_messages]
         else:
-            messages = list(email_messages)  # type: ignore[arg-type]
+            messages = list(email_messages)
         messages = [m for m in messages if m.recipients()]
         if not messages:
             return 0
         for message in messages:
             if getattr(message, "priority", None) is None:
-                message.priority = self.priority  # type: ignore[attr-defined]
+                message.priority = self.priority
             if getattr(message, "send_at", None) is None and self.send_at is not None:
-                message.send_at = self.send_at  # type: ignore[attr-defined]
+                message.send_at = self.send_at
         try:
             ids = await enqueue(self.store, messages, max_size=self.max_size)
         except MailError:
@@ -95,5 +96,5 @@ class EmailBackend(BaseEmailBackend):
                 return 0
             raise
         for message, ident in zip(messages, ids, strict=True):
-            message.outbox_id = ident  # type: ignore[attr-defined]
+            message.outbox_id = ident
         return len(ids)

@@ -45,7 +45,8 @@ from .store import (
 )
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage
+    from ..message import EmailMessage, RenderedMessage
+    from .engine import Dialect
     from .worker import Worker
 
 __all__ = [
@@ -229,21 +230,25 @@ async def enqueue(
     for row in rows:
         rendered = row.rendered
         if rendered is not None:  # files to read: off the event loop
-            row.data = await anyio.to_thread.run_sync(lambda r=rendered: r.data)
+            row.data = await anyio.to_thread.run_sync(_read_all, rendered)
             row.rendered = None
     return await store.insert(rows)
 
 
-def _dialect_of(connection: Any) -> Any:
+def _read_all(rendered: RenderedMessage) -> bytes:
+    return rendered.data
+
+
+def _dialect_of(connection: Any) -> tuple[Dialect, tuple[str, ...]]:
     module = type(connection).__module__
     if module.startswith("sqlite3"):
-        from .sqlite import SCHEMA, SQLITE
+        from . import sqlite
 
-        return SQLITE, SCHEMA
+        return sqlite.SQLITE, sqlite.SCHEMA
     if module.startswith("psycopg"):
-        from .postgres import POSTGRES, SCHEMA
+        from . import postgres
 
-        return POSTGRES, SCHEMA
+        return postgres.POSTGRES, postgres.SCHEMA
     raise QueueError(
         f"Cannot enqueue through a {type(connection).__qualname__}: give a "
         "sqlite3 or psycopg connection"
@@ -289,7 +294,7 @@ async def aenqueue_in(
     for row in rows:
         rendered = row.rendered
         if rendered is not None:
-            row.data = await anyio.to_thread.run_sync(lambda r=rendered: r.data)
+            row.data = await anyio.to_thread.run_sync(_read_all, rendered)
     async with connection.cursor() as cursor:
         await cursor.execute(_EXISTS["postgresql"])
         row = await cursor.fetchone()
@@ -297,9 +302,7 @@ async def aenqueue_in(
             for statement in SCHEMA:
                 if not statement.startswith("SELECT"):
                     await cursor.execute(statement)
-        await cursor.executemany(
-            POSTGRES.sql(INSERT), [row.params() for row in rows]
-        )
+        await cursor.executemany(POSTGRES.sql(INSERT), [row.params() for row in rows])
         assert POSTGRES.notify is not None
         await cursor.execute(POSTGRES.notify)
 

@@ -224,7 +224,9 @@ async def _aoutbox(args: argparse.Namespace) -> int:
             print(f"last error: {found.last_error}")
         for result in await store.results(found.id):
             detail = " ".join(
-                str(part) for part in (result.code, result.text) if part not in (None, "")
+                str(part)
+                for part in (result.code, result.text)
+                if part not in (None, "")
             )
             print(
                 f"  attempt {result.attempt} {_when(result.at)} {result.recipient}: "

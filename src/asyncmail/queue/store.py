@@ -4,13 +4,9 @@ The same SQL (and the same logic deciding what happens to a message after an
 attempt) serves SQLite and PostgreSQL; :mod:`.sqlite` and :mod:`.postgres`
 only say how to connect and what differs in the dialect.
 
-Every database call runs on one dedicated thread per store, with its own
-connection, so the event loop never blocks and no connection is set up per
-call. Calls that arrive while the thread is busy are run together in one
-transaction and committed once (group commit): a web process enqueueing
-from many requests at once pays for one commit per batch, not per message.
-If one call of a batch fails, the batch is rolled back and its calls are run
-again one transaction each, so a bad call fails alone.
+Every database call runs on the store's own thread, with group commit (see
+:mod:`.engine`); the records and the rule deciding a message's next state
+are in :mod:`.model`.
 
 A message moves through these states::
 
@@ -27,201 +23,44 @@ before it leaves only a claim, which expires and is taken by another worker.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
-import enum
 import json
-import random
-import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from ..exceptions import MailError
+from .engine import Dialect, Engine
+from .model import (
+    FINAL_STATES,
+    Job,
+    LeaseLostError,
+    NewMessage,
+    QueueError,
+    RetryPolicy,
+    Settlement,
+    State,
+    StoredMessage,
+    StoredResult,
+    new_key,
+    settle,
+)
 
 __all__ = [
     "FINAL_STATES",
+    "INSERT",
     "Dialect",
     "Job",
+    "LeaseLostError",
+    "NewMessage",
     "QueueError",
     "RetryPolicy",
     "State",
     "Store",
     "StoredMessage",
     "StoredResult",
+    "insert_rows",
+    "new_key",
+    "settle",
 ]
-
-T = TypeVar("T")
-
-
-class QueueError(MailError):
-    """The outbox store could not do what was asked (the database failed,
-    or a claim was lost to another worker)."""
-
-
-class LeaseLostError(QueueError):
-    """This worker's claim on a message expired and may be another's now."""
-
-
-class State(enum.Enum):
-    """Where a message is in the outbox."""
-
-    QUEUED = "queued"  # waiting for its due time and a worker
-    CLAIMED = "claimed"  # leased by a worker, nothing written yet
-    INFLIGHT = "inflight"  # the end of data is being (or was) written
-    SENT = "sent"  # every recipient accepted
-    PARTIAL = "partial"  # some accepted, the others refused for good
-    FAILED = "failed"  # refused for good, nobody accepted
-    UNKNOWN = "unknown"  # lost after the end of data: maybe delivered
-    DEAD = "dead"  # transient failures until the attempt limit
-
-
-FINAL_STATES = frozenset(
-    {State.SENT, State.PARTIAL, State.FAILED, State.UNKNOWN, State.DEAD}
-)
-
-
-class Connection(Protocol):  # the DB-API 2 subset used here
-    def cursor(self) -> Any: ...
-    def commit(self) -> None: ...
-    def rollback(self) -> None: ...
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Dialect:
-    """What differs between the databases."""
-
-    name: str
-    schema: tuple[str, ...]
-    #: The inner SELECT of a claim (picks due messages; SKIP LOCKED on PG).
-    lock_clause: str = ""
-    placeholder: str = "?"
-    greatest: str = "MAX"
-    #: Run first in every transaction of the store's thread (None: implicit).
-    begin: str | None = None
-    #: Run after an insert, in its transaction (PostgreSQL wakes the workers).
-    notify: str | None = None
-
-    def sql(self, text: str) -> str:
-        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """When transient failures are tried again, and when they stop.
-
-    :param max_attempts: attempts (not counting crashed workers) before a
-        message with recipients still refused temporarily is dead-lettered.
-    :param backoff: seconds before the second attempt, doubled each time,
-        capped by ``backoff_max``, with jitter (50-100 %).
-    :param max_claims: claims (crashed workers included) before a message
-        is dead-lettered as poison.
-    """
-
-    max_attempts: int = 5
-    backoff: float = 30.0
-    backoff_max: float = 3600.0
-    max_claims: int = 10
-
-    def delay(self, attempt: int) -> float:
-        return min(self.backoff * 2.0 ** (attempt - 1), self.backoff_max) * (
-            random.uniform(0.5, 1.0)
-        )
-
-
-@dataclass(slots=True)
-class Job:
-    """A claimed message: what a worker needs to deliver it."""
-
-    id: int
-    key: str
-    sender: str
-    recipients: list[str]
-    pending: list[str]
-    data: bytes
-    attempts: int
-    priority: int
-    outcomes: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message's row in the outbox (without its data)."""
-
-    id: int
-    key: str
-    state: State
-    priority: int
-    due_at: float
-    created_at: float
-    sender: str
-    recipients: list[str]
-    pending: list[str]
-    outcomes: dict[str, str]
-    attempts: int
-    claims: int
-    message_id: str
-    subject: str
-    last_error: str
-    lease_owner: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResult:
-    """One recipient's result in one attempt."""
-
-    message: int
-    attempt: int
-    at: float
-    recipient: str
-    outcome: str
-    code: int | None
-    enhanced_status: str | None
-    text: str
-    reply: str
-    worker: str
-
-
-@dataclass(slots=True)
-class NewMessage:
-    """A row to insert (built by the enqueueing side)."""
-
-    key: str
-    sender: str
-    recipients: list[str]
-    data: bytes
-    due_at: float
-    priority: int
-    message_id: str
-    subject: str
-    created_at: float = field(default_factory=time.time)
-    #: Set while *data* waits for streamed attachments to be read.
-    rendered: Any = None
-
-    def params(self) -> tuple[Any, ...]:
-        listed = json.dumps(self.recipients)
-        return (
-            self.key,
-            State.QUEUED.value,
-            self.priority,
-            self.due_at,
-            self.created_at,
-            self.sender,
-            listed,
-            listed,
-            self.data,
-            self.message_id,
-            self.subject,
-        )
-
-
-def new_key() -> str:
-    return uuid.uuid4().hex
 
 
 INSERT = (
@@ -266,250 +105,13 @@ def _stored(row: Sequence[Any]) -> StoredMessage:
     )
 
 
-@dataclass(slots=True)
-class Settlement:
-    """What a worker's attempt decided for one message (computed by
-    :func:`settle`, written by :meth:`Store.finish`)."""
-
-    job: Job
-    attempt: int
-    results: list[tuple[str, str, int | None, str | None, str]]
-    reply: str
-    state: State
-    pending: list[str]
-    due_at: float
-    outcomes: dict[str, str]
-    error: str
-
-
-def settle(
-    job: Job,
-    recipients: dict[str, tuple[str, int | None, str | None, str]],
-    reply: str,
-    error: str,
-    policy: RetryPolicy,
-    now: float,
-) -> Settlement:
-    """Decide a message's next state from one attempt's per-recipient results
-    (``address -> (outcome, code, enhanced status, text)``).
-
-    Accepted, permanent and unknown outcomes are final for their recipient;
-    temporary ones are tried again after a backoff, until the attempt limit
-    makes the message dead. A pending recipient the backend reported nothing
-    for counts as temporary.
-    """
-    attempt = job.attempts + 1
-    outcomes = dict(job.outcomes)
-    results = []
-    retry = []
-    for address in job.pending:
-        outcome, code, enhanced, text = recipients.get(
-            address, ("temporary", None, None, "no result from the backend")
-        )
-        results.append((address, outcome, code, enhanced, text))
-        if outcome == "temporary":
-            retry.append(address)
-        else:
-            outcomes[address] = outcome
-    due_at = now
-    if retry and attempt < policy.max_attempts:
-        state = State.QUEUED
-        due_at = now + policy.delay(attempt)
-    else:
-        for address in retry:
-            outcomes[address] = "temporary"
-        values = set(outcomes.values())
-        if values == {"accepted"}:
-            state = State.SENT
-        elif "unknown" in values:
-            state = State.UNKNOWN
-        elif retry:
-            state = State.DEAD
-        elif "accepted" in values:
-            state = State.PARTIAL
-        else:
-            state = State.FAILED
-        retry = []
-    return Settlement(
-        job, attempt, results, reply, state, retry, due_at, outcomes, error
-    )
-
-
-# -- the store ----------------------------------------------------------------------
-
-
-class _Call:
-    __slots__ = ("function", "future")
-
-    def __init__(
-        self, function: Callable[[Any], Any], future: concurrent.futures.Future[Any]
-    ) -> None:
-        self.function = function
-        self.future = future
-
-
-class Store:
+class Store(Engine):
     """An outbox: durable messages, claims, results, a shared rate limit.
 
-    Open one with :func:`asyncmail.queue.open_store`. Every method has an
-    async form (for the event loop: the work runs on the store's thread) and
-    is safe to call from any thread and any event loop.
+    Open one with :func:`asyncmail.queue.open_store`. Every method is
+    async (the work runs on the store's thread, see :mod:`.engine`) and safe
+    to call from any thread and any event loop.
     """
-
-    #: Calls run in one transaction at most (group commit).
-    MAX_BATCH = 512
-
-    def __init__(
-        self,
-        url: str,
-        dialect: Dialect,
-        connect: Callable[[], Connection],
-    ) -> None:
-        self.url = url
-        self.dialect = dialect
-        self._connect = connect
-        self._calls: deque[_Call] = deque()
-        self._ready = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._closed = False
-        self._started = threading.Lock()
-        #: Set (from the store's thread) when messages were enqueued here, so
-        #: that workers in this process wake at once.
-        self.listeners: list[Callable[[], None]] = []
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__qualname__} {self.dialect.name} {self.safe_url}>"
-
-    @property
-    def safe_url(self) -> str:
-        """The URL without a password."""
-        head, at, tail = self.url.rpartition("@")
-        if not at:
-            return self.url
-        scheme, _, credentials = head.partition("://")
-        user = credentials.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{tail}"
-
-    # -- the thread -------------------------------------------------------------------
-
-    def _start(self) -> None:
-        with self._started:
-            if self._closed:
-                raise QueueError(f"{self!r} is closed")
-            if self._thread is not None:
-                return
-            ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-            self._thread = threading.Thread(
-                target=self._serve,
-                args=(ready,),
-                name=f"asyncmail-outbox-{self.dialect.name}",
-                daemon=True,
-            )
-            self._thread.start()
-        try:
-            ready.result()
-        except BaseException:
-            with self._started:
-                self._thread = None
-            raise
-
-    def _serve(self, ready: concurrent.futures.Future[None]) -> None:
-        try:
-            connection = self._connect()
-            cursor = connection.cursor()
-            for statement in self.dialect.schema:
-                cursor.execute(statement)
-            connection.commit()
-        except Exception as exc:
-            ready.set_exception(
-                QueueError(f"Cannot open the outbox {self.safe_url}: {exc}")
-            )
-            return
-        ready.set_result(None)
-        try:
-            while True:
-                with self._ready:
-                    while not self._calls and not self._closed:
-                        self._ready.wait()
-                    if not self._calls:
-                        return
-                    batch = [
-                        self._calls.popleft()
-                        for _ in range(min(len(self._calls), self.MAX_BATCH))
-                    ]
-                self._run_batch(connection, batch)
-        finally:
-            with contextlib.suppress(Exception):
-                connection.close()
-
-    def _run_batch(self, connection: Connection, batch: list[_Call]) -> None:
-        live = [call for call in batch if call.future.set_running_or_notify_cancel()]
-        if not live:
-            return
-        begin = self.dialect.begin
-        try:
-            cursor = connection.cursor()
-            if begin:
-                cursor.execute(begin)
-            values = [call.function(cursor) for call in live]
-            connection.commit()
-        except Exception as exc:
-            with contextlib.suppress(Exception):
-                connection.rollback()
-            if len(live) == 1:
-                live[0].future.set_exception(_mapped(exc))
-                return
-            for call in live:  # each alone, so that a bad call fails alone
-                try:
-                    cursor = connection.cursor()
-                    if begin:
-                        cursor.execute(begin)
-                    value = call.function(cursor)
-                    connection.commit()
-                except Exception as single:
-                    with contextlib.suppress(Exception):
-                        connection.rollback()
-                    call.future.set_exception(_mapped(single))
-                else:
-                    call.future.set_result(value)
-            return
-        for call, value in zip(live, values, strict=True):
-            call.future.set_result(value)
-
-    def submit(self, function: Callable[[Any], T]) -> concurrent.futures.Future[T]:
-        """Run ``function(cursor)`` on the store's thread, in a transaction
-        (perhaps shared with other calls: it must not commit)."""
-        if self._thread is None:
-            self._start()
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._ready:
-            if self._closed:
-                raise QueueError(f"{self!r} is closed")
-            self._calls.append(_Call(function, future))
-            self._ready.notify()
-        return future
-
-    async def run(self, function: Callable[[Any], T]) -> T:
-        """:meth:`submit`, awaited without blocking the event loop."""
-        future = self.submit(function)
-        return await asyncio.wrap_future(future)
-
-    def run_sync(self, function: Callable[[Any], T]) -> T:
-        """:meth:`submit`, waiting in the calling thread."""
-        return self.submit(function).result()
-
-    def close(self) -> None:
-        """Finish the calls already made, then close the connection."""
-        with self._ready:
-            self._closed = True
-            self._ready.notify()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     # -- enqueueing --------------------------------------------------------------------
 
@@ -530,7 +132,7 @@ class Store:
             ids.append(int(cursor.fetchone()[0]))
         return ids
 
-    # -- workers ------------------------------------------------------------------------
+    # -- workers --------------------------------------------------------------------
 
     async def claim(
         self, owner: str, limit: int, lease: float, policy: RetryPolicy
@@ -682,9 +284,8 @@ class Store:
                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             ),
             [
-                (s.job.id, s.attempt, now, address, outcome, code, enhanced, text)
-                + (s.reply, owner)
-                for address, outcome, code, enhanced, text in s.results
+                (s.job.id, s.attempt, now, *result, s.reply, owner)
+                for result in s.results
             ],
         )
         return True
@@ -771,7 +372,7 @@ class Store:
 
         return await self.run(take)
 
-    # -- inspection and administration ---------------------------------------------------
+    # -- inspection and administration ----------------------------------------------
 
     async def counts(self) -> dict[State, int]:
         """How many messages are in each state."""
@@ -797,7 +398,8 @@ class Store:
         numbers = [int(i) for i in ids]
 
         def select(cursor: Any) -> list[StoredMessage]:
-            clauses, params = [], []
+            clauses: list[str] = []
+            params: list[Any] = []
             if wanted:
                 clauses.append(f"state IN ({', '.join('?' * len(wanted))})")
                 params += wanted
@@ -847,8 +449,16 @@ class Store:
             )
             return [
                 StoredResult(
-                    int(r[0]), int(r[1]), float(r[2]), r[3], r[4], r[5], r[6]
-                    , r[7] or "", r[8] or "", r[9] or ""
+                    int(r[0]),
+                    int(r[1]),
+                    float(r[2]),
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    r[7] or "",
+                    r[8] or "",
+                    r[9] or "",
                 )
                 for r in cursor.fetchall()
             ]
@@ -870,7 +480,8 @@ class Store:
 
         def again(cursor: Any) -> int:
             sql = self.dialect.sql
-            clauses, params = [], []
+            clauses: list[str] = []
+            params: list[Any] = []
             if numbers:
                 clauses.append(f"id IN ({', '.join('?' * len(numbers))})")
                 params += numbers
@@ -895,9 +506,7 @@ class Store:
                     a for a in json.loads(recipients) if done.get(a) != "accepted"
                 ]
                 kept = {a: o for a, o in done.items() if o == "accepted"}
-                updates.append(
-                    (json.dumps(pending), json.dumps(kept), now, int(ident))
-                )
+                updates.append((json.dumps(pending), json.dumps(kept), now, int(ident)))
             cursor.executemany(
                 sql(
                     "UPDATE asyncmail_outbox SET state = 'queued', pending = ?, "
@@ -913,9 +522,7 @@ class Store:
             listener()
         return count
 
-    async def purge(
-        self, states: Iterable[State], *, older_than: float = 0.0
-    ) -> int:
+    async def purge(self, states: Iterable[State], *, older_than: float = 0.0) -> int:
         """Delete messages in final *states* (and their results) settled more
         than *older_than* seconds ago; return how many."""
         wanted = [state.value for state in states]
@@ -941,11 +548,3 @@ class Store:
             return int(cursor.rowcount)
 
         return await self.run(delete)
-
-
-def _mapped(exc: Exception) -> Exception:
-    if isinstance(exc, MailError):
-        return exc
-    error = QueueError(f"The outbox database failed: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error

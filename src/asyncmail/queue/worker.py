@@ -84,9 +84,7 @@ class _SharedRate:
                     self.name, self.rate, self.burst, self.chunk
                 )
                 start = time.monotonic() + delay
-                self._slots.extend(
-                    start + i / self.rate for i in range(self.chunk)
-                )
+                self._slots.extend(start + i / self.rate for i in range(self.chunk))
             at = self._slots.popleft()
         await anyio.sleep(max(0.0, at - time.monotonic()))
 
@@ -234,7 +232,8 @@ class Worker:
             return self.backend
         from ..api import get_connection
 
-        path = self._backend_spec or DEFAULT_BACKEND
+        spec = self._backend_spec
+        path = spec if isinstance(spec, str) else DEFAULT_BACKEND
         options = dict(self._backend_options)
         if path == DEFAULT_BACKEND:
             options.setdefault("max_connections", self.concurrency)
@@ -436,17 +435,19 @@ class Worker:
         }
         settlement = settle(
             job,
-            recipients,
-            result.reply,
-            str(result.error) if result.error is not None else "",
-            self.policy,
-            time.time(),
+            recipients=recipients,
+            reply=result.reply,
+            error=str(result.error) if result.error is not None else "",
+            policy=self.policy,
+            now=time.time(),
         )
         for attempt in range(5):
             try:
                 written = await self.store.finish(settlement, self.name)
             except QueueError as exc:
-                log.warning("%s: recording message %s failed: %s", self.name, job.id, exc)
+                log.warning(
+                    "%s: recording message %s failed: %s", self.name, job.id, exc
+                )
                 await anyio.sleep(0.2 * (attempt + 1))
                 continue
             if not written:

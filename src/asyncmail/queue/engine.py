@@ -1,0 +1,231 @@
+"""One thread per store running every database call, with group commit.
+
+Every call runs on the store's own thread and connection, so the event loop
+never blocks and no connection is set up per call. Calls that arrive while
+the thread is busy run together in one transaction, committed once: a web
+process enqueueing from many requests at once pays one commit per batch, not
+per message. If one call of a batch fails, the batch is rolled back and its
+calls run again one transaction each, so a bad call fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from ..exceptions import MailError
+from .model import QueueError
+
+__all__ = ["Connection", "Dialect", "Engine"]
+
+T = TypeVar("T")
+
+
+class Connection(Protocol):  # the DB-API 2 subset used here
+    def cursor(self) -> Any: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the databases."""
+
+    name: str
+    schema: tuple[str, ...]
+    #: The inner SELECT of a claim (picks due messages; SKIP LOCKED on PG).
+    lock_clause: str = ""
+    placeholder: str = "?"
+    greatest: str = "MAX"
+    #: Run first in every transaction of the store's thread (None: implicit).
+    begin: str | None = None
+    #: Run after an insert, in its transaction (PostgreSQL wakes the workers).
+    notify: str | None = None
+
+    def sql(self, text: str) -> str:
+        return text if self.placeholder == "?" else text.replace("?", self.placeholder)
+
+
+class _Call:
+    __slots__ = ("function", "future")
+
+    def __init__(
+        self, function: Callable[[Any], Any], future: concurrent.futures.Future[Any]
+    ) -> None:
+        self.function = function
+        self.future = future
+
+
+class Engine:
+    """A database connection owned by one thread, driven from any thread or
+    event loop: :meth:`run` (awaited), :meth:`run_sync` (blocking)."""
+
+    #: Calls run in one transaction at most (group commit).
+    MAX_BATCH = 512
+
+    def __init__(
+        self,
+        url: str,
+        dialect: Dialect,
+        connect: Callable[[], Connection],
+    ) -> None:
+        self.url = url
+        self.dialect = dialect
+        self._connect = connect
+        self._calls: deque[_Call] = deque()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._started = threading.Lock()
+        #: Set (from the store's thread) when messages were enqueued here, so
+        #: that workers in this process wake at once.
+        self.listeners: list[Callable[[], None]] = []
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__qualname__} {self.dialect.name} {self.safe_url}>"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without a password."""
+        head, at, tail = self.url.rpartition("@")
+        if not at:
+            return self.url
+        scheme, _, credentials = head.partition("://")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{tail}"
+
+    # -- the thread -------------------------------------------------------------------
+
+    def _start(self) -> None:
+        with self._started:
+            if self._closed:
+                raise QueueError(f"{self!r} is closed")
+            if self._thread is not None:
+                return
+            ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._thread = threading.Thread(
+                target=self._serve,
+                args=(ready,),
+                name=f"asyncmail-outbox-{self.dialect.name}",
+                daemon=True,
+            )
+            self._thread.start()
+        try:
+            ready.result()
+        except BaseException:
+            with self._started:
+                self._thread = None
+            raise
+
+    def _serve(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            connection = self._connect()
+            cursor = connection.cursor()
+            for statement in self.dialect.schema:
+                cursor.execute(statement)
+            connection.commit()
+        except Exception as exc:
+            ready.set_exception(
+                QueueError(f"Cannot open the outbox {self.safe_url}: {exc}")
+            )
+            return
+        ready.set_result(None)
+        try:
+            while True:
+                with self._ready:
+                    while not self._calls and not self._closed:
+                        self._ready.wait()
+                    if not self._calls:
+                        return
+                    batch = [
+                        self._calls.popleft()
+                        for _ in range(min(len(self._calls), self.MAX_BATCH))
+                    ]
+                self._run_batch(connection, batch)
+        finally:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def _run_batch(self, connection: Connection, batch: list[_Call]) -> None:
+        live = [call for call in batch if call.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        begin = self.dialect.begin
+        try:
+            cursor = connection.cursor()
+            if begin:
+                cursor.execute(begin)
+            values = [call.function(cursor) for call in live]
+            connection.commit()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                connection.rollback()
+            if len(live) == 1:
+                live[0].future.set_exception(_mapped(exc))
+                return
+            for call in live:  # each alone, so that a bad call fails alone
+                try:
+                    cursor = connection.cursor()
+                    if begin:
+                        cursor.execute(begin)
+                    value = call.function(cursor)
+                    connection.commit()
+                except Exception as single:
+                    with contextlib.suppress(Exception):
+                        connection.rollback()
+                    call.future.set_exception(_mapped(single))
+                else:
+                    call.future.set_result(value)
+            return
+        for call, value in zip(live, values, strict=True):
+            call.future.set_result(value)
+
+    def submit(self, function: Callable[[Any], T]) -> concurrent.futures.Future[T]:
+        """Run ``function(cursor)`` on the store's thread, in a transaction
+        (perhaps shared with other calls: it must not commit)."""
+        if self._thread is None:
+            self._start()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        with self._ready:
+            if self._closed:
+                raise QueueError(f"{self!r} is closed")
+            self._calls.append(_Call(function, future))
+            self._ready.notify()
+        return future
+
+    async def run(self, function: Callable[[Any], T]) -> T:
+        """:meth:`submit`, awaited without blocking the event loop."""
+        future = self.submit(function)
+        return await asyncio.wrap_future(future)
+
+    def run_sync(self, function: Callable[[Any], T]) -> T:
+        """:meth:`submit`, waiting in the calling thread."""
+        return self.submit(function).result()
+
+    def close(self) -> None:
+        """Finish the calls already made, then close the connection."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def _mapped(exc: Exception) -> Exception:
+    if isinstance(exc, MailError):
+        return exc
+    error = QueueError(f"The outbox database failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
