@@ -102,13 +102,12 @@ class PostgresCluster:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
 
-_cluster: PostgresCluster | None = None
+_clusters: list[PostgresCluster] = []  # the session's one, once started
 
 
 def postgres_cluster(config: pytest.Config) -> PostgresCluster:
     """The session's PostgreSQL (started on first use)."""
-    global _cluster
-    if _cluster is None:
+    if not _clusters:
         bin_dir = _binaries()
         if bin_dir is None:
             if os.environ.get("CI"):
@@ -117,8 +116,8 @@ def postgres_cluster(config: pytest.Config) -> PostgresCluster:
         cluster = PostgresCluster(bin_dir)
         cluster.start()
         config.add_cleanup(cluster.stop)
-        _cluster = cluster
-    return _cluster
+        _clusters.append(cluster)
+    return _clusters[0]
 
 
 def reset_postgres(url: str) -> None:

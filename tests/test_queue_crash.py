@@ -17,16 +17,18 @@ import anyio
 import pytest
 
 import asyncmail
+import queuesupport
 from asyncmail.queue import State, enqueue, open_store
 from queuesupport import (
     counts,
     kill_worker,
-    outbox_url,  # noqa: F401 - a fixture
     start_worker,
     stop_worker,
     wait_until,
 )
 from smtpserver import SMTPServer
+
+outbox_url = queuesupport.outbox_url  # the fixture: SQLite and PostgreSQL
 
 SEED = 20261201
 
