@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 from ..exceptions import MailError
 from .model import QueueError
 
-__all__ = ["Connection", "Dialect", "Engine"]
+__all__ = ["Connection", "Dialect", "Engine", "Merge"]
 
 T = TypeVar("T")
 
@@ -53,14 +53,47 @@ class Dialect:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
 
+#: A call merged with the others of its kind in a batch: ``merge(cursor,
+#: items)`` returns one value per item (one statement for many callers).
+Merge = Callable[[Any, list[Any]], list[Any]]
+
+
 class _Call:
-    __slots__ = ("function", "future")
+    """One caller's request: a function of the cursor, or an item for a
+    merge function; answered through a concurrent future (blocking callers)
+    or an asyncio future of *loop* (resolved in one loop callback a batch)."""
+
+    __slots__ = ("function", "future", "item", "loop", "merge")
 
     def __init__(
-        self, function: Callable[[Any], Any], future: concurrent.futures.Future[Any]
+        self,
+        function: Callable[[Any], Any] | None,
+        future: concurrent.futures.Future[Any] | asyncio.Future[Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+        merge: Merge | None = None,
+        item: Any = None,
     ) -> None:
         self.function = function
         self.future = future
+        self.loop = loop
+        self.merge = merge
+        self.item = item
+
+    def live(self) -> bool:
+        future = self.future
+        if isinstance(future, concurrent.futures.Future):
+            return future.set_running_or_notify_cancel()
+        return not future.cancelled()  # a benign read from another thread
+
+
+def _settle_futures(outcomes: list[tuple[asyncio.Future[Any], Any, bool]]) -> None:
+    for future, value, failed in outcomes:
+        if future.done():
+            continue
+        if failed:
+            future.set_exception(value)
+        else:
+            future.set_result(value)
 
 
 class Engine:
@@ -154,56 +187,113 @@ class Engine:
                 connection.close()
 
     def _run_batch(self, connection: Connection, batch: list[_Call]) -> None:
-        live = [call for call in batch if call.future.set_running_or_notify_cancel()]
+        live = [call for call in batch if call.live()]
         if not live:
             return
-        begin = self.dialect.begin
+        outcomes: list[tuple[_Call, Any, bool]] = []
         try:
-            cursor = connection.cursor()
-            if begin:
-                cursor.execute(begin)
-            values = [call.function(cursor) for call in live]
-            connection.commit()
+            outcomes = [(c, v, False) for c, v in self._run_calls(connection, live)]
         except Exception as exc:
             with contextlib.suppress(Exception):
                 connection.rollback()
             if len(live) == 1:
-                live[0].future.set_exception(_mapped(exc))
-                return
-            for call in live:  # each alone, so that a bad call fails alone
-                try:
-                    cursor = connection.cursor()
-                    if begin:
-                        cursor.execute(begin)
-                    value = call.function(cursor)
-                    connection.commit()
-                except Exception as single:
-                    with contextlib.suppress(Exception):
-                        connection.rollback()
-                    call.future.set_exception(_mapped(single))
+                outcomes = [(live[0], _mapped(exc), True)]
+            else:
+                outcomes = []
+                for call in live:  # each alone, so that a bad call fails alone
+                    try:
+                        [(_, value)] = self._run_calls(connection, [call])
+                    except Exception as single:
+                        with contextlib.suppress(Exception):
+                            connection.rollback()
+                        outcomes.append((call, _mapped(single), True))
+                    else:
+                        outcomes.append((call, value, False))
+        self._answer(outcomes)
+
+    def _run_calls(
+        self, connection: Connection, calls: list[_Call]
+    ) -> list[tuple[_Call, Any]]:
+        """Run *calls* in one transaction and commit: plain calls in order,
+        merged ones together, at the place of the first of their kind."""
+        cursor = connection.cursor()
+        if self.dialect.begin:
+            cursor.execute(self.dialect.begin)
+        values: dict[int, Any] = {}
+        merged: dict[Merge, list[_Call]] = {}
+        order: list[_Call | Merge] = []
+        for call in calls:
+            if call.merge is None:
+                order.append(call)
+            else:
+                if call.merge not in merged:
+                    merged[call.merge] = []
+                    order.append(call.merge)
+                merged[call.merge].append(call)
+        for step in order:
+            if isinstance(step, _Call):
+                assert step.function is not None
+                values[id(step)] = step.function(cursor)
+            else:
+                group = merged[step]
+                answers = step(cursor, [call.item for call in group])
+                for call, answer in zip(group, answers, strict=True):
+                    values[id(call)] = answer
+        connection.commit()
+        return [(call, values[id(call)]) for call in calls]
+
+    def _answer(self, outcomes: list[tuple[_Call, Any, bool]]) -> None:
+        """Resolve the futures: one callback per event loop for the batch
+        (not one wake-up per call)."""
+        per_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, bool]]
+        ] = {}
+        for call, value, failed in outcomes:
+            future = call.future
+            if isinstance(future, concurrent.futures.Future):
+                if failed:
+                    future.set_exception(value)
                 else:
-                    call.future.set_result(value)
-            return
-        for call, value in zip(live, values, strict=True):
-            call.future.set_result(value)
+                    future.set_result(value)
+            else:
+                assert call.loop is not None
+                per_loop.setdefault(call.loop, []).append((future, value, failed))
+        for loop, answers in per_loop.items():
+            with contextlib.suppress(RuntimeError):  # that loop is closed
+                loop.call_soon_threadsafe(_settle_futures, answers)
+
+    def _enqueue(self, call: _Call) -> None:
+        if self._thread is None:
+            self._start()
+        with self._ready:
+            if self._closed:
+                raise QueueError(f"{self!r} is closed")
+            self._calls.append(call)
+            if len(self._calls) == 1:
+                self._ready.notify()
 
     def submit(self, function: Callable[[Any], T]) -> concurrent.futures.Future[T]:
         """Run ``function(cursor)`` on the store's thread, in a transaction
         (perhaps shared with other calls: it must not commit)."""
-        if self._thread is None:
-            self._start()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        with self._ready:
-            if self._closed:
-                raise QueueError(f"{self!r} is closed")
-            self._calls.append(_Call(function, future))
-            self._ready.notify()
+        self._enqueue(_Call(function, future))
         return future
 
     async def run(self, function: Callable[[Any], T]) -> T:
         """:meth:`submit`, awaited without blocking the event loop."""
-        future = self.submit(function)
-        return await asyncio.wrap_future(future)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._enqueue(_Call(function, future, loop))
+        return await future
+
+    async def run_merged(self, merge: Merge, item: Any) -> Any:
+        """Have *item* handled by ``merge(cursor, items)`` together with the
+        other items given to the same *merge* in the batch (one statement
+        for many callers)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._enqueue(_Call(None, future, loop, merge, item))
+        return await future
 
     def run_sync(self, function: Callable[[Any], T]) -> T:
         """:meth:`submit`, waiting in the calling thread."""

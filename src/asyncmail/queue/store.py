@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .engine import Dialect, Engine
 from .model import (
@@ -43,6 +43,8 @@ from .model import (
     new_key,
     settle,
 )
+
+T = TypeVar("T")
 
 __all__ = [
     "FINAL_STATES",
@@ -70,10 +72,17 @@ INSERT = (
     "ON CONFLICT (key) DO NOTHING"
 )
 
+_ONE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '')"
+assert _ONE_ROW in INSERT
+
 _MESSAGE_COLUMNS = (
     "id, key, state, priority, due_at, created_at, sender, recipients, pending, "
     "outcomes, attempts, claims, message_id, subject, last_error, lease_owner"
 )
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
 
 
 def insert_rows(cursor: Any, dialect: Dialect, rows: Sequence[NewMessage]) -> None:
@@ -117,20 +126,37 @@ class Store(Engine):
 
     async def insert(self, rows: Sequence[NewMessage]) -> list[int]:
         """Store *rows*; return their ids (that of the stored message for a
-        key already there)."""
-        ids = await self.run(lambda cursor: self._insert(cursor, rows))
+        key already there). Concurrent callers share the statements."""
+        ids: list[int] = await self.run_merged(self._insert_many, list(rows))
         for listener in list(self.listeners):
             listener()
         return ids
 
-    def _insert(self, cursor: Any, rows: Sequence[NewMessage]) -> list[int]:
-        insert_rows(cursor, self.dialect, rows)
-        ids = []
-        select = self.dialect.sql("SELECT id FROM asyncmail_outbox WHERE key = ?")
-        for row in rows:
-            cursor.execute(select, (row.key,))
-            ids.append(int(cursor.fetchone()[0]))
-        return ids
+    def _insert_many(self, cursor: Any, calls: list[list[NewMessage]]) -> list[Any]:
+        rows = [row for call in calls for row in call]
+        sql = self.dialect.sql
+        for chunk in _chunks(rows, 256):
+            values = ", ".join(
+                ["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '')"] * len(chunk)
+            )
+            cursor.execute(
+                sql(INSERT.replace(_ONE_ROW, values)),
+                [value for row in chunk for value in row.params()],
+            )
+        if self.dialect.notify:
+            cursor.execute(self.dialect.notify)
+        found: dict[str, int] = {}
+        keys = list(dict.fromkeys(row.key for row in rows))
+        for some in _chunks(keys, 500):
+            cursor.execute(
+                sql(
+                    "SELECT key, id FROM asyncmail_outbox WHERE key IN "
+                    f"({', '.join('?' * len(some))})"
+                ),
+                list(some),
+            )
+            found.update((key, int(ident)) for key, ident in cursor.fetchall())
+        return [[found[row.key] for row in call] for call in calls]
 
     # -- workers --------------------------------------------------------------------
 
@@ -232,63 +258,92 @@ class Store(Engine):
 
     async def mark_inflight(self, job: Job, owner: str) -> None:
         """Durably record that *job*'s end of data is about to be written;
-        raise :class:`LeaseLostError` if the claim is no longer *owner*'s."""
-        ok = await self.run(lambda cursor: self._mark(cursor, job.id, owner))
-        if not ok:
+        raise :class:`LeaseLostError` if the claim is no longer *owner*'s.
+        Concurrent marks share one statement and one commit."""
+        if not await self.run_merged(self._mark_many, (job.id, owner)):
             raise LeaseLostError(
                 f"The claim on outbox message {job.id} expired; not sending it"
             )
 
-    def _mark(self, cursor: Any, ident: int, owner: str) -> bool:
-        cursor.execute(
-            self.dialect.sql(
-                "UPDATE asyncmail_outbox SET state = 'inflight' WHERE id = ? AND "
-                "lease_owner = ? AND state IN ('claimed', 'inflight')"
-            ),
-            (ident, owner),
-        )
-        return bool(cursor.rowcount == 1)
+    def _mark_many(self, cursor: Any, items: list[tuple[int, str]]) -> list[Any]:
+        marked: set[tuple[int, str]] = set()
+        owners: dict[str, list[int]] = {}
+        for ident, owner in items:
+            owners.setdefault(owner, []).append(ident)
+        for owner, idents in owners.items():
+            for chunk in _chunks(idents, 500):
+                cursor.execute(
+                    self.dialect.sql(
+                        "UPDATE asyncmail_outbox SET state = 'inflight' WHERE "
+                        "lease_owner = ? AND state IN ('claimed', 'inflight') AND "
+                        f"id IN ({', '.join('?' * len(chunk))}) RETURNING id"
+                    ),
+                    [owner, *chunk],
+                )
+                marked.update((int(row[0]), owner) for row in cursor.fetchall())
+        return [item in marked for item in items]
 
     async def finish(self, settlement: Settlement, owner: str) -> bool:
         """Write an attempt's results and the message's next state; False if
-        the claim was lost meanwhile (nothing written)."""
-        return await self.run(lambda cursor: self._finish(cursor, settlement, owner))
+        the claim was lost meanwhile (nothing written). Concurrent calls
+        share the statements and the commit."""
+        written: bool = await self.run_merged(self._finish_many, (settlement, owner))
+        return written
 
-    def _finish(self, cursor: Any, s: Settlement, owner: str) -> bool:
+    def _finish_many(
+        self, cursor: Any, items: list[tuple[Settlement, str]]
+    ) -> list[Any]:
         sql = self.dialect.sql
         now = time.time()
-        cursor.execute(
-            sql(
-                "UPDATE asyncmail_outbox SET state = ?, pending = ?, outcomes = ?, "
-                "due_at = ?, attempts = ?, last_error = ?, lease_owner = NULL, "
-                "updated_at = ? WHERE id = ? AND lease_owner = ?"
-            ),
-            (
-                s.state.value,
-                json.dumps(s.pending),
-                json.dumps(s.outcomes),
-                s.due_at,
-                s.attempt,
-                s.error,
-                now,
-                s.job.id,
-                owner,
-            ),
-        )
-        if cursor.rowcount != 1:
-            return False
-        cursor.executemany(
-            sql(
-                "INSERT INTO asyncmail_results (message, attempt, at, recipient, "
-                "outcome, code, enhanced_status, text, reply, worker) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            ),
-            [
-                (s.job.id, s.attempt, now, *result, s.reply, owner)
-                for result in s.results
-            ],
-        )
-        return True
+        done: set[int] = set()
+        for chunk in _chunks(items, 200):
+            row = (
+                "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), "
+                "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), "
+                "CAST(? AS INTEGER), CAST(? AS TEXT))"
+            )
+            params: list[Any] = []
+            for s, owner in chunk:
+                params += (
+                    s.job.id,
+                    owner,
+                    s.state.value,
+                    json.dumps(s.pending),
+                    json.dumps(s.outcomes),
+                    s.due_at,
+                    s.attempt,
+                    s.error,
+                )
+            cursor.execute(
+                sql(
+                    "WITH v (id, owner, state, pending, outcomes, due_at, attempts, "
+                    f"last_error) AS (VALUES {', '.join([row] * len(chunk))}) "
+                    "UPDATE asyncmail_outbox SET state = v.state, pending = "
+                    "v.pending, outcomes = v.outcomes, due_at = v.due_at, attempts "
+                    "= v.attempts, last_error = v.last_error, lease_owner = NULL, "
+                    "updated_at = ? FROM v WHERE asyncmail_outbox.id = v.id AND "
+                    "asyncmail_outbox.lease_owner = v.owner RETURNING "
+                    "asyncmail_outbox.id"
+                ),
+                [*params, now],
+            )
+            done.update(int(found[0]) for found in cursor.fetchall())
+        results = [
+            (s.job.id, s.attempt, now, *result, s.reply, owner)
+            for s, owner in items
+            if s.job.id in done
+            for result in s.results
+        ]
+        for rows in _chunks(results, 100):
+            cursor.execute(
+                sql(
+                    "INSERT INTO asyncmail_results (message, attempt, at, recipient, "
+                    "outcome, code, enhanced_status, text, reply, worker) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+                ),
+                [value for result in rows for value in result],
+            )
+        return [s.job.id in done for s, _ in items]
 
     async def heartbeat(self, owner: str, lease: float) -> int:
         """Extend every lease *owner* holds; return how many."""

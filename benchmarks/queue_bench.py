@@ -1,0 +1,353 @@
+"""The durable outbox's benchmarks (issue #12), ratios in one run.
+
+1. Enqueue cost from a web-handler-like caller: requests arrive concurrently
+   (``--handlers`` tasks, each building one message and awaiting the queue
+   backend's ``send_messages``), and one at a time (the latency a lone
+   request pays). SQLite (synchronous=FULL, the default, and NORMAL) and
+   PostgreSQL. The reference is building and rendering the same message
+   without storing it.
+2. Delivery throughput to Postfix's smtp-sink: the direct pooled send of
+   the same prebuilt bytes (10 connections) vs an in-process worker draining
+   an SQLite outbox (10 connections); PostgreSQL with 1 and with 2 worker
+   processes (``asyncmail worker``), started idle and woken by the
+   enqueue's NOTIFY.
+3. Recovery after ``kill -9``: a worker process is killed mid-batch and
+   restarted; the time from the restart until the sink counts new messages,
+   with the same ``--name`` (its claims are taken back at once) and with a
+   new one (they wait for their lease).
+
+Run: ``python benchmarks/queue_bench.py [--count 2000] [--rounds 3]`` (root:
+smtp-sink runs as nobody; PostgreSQL from /usr/lib/postgresql as nobody).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT / "tests"), str(ROOT / "src")]
+
+import asyncmail  # noqa: E402
+from _sinks import Placement, SmtpSink, ensure_postfix  # noqa: E402
+from asyncmail.backends.queue import EmailBackend as QueueBackend  # noqa: E402
+from asyncmail.queue import Worker, enqueue, open_store  # noqa: E402
+from queuesupport import PostgresCluster, _binaries, reset_postgres  # noqa: E402
+
+BODY = ("Hello from the outbox benchmark. " * 60)[:2000] + "\n"
+
+
+def message(n: int) -> asyncmail.EmailMessage:
+    return asyncmail.EmailMessage(
+        f"Benchmark message {n}", BODY, "bench@example.com", [f"r{n}@example.org"]
+    )
+
+
+def median_range(values: list[float]) -> dict[str, float]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+# -- 1. enqueue ------------------------------------------------------------------------
+
+
+async def enqueue_rate(url: str, count: int, handlers: int) -> dict[str, float]:
+    backend = QueueBackend(url=url)
+    await backend.send_messages([message(-1)])  # open the store, create tables
+    numbers = iter(range(count))
+    latencies: list[float] = []
+
+    async def handler() -> None:
+        for n in numbers:
+            started = time.perf_counter()
+            await backend.send_messages([message(n)])
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    cpu = time.process_time()
+    async with asyncio.TaskGroup() as group:
+        for _ in range(handlers):
+            group.create_task(handler())
+    elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
+    serial = []
+    for n in range(200):
+        one = time.perf_counter()
+        await backend.send_messages([message(count + n)])
+        serial.append(time.perf_counter() - one)
+    return {
+        "per_second": count / elapsed,
+        "cpu_us_per_message": cpu / count * 1e6,
+        "concurrent_p50_ms": statistics.median(latencies) * 1e3,
+        "lone_request_p50_ms": statistics.median(serial) * 1e3,
+    }
+
+
+def build_rate(count: int) -> dict[str, float]:
+    started = time.perf_counter()
+    for n in range(count):
+        message(n).render(allow_8bit=False)
+    return {"per_second": count / (time.perf_counter() - started)}
+
+
+# -- 2. delivery -----------------------------------------------------------------------
+
+
+def prebuilt(count: int) -> list[bytes]:
+    return [message(n).render(allow_8bit=False).data for n in range(count)]
+
+
+async def direct(host: str, port: int, data: list[bytes]) -> float:
+    backend = asyncmail.get_connection(
+        "asyncmail.backends.smtp.EmailBackend",
+        host=host,
+        port=port,
+        max_connections=10,
+        timeout=120,
+    )
+    raws = (
+        asyncmail.RawMessage(d, "bench@example.com", [f"r{n}@example.org"])
+        for n, d in enumerate(data)
+    )
+    async with backend:
+        started = time.perf_counter()
+        sent = await backend.send_messages(raws)
+        elapsed = time.perf_counter() - started
+    assert sent == len(data)
+    return len(data) / elapsed
+
+
+async def through_sqlite(url: str, host: str, port: int, count: int) -> float:
+    store = open_store(url)
+    for start in range(0, count, 500):
+        await enqueue(store, [message(n) for n in range(start, min(count, start + 500))])
+    backend = asyncmail.get_connection(
+        "asyncmail.backends.smtp.EmailBackend",
+        host=host,
+        port=port,
+        max_connections=10,
+        timeout=120,
+    )
+    async with backend:
+        worker = Worker(store, backend=backend, concurrency=10, batch=100)
+        started = time.perf_counter()
+        await worker.run(until_idle=True)
+        elapsed = time.perf_counter() - started
+    assert worker.delivered == count, worker.delivered
+    return count / elapsed
+
+
+def worker_process(url: str, port: int, *options: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "asyncmail",
+            "worker",
+            "--url",
+            url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--concurrency",
+            "10",
+            "--batch",
+            "100",
+            "--poll-interval",
+            "0.2",
+            *options,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None
+    process.stdout.readline()
+    return process
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the outbox did not drain")
+        time.sleep(0.01)
+
+
+def postgres_workers(url: str, sink: SmtpSink, port: int, count: int, n: int) -> float:
+    reset_postgres(url)
+    asyncio.run(_touch(url))
+    workers = [worker_process(url, port) for _ in range(n)]
+    time.sleep(0.5)  # listening
+    before = sink.count()
+    rows = [message(i) for i in range(count)]
+    started = time.perf_counter()
+    asyncio.run(_bulk(url, rows))
+    wait_for(lambda: sink.count() - before >= count)
+    elapsed = time.perf_counter() - started
+    for worker in workers:
+        worker.terminate()
+        worker.wait()
+    return count / elapsed
+
+
+async def _touch(url: str) -> None:
+    await open_store(url).counts()
+
+
+async def _bulk(url: str, rows: list[asyncmail.EmailMessage]) -> None:
+    await enqueue(open_store(url), rows)
+
+
+# -- 3. recovery -------------------------------------------------------------------------
+
+
+def recovery(url: str, sink: SmtpSink, port: int, same_name: bool) -> float:
+    asyncio.run(_bulk(url, [message(i) for i in range(3000)]))
+    options = ["--name", "bench-worker", "--lease", "5"]
+    first = worker_process(url, port, *options)
+    start = sink.count()
+    wait_for(lambda: sink.count() - start > 300)
+    first.kill()
+    first.wait()
+    time.sleep(0.2)
+    killed_at = sink.count()
+    restarted = time.perf_counter()
+    if not same_name:
+        options = ["--name", "bench-worker-2", "--lease", "5"]
+    second = worker_process(url, port, *options)
+    wait_for(lambda: sink.count() > killed_at)
+    resumed = time.perf_counter() - restarted
+    second.terminate()
+    second.wait()
+    return resumed
+
+
+# -- the run ---------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--handlers", type=int, default=50)
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    ensure_postfix()
+    placement = Placement.detect()
+    work = Path(tempfile.mkdtemp(prefix="asyncmail-queue-bench-"))
+    cluster = None
+    if _binaries() is not None:
+        cluster = PostgresCluster(_binaries())  # type: ignore[arg-type]
+        cluster.start()
+    results: dict[str, list[float]] = {}
+
+    def add(name: str, value: float) -> None:
+        results.setdefault(name, []).append(value)
+
+    try:
+        for round_number in range(args.rounds):
+            tag = f"r{round_number}"
+            add("build+render msg/s", build_rate(args.count)["per_second"])
+            for label, query in (("FULL", ""), ("NORMAL", "?synchronous=normal")):
+                url = f"sqlite:///{work}/enqueue-{tag}-{label}.db{query}"
+                figures = asyncio.run(enqueue_rate(url, args.count, args.handlers))
+                for key, value in figures.items():
+                    add(f"enqueue sqlite {label} {key}", value)
+            if cluster is not None:
+                reset_postgres(cluster.url)
+                figures = asyncio.run(
+                    enqueue_rate(cluster.url, args.count, args.handlers)
+                )
+                for key, value in figures.items():
+                    add(f"enqueue postgres {key}", value)
+
+            data = prebuilt(args.count)
+            sink = SmtpSink(placement.sink_cpu)
+            host, port = sink.start()
+            try:
+                add("direct pooled send msg/s", asyncio.run(direct(host, port, data)))
+                url = f"sqlite:///{work}/deliver-{tag}.db?synchronous=normal"
+                add(
+                    "queue sqlite NORMAL msg/s",
+                    asyncio.run(through_sqlite(url, host, port, args.count)),
+                )
+                url = f"sqlite:///{work}/deliver-full-{tag}.db"
+                add(
+                    "queue sqlite FULL msg/s",
+                    asyncio.run(through_sqlite(url, host, port, args.count)),
+                )
+                if cluster is not None:
+                    for n in (1, 2):
+                        add(
+                            f"queue postgres {n} worker process(es) msg/s",
+                            postgres_workers(cluster.url, sink, port, args.count, n),
+                        )
+                    for same in (True, False):
+                        reset_postgres(cluster.url)
+                        asyncio.run(_touch(cluster.url))
+                        name = "same name" if same else "new name, lease 5 s"
+                        add(
+                            f"recovery after kill -9 ({name}) s",
+                            recovery(cluster.url, sink, port, same),
+                        )
+            finally:
+                sink.stop(0)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    report = {name: median_range(values) for name, values in results.items()}
+
+    def ratio(a: str, b: str) -> float:
+        return report[a]["median"] / report[b]["median"]
+
+    ratios = {
+        "queue sqlite NORMAL / direct": ratio(
+            "queue sqlite NORMAL msg/s", "direct pooled send msg/s"
+        ),
+        "queue sqlite FULL / direct": ratio(
+            "queue sqlite FULL msg/s", "direct pooled send msg/s"
+        ),
+        "enqueue sqlite FULL / build": ratio(
+            "enqueue sqlite FULL per_second", "build+render msg/s"
+        ),
+    }
+    if cluster is not None:
+        ratios["postgres 2 workers / 1 worker"] = ratio(
+            "queue postgres 2 worker process(es) msg/s",
+            "queue postgres 1 worker process(es) msg/s",
+        )
+        ratios["enqueue postgres / build"] = ratio(
+            "enqueue postgres per_second", "build+render msg/s"
+        )
+    print(f"placement: {placement.describe()}; {args.rounds} rounds, median (min-max)")
+    for name, figures in report.items():
+        print(
+            f"  {name:58} {figures['median']:10.2f} "
+            f"({figures['min']:.2f}-{figures['max']:.2f})"
+        )
+    print("ratios (of medians, same run):")
+    for name, value in ratios.items():
+        print(f"  {name:58} {value:10.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"figures": report, "ratios": ratios}))
+
+
+if __name__ == "__main__":
+    main()
