@@ -125,7 +125,12 @@ def reset_postgres(url: str) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as connection:
-        for table in ("asyncmail_outbox", "asyncmail_results", "asyncmail_rate"):
+        for table in (
+            "asyncmail_outbox",
+            "asyncmail_data",
+            "asyncmail_results",
+            "asyncmail_rate",
+        ):
             connection.execute(f"DROP TABLE IF EXISTS {table}")
     from asyncmail import queue
 

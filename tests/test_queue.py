@@ -87,7 +87,10 @@ def stored_data(url: str, ident: int) -> bytes:
 
         def select(cursor: object) -> bytes:
             cursor.execute(  # type: ignore[attr-defined]
-                store.dialect.sql("SELECT data FROM asyncmail_outbox WHERE id = ?"),
+                store.dialect.sql(
+                    "SELECT d.data FROM asyncmail_data d JOIN asyncmail_outbox o "
+                    "ON o.key = d.key WHERE o.id = ?"
+                ),
                 (ident,),
             )
             return bytes(cursor.fetchone()[0])  # type: ignore[attr-defined]

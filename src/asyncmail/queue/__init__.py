@@ -31,6 +31,7 @@ from ..exceptions import InvalidMessageError
 from .store import (
     FINAL_STATES,
     INSERT,
+    INSERT_DATA,
     Job,
     LeaseLostError,
     NewMessage,
@@ -303,6 +304,9 @@ async def aenqueue_in(
                 if not statement.startswith("SELECT"):
                     await cursor.execute(statement)
         await cursor.executemany(POSTGRES.sql(INSERT), [row.params() for row in rows])
+        await cursor.executemany(
+            POSTGRES.sql(INSERT_DATA), [(row.key, row.data) for row in rows]
+        )
         assert POSTGRES.notify is not None
         await cursor.execute(POSTGRES.notify)
 

@@ -163,7 +163,6 @@ class NewMessage:
             self.sender,
             listed,
             listed,
-            self.data,
             self.message_id,
             self.subject,
         )

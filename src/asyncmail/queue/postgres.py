@@ -35,7 +35,6 @@ SCHEMA = (
         recipients TEXT NOT NULL,
         pending TEXT NOT NULL,
         outcomes TEXT NOT NULL,
-        data BYTEA NOT NULL,
         message_id TEXT,
         subject TEXT,
         attempts INTEGER NOT NULL,
@@ -48,6 +47,10 @@ SCHEMA = (
     "ON asyncmail_outbox (state, priority DESC, due_at, id)",
     "CREATE INDEX IF NOT EXISTS asyncmail_outbox_owner "
     "ON asyncmail_outbox (lease_owner)",
+    """CREATE TABLE IF NOT EXISTS asyncmail_data (
+        key TEXT PRIMARY KEY,
+        data BYTEA NOT NULL
+    )""",
     """CREATE TABLE IF NOT EXISTS asyncmail_results (
         id BIGSERIAL PRIMARY KEY,
         message BIGINT NOT NULL,

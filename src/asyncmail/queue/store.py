@@ -49,6 +49,7 @@ T = TypeVar("T")
 __all__ = [
     "FINAL_STATES",
     "INSERT",
+    "INSERT_DATA",
     "Dialect",
     "Job",
     "LeaseLostError",
@@ -67,12 +68,17 @@ __all__ = [
 
 INSERT = (
     "INSERT INTO asyncmail_outbox (key, state, priority, due_at, created_at, "
-    "sender, recipients, pending, data, message_id, subject, outcomes, attempts, "
-    "claims, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '') "
+    "sender, recipients, pending, message_id, subject, outcomes, attempts, "
+    "claims, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '') "
     "ON CONFLICT (key) DO NOTHING"
 )
+# The message bytes live in a table of their own: the many updates of a
+# message's state then never rewrite them.
+INSERT_DATA = (
+    "INSERT INTO asyncmail_data (key, data) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
+)
 
-_ONE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '')"
+_ONE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '')"
 assert _ONE_ROW in INSERT
 
 _MESSAGE_COLUMNS = (
@@ -89,6 +95,7 @@ def insert_rows(cursor: Any, dialect: Dialect, rows: Sequence[NewMessage]) -> No
     """Insert *rows* on *cursor* (any transaction: the caller's own, for the
     transactional outbox). A key already stored is skipped (idempotency)."""
     cursor.executemany(dialect.sql(INSERT), [row.params() for row in rows])
+    cursor.executemany(dialect.sql(INSERT_DATA), [(row.key, row.data) for row in rows])
     if dialect.notify:
         cursor.execute(dialect.notify)
 
@@ -136,12 +143,14 @@ class Store(Engine):
         rows = [row for call in calls for row in call]
         sql = self.dialect.sql
         for chunk in _chunks(rows, 256):
-            values = ", ".join(
-                ["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '')"] * len(chunk)
-            )
+            values = ", ".join([_ONE_ROW] * len(chunk))
             cursor.execute(
                 sql(INSERT.replace(_ONE_ROW, values)),
                 [value for row in chunk for value in row.params()],
+            )
+            cursor.execute(
+                sql(INSERT_DATA.replace("(?, ?)", ", ".join(["(?, ?)"] * len(chunk)))),
+                [value for row in chunk for value in (row.key, row.data)],
             )
         if self.dialect.notify:
             cursor.execute(self.dialect.notify)
@@ -185,12 +194,22 @@ class Store(Engine):
                 "lease_until = ?, claims = claims + 1 WHERE id IN (SELECT id FROM "
                 "asyncmail_outbox WHERE state = 'queued' AND due_at <= ? ORDER BY "
                 f"priority DESC, due_at, id LIMIT ?{self.dialect.lock_clause}) "
-                "RETURNING id, key, sender, recipients, pending, data, attempts, "
+                "RETURNING id, key, sender, recipients, pending, attempts, "
                 "priority, outcomes, due_at"
             ),
             (owner, now + lease, now, limit),
         )
-        rows = sorted(cursor.fetchall(), key=lambda r: (-int(r[7]), float(r[9]), r[0]))
+        rows = sorted(cursor.fetchall(), key=lambda r: (-int(r[6]), float(r[8]), r[0]))
+        data: dict[str, bytes] = {}
+        for keys in _chunks([r[1] for r in rows], 500):
+            cursor.execute(
+                sql(
+                    "SELECT key, data FROM asyncmail_data WHERE key IN "
+                    f"({', '.join('?' * len(keys))})"
+                ),
+                list(keys),
+            )
+            data.update((key, bytes(value)) for key, value in cursor.fetchall())
         return [
             Job(
                 id=int(r[0]),
@@ -198,10 +217,10 @@ class Store(Engine):
                 sender=r[2],
                 recipients=json.loads(r[3]),
                 pending=json.loads(r[4]),
-                data=bytes(r[5]),
-                attempts=int(r[6]),
-                priority=int(r[7]),
-                outcomes=json.loads(r[8]),
+                data=data[r[1]],
+                attempts=int(r[5]),
+                priority=int(r[6]),
+                outcomes=json.loads(r[7]),
             )
             for r in rows
         ]
@@ -595,6 +614,13 @@ class Store(Engine):
             cursor.execute(
                 sql(
                     "DELETE FROM asyncmail_results WHERE message IN (SELECT id "
+                    f"FROM asyncmail_outbox WHERE {where})"
+                ),
+                params,
+            )
+            cursor.execute(
+                sql(
+                    "DELETE FROM asyncmail_data WHERE key IN (SELECT key "
                     f"FROM asyncmail_outbox WHERE {where})"
                 ),
                 params,
