@@ -39,7 +39,12 @@ ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT / "tests"), str(ROOT / "src")]
 
 import asyncmail  # noqa: E402
-from _sinks import Placement, SmtpSink, ensure_postfix  # noqa: E402
+from _sinks import (  # noqa: E402
+    Placement,
+    RelaySink,
+    SmtpSink,
+    ensure_postfix,
+)
 from asyncmail.backends.queue import EmailBackend as QueueBackend  # noqa: E402
 from asyncmail.queue import Worker, enqueue, open_store  # noqa: E402
 from queuesupport import PostgresCluster, _binaries, reset_postgres  # noqa: E402
@@ -130,7 +135,9 @@ async def direct(host: str, port: int, data: list[bytes]) -> float:
     return len(data) / elapsed
 
 
-async def through_sqlite(url: str, host: str, port: int, count: int) -> float:
+async def through_sqlite(
+    url: str, host: str, port: int, count: int, connections: int = 10
+) -> float:
     store = open_store(url)
     for start in range(0, count, 500):
         await enqueue(
@@ -140,11 +147,11 @@ async def through_sqlite(url: str, host: str, port: int, count: int) -> float:
         "asyncmail.backends.smtp.EmailBackend",
         host=host,
         port=port,
-        max_connections=10,
+        max_connections=connections,
         timeout=120,
     )
     async with backend:
-        worker = Worker(store, backend=backend, concurrency=40, batch=200)
+        worker = Worker(store, backend=backend, concurrency=connections, batch=100)
         started = time.perf_counter()
         await worker.run(until_idle=True)
         elapsed = time.perf_counter() - started
@@ -184,29 +191,51 @@ def worker_process(url: str, port: int, *options: str) -> subprocess.Popen[str]:
     return process
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 300) -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float = 300, step: float = 0.01
+) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError("the outbox did not drain")
-        time.sleep(0.01)
+        time.sleep(step)
 
 
-def postgres_workers(url: str, sink: SmtpSink, port: int, count: int, n: int) -> float:
+def postgres_workers(url: str, port: int, count: int, n: int) -> float:
+    """Messages a second through *n* idle worker processes, woken by the
+    NOTIFY of one bulk enqueue, until the outbox is drained."""
+    watcher = _watchers.pop(url, None)
+    if watcher is not None:
+        watcher.close()  # type: ignore[attr-defined]
     reset_postgres(url)
     asyncio.run(_touch(url))
     workers = [worker_process(url, port) for _ in range(n)]
     time.sleep(0.5)  # listening
-    before = sink.count()
     rows = [message(i) for i in range(count)]
     started = time.perf_counter()
     asyncio.run(_bulk(url, rows))
-    wait_for(lambda: sink.count() - before >= count)
+    wait_for(lambda: _sent(url) >= count, step=0.05)
     elapsed = time.perf_counter() - started
     for worker in workers:
         worker.terminate()
         worker.wait()
     return count / elapsed
+
+
+_watchers: dict[str, object] = {}
+
+
+def _sent(url: str) -> int:
+    """Messages sent so far (one kept connection: no fork per look)."""
+    import psycopg
+
+    connection = _watchers.get(url)
+    if connection is None or connection.closed:  # type: ignore[attr-defined]
+        connection = _watchers[url] = psycopg.connect(url, autocommit=True)
+    row = connection.execute(  # type: ignore[attr-defined]
+        "SELECT COUNT(*) FROM asyncmail_outbox WHERE state = 'sent'"
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 async def _touch(url: str) -> None:
@@ -258,6 +287,34 @@ async def _held_any(url: str, ids: list[int]) -> int:
     return sum(row.state in (State.CLAIMED, State.INFLIGHT) for row in rows)
 
 
+def relay_round(
+    cluster: PostgresCluster | None,
+    work: Path,
+    tag: str,
+    add: Callable[[str, float], None],
+    count: int,
+) -> None:
+    """The latency-bound case (each reply 10 ms late, as a real relay)."""
+    relay = RelaySink(None)
+    host, port = relay.start()
+    try:
+        data = prebuilt(count)
+        add("relay: direct pooled send msg/s", asyncio.run(direct(host, port, data)))
+        url = f"sqlite:///{work}/relay-{tag}.db"
+        add(
+            "relay: queue sqlite FULL msg/s",
+            asyncio.run(through_sqlite(url, host, port, count, connections=10)),
+        )
+        if cluster is not None:
+            for n in (1, 2):
+                add(
+                    f"relay: queue postgres {n} worker process(es) msg/s",
+                    postgres_workers(cluster.url, port, count, n),
+                )
+    finally:
+        relay.stop(0)
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -266,6 +323,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--handlers", type=int, default=50)
+    parser.add_argument("--relay-count", type=int, default=600)
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     ensure_postfix()
@@ -312,11 +370,18 @@ def main() -> None:
                     "queue sqlite FULL msg/s",
                     asyncio.run(through_sqlite(url, host, port, args.count)),
                 )
+                url = f"sqlite:///{work}/deliver-20-{tag}.db"
+                add(
+                    "queue sqlite FULL, 20 connections msg/s",
+                    asyncio.run(
+                        through_sqlite(url, host, port, args.count, connections=20)
+                    ),
+                )
                 if cluster is not None:
                     for n in (1, 2):
                         add(
                             f"queue postgres {n} worker process(es) msg/s",
-                            postgres_workers(cluster.url, sink, port, args.count, n),
+                            postgres_workers(cluster.url, port, args.count, n),
                         )
                     for same in (True, False):
                         reset_postgres(cluster.url)
@@ -328,6 +393,7 @@ def main() -> None:
                         )
             finally:
                 sink.stop(0)
+            relay_round(cluster, work, tag, add, args.relay_count)
     finally:
         if cluster is not None:
             cluster.stop()
@@ -343,6 +409,12 @@ def main() -> None:
         "queue sqlite FULL / direct": ratio(
             "queue sqlite FULL msg/s", "direct pooled send msg/s"
         ),
+        "queue sqlite FULL, 20 conns / direct (10 conns)": ratio(
+            "queue sqlite FULL, 20 connections msg/s", "direct pooled send msg/s"
+        ),
+        "relay: queue sqlite / direct": ratio(
+            "relay: queue sqlite FULL msg/s", "relay: direct pooled send msg/s"
+        ),
         "enqueue sqlite FULL / build": ratio(
             "enqueue sqlite FULL per_second", "build+render msg/s"
         ),
@@ -351,6 +423,10 @@ def main() -> None:
         ratios["postgres 2 workers / 1 worker"] = ratio(
             "queue postgres 2 worker process(es) msg/s",
             "queue postgres 1 worker process(es) msg/s",
+        )
+        ratios["relay: postgres 2 workers / 1 worker"] = ratio(
+            "relay: queue postgres 2 worker process(es) msg/s",
+            "relay: queue postgres 1 worker process(es) msg/s",
         )
         ratios["enqueue postgres / build"] = ratio(
             "enqueue postgres per_second", "build+render msg/s"

@@ -528,3 +528,91 @@ async def test_status_and_purge_from_the_cli(
         )
         == 2
     )
+
+
+class _BrokenSMTP(SMTPBackend):
+    """The SMTP backend with a bug before anything is written."""
+
+    async def deliver(self, message: asyncmail.EmailMessage) -> object:
+        raise RuntimeError("backend bug")
+
+
+class _BrokenOther(asyncmail.backends.base.BaseEmailBackend):
+    """A backend without the end-of-data hook, failing with a bug."""
+
+    async def deliver(self, message: asyncmail.EmailMessage) -> object:
+        raise RuntimeError("backend bug")
+
+
+@pytest.mark.anyio
+async def test_a_crashing_backend_dead_letters_the_message_as_poison(
+    outbox_url: str, server: SMTPServer
+) -> None:
+    store = open_store(outbox_url)
+    [ident] = await enqueue(store, [message(1)])
+    policy = RetryPolicy(max_attempts=3, backoff=0.01, max_claims=2)
+    backend = _BrokenSMTP(host="127.0.0.1", port=server.port)
+    worker = Worker(store, backend=backend, policy=policy, poll_interval=0.02)
+    async with worker:
+        found = await settled(outbox_url, ident)
+    assert found.state is State.DEAD  # type: ignore[attr-defined]
+    assert "poison" in found.last_error  # type: ignore[attr-defined]
+    assert found.claims == 2  # type: ignore[attr-defined]
+    assert server.messages == []
+
+
+@pytest.mark.anyio
+async def test_a_crash_inside_a_backend_without_the_hook_is_unknown(
+    outbox_url: str,
+) -> None:
+    """Such a backend is marked in flight before it gets the message: a bug
+    in it may come after it delivered, so the message is never resent."""
+    store = open_store(outbox_url)
+    [ident] = await enqueue(store, [message(1)])
+    worker = Worker(store, backend=_BrokenOther(), poll_interval=0.02)
+    async with worker:
+        found = await settled(outbox_url, ident)
+    assert found.state is State.UNKNOWN  # type: ignore[attr-defined]
+    [result] = await store.results(ident)
+    assert result.outcome == "unknown"
+    assert result.worker.endswith("(abandoned)")
+
+
+@pytest.mark.anyio
+async def test_partial_delivery_and_a_backend_by_dotted_path(
+    outbox_url: str, server: SMTPServer
+) -> None:
+    server.recorder.refuse_rcpt["gone@example.com"] = "550 5.1.1 Gone"
+    email = asyncmail.EmailMessage(
+        "Hi", "Body", "sender@example.com", ["here@example.com", "gone@example.com"]
+    )
+    [ident] = await enqueue(open_store(outbox_url), [email])
+    worker = Worker(
+        outbox_url,
+        backend="asyncmail.backends.smtp.EmailBackend",
+        backend_options={"host": "127.0.0.1", "port": server.port, "timeout": 10},
+        policy=FAST,
+    )
+    await worker.run(until_idle=True)
+    found = await open_store(outbox_url).get(ident)
+    assert found is not None
+    assert found.state is State.PARTIAL
+    assert found.outcomes == {
+        "here@example.com": "accepted",
+        "gone@example.com": "permanent",
+    }
+    assert [m.rcpt_tos for m in server.messages] == [["here@example.com"]]
+    assert worker.backend is not None
+    assert worker.backend.state.value == "closed"  # opened by the worker, closed
+
+
+@pytest.mark.anyio
+async def test_results_are_published_like_any_send(
+    outbox_url: str, server: SMTPServer
+) -> None:
+    await enqueue(open_store(outbox_url), [message(n) for n in range(3)])
+    seen: list[asyncmail.MessageResult] = []
+    with asyncmail.collect_results() as collected:
+        await drain(outbox_url, server, on_result=seen.append)
+    assert len(seen) == len(collected) == 3
+    assert all(result.ok and result.status.value == "sent" for result in seen)

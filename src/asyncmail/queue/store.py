@@ -397,6 +397,23 @@ class Store(Engine):
 
         await self.run(give_back)
 
+    async def abandon(self, owner: str, ident: int, error: str) -> None:
+        """Let go of one claim at once, as if its worker had died (what the
+        message becomes is decided at the next claim: queued again, dead
+        after ``max_claims``, or unknown if it was in flight)."""
+
+        def drop(cursor: Any) -> None:
+            cursor.execute(
+                self.dialect.sql(
+                    "UPDATE asyncmail_outbox SET lease_until = 0, lease_owner = ?, "
+                    "last_error = ? WHERE id = ? AND lease_owner = ? AND state IN "
+                    "('claimed', 'inflight')"
+                ),
+                (f"{owner} (abandoned)", error[:1000], ident, owner),
+            )
+
+        await self.run(drop)
+
     async def recover(self, owner: str, policy: RetryPolicy) -> None:
         """Expire now every lease held by *owner*: a restarted worker that
         reuses its name knows its previous process is gone."""

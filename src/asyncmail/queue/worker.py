@@ -359,6 +359,15 @@ class Worker:
                     continue
                 try:
                     await self._deliver(job)
+                except Exception as exc:
+                    # A bug or a misbehaving backend: the message is let go as
+                    # if this worker had died (taken again, dead after
+                    # max_claims); the worker and the other deliveries go on.
+                    log.exception("%s: delivering message %s failed", self.name, job.id)
+                    with contextlib.suppress(MailError):
+                        await self.store.abandon(
+                            self.name, job.id, f"{type(exc).__name__}: {exc}"
+                        )
                 finally:
                     self._done()
 
