@@ -246,7 +246,7 @@ async def _bulk(url: str, rows: list[asyncmail.EmailMessage]) -> None:
     await enqueue(open_store(url), rows)
 
 
-# -- 3. recovery -------------------------------------------------------------------------
+# -- 3. recovery ----------------------------------------------------------------------
 
 
 def recovery(url: str, sink: SmtpSink, port: int, same_name: bool) -> float:

@@ -259,18 +259,21 @@ def _dialect_of(connection: Any) -> tuple[Dialect, tuple[str, ...]]:
 def enqueue_in(
     connection: Any,
     messages: Sequence[EmailMessage],
+    *,
+    rows: Sequence[NewMessage] = (),
     **options: Any,
 ) -> None:
     """Insert *messages* through the caller's own database *connection*
     (sqlite3 or psycopg), inside its open transaction: they are sent if and
     only if that transaction commits (the transactional outbox). Nothing is
-    committed here. Options as :func:`enqueue`.
+    committed here. Options as :func:`enqueue`; *rows* are messages already
+    prepared (:func:`prepare`).
 
     The connection must be to the database the workers use; its tables are
     created if missing.
     """
     dialect, schema = _dialect_of(connection)
-    rows = [prepare(message, **options) for message in messages]
+    rows = [*rows, *(prepare(message, **options) for message in messages)]
     cursor = connection.cursor()
     try:
         cursor.execute(_EXISTS[dialect.name])

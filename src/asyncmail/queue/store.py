@@ -139,6 +139,16 @@ class Store(Engine):
             listener()
         return ids
 
+    def insert_sync(self, rows: Sequence[NewMessage]) -> list[int]:
+        """:meth:`insert` for blocking callers (waits in the calling thread)."""
+        listed = list(rows)
+        ids: list[int] = self.run_sync(
+            lambda cursor: self._insert_many(cursor, [listed])[0]
+        )
+        for listener in list(self.listeners):
+            listener()
+        return ids
+
     def _insert_many(self, cursor: Any, calls: list[list[NewMessage]]) -> list[Any]:
         rows = [row for call in calls for row in call]
         sql = self.dialect.sql
