@@ -616,3 +616,30 @@ async def test_results_are_published_like_any_send(
         await drain(outbox_url, server, on_result=seen.append)
     assert len(seen) == len(collected) == 3
     assert all(result.ok and result.status.value == "sent" for result in seen)
+
+
+def test_cli_refusals_and_json_listing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    with QueueBackend(url=url) as connection:
+        connection.send_messages([message(1)])
+    capsys.readouterr()
+    cli = ["outbox", "--url", url]
+    assert main([*cli, "list", "--json"]) == 0
+    [line] = capsys.readouterr().out.splitlines()
+    listed = json.loads(line)
+    assert listed["state"] == "queued"
+    assert listed["recipients"] == ["user1@example.com"]
+    assert main([*cli, "purge"]) == 2  # what to delete must be named
+    assert "give --state" in capsys.readouterr().err
+    assert main([*cli, "retry"]) == 2
+    assert main([*cli, "show", "999"]) == 1
+    assert "no message 999" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*cli, "list", "--state", "lost"])
+    assert "unknown state 'lost'" in capsys.readouterr().err
+    assert main(["outbox", "--url", "mysql://x/y", "status"]) == 2
+    assert "Unknown outbox URL" in capsys.readouterr().err

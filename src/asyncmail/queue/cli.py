@@ -63,8 +63,8 @@ def add_commands(commands: Any) -> None:
     worker.add_argument("--burst", type=int, default=1)
     worker.add_argument("--rate-name", default="default")
     worker.add_argument("--name", help="stable worker name (takes back its claims)")
-    worker.add_argument("--max-attempts", type=int, default=5)
-    worker.add_argument("--backoff", type=float, default=30.0, help="first, seconds")
+    worker.add_argument("--max-attempts", type=int, default=10)
+    worker.add_argument("--backoff", type=float, default=60.0, help="first, seconds")
     worker.add_argument("--backoff-max", type=float, default=3600.0)
     worker.add_argument(
         "--until-idle", action="store_true", help="stop when nothing is due"
@@ -240,8 +240,11 @@ async def _aoutbox(args: argparse.Namespace) -> int:
         count = await store.retry(ids=args.ids, states=args.state)
         print(f"queued again: {count}")
         return 0
-    # purge
-    states = args.state or sorted(FINAL_STATES - {State.UNKNOWN}, key=str)
-    count = await store.purge(states, older_than=args.older_than)
+    # purge: only what is named (dead letters and unknowns need a decision)
+    if not args.state:
+        names = ", ".join(sorted(state.value for state in FINAL_STATES))
+        print(f"asyncmail: give --state (one of {names})", file=sys.stderr)
+        return 2
+    count = await store.purge(args.state, older_than=args.older_than)
     print(f"purged: {count}")
     return 0

@@ -72,8 +72,8 @@ class RetryPolicy:
         is dead-lettered as poison.
     """
 
-    max_attempts: int = 5
-    backoff: float = 30.0
+    max_attempts: int = 10
+    backoff: float = 60.0
     backoff_max: float = 3600.0
     max_claims: int = 10
 
