@@ -43,7 +43,7 @@ import anyio
 
 from ..backends.base import BaseEmailBackend, failed_result
 from ..exceptions import ConfigurationError, MailError, is_transient
-from ..message import RawMessage
+from ..message import RawMessage, RenderedMessage
 from ..results import MessageResult, Outcome, ResultCallback, record
 from .store import (
     Job,
@@ -59,6 +59,20 @@ __all__ = ["Worker"]
 log = logging.getLogger("asyncmail.queue")
 
 DEFAULT_BACKEND = "asyncmail.backends.smtp.EmailBackend"
+
+
+class _Queued(RawMessage):
+    """A message from the outbox: its bytes were rendered and checked by
+    asyncmail when it was enqueued, so they are sent as they are, without
+    being checked again."""
+
+    def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
+        data = self.data
+        head = data[: data.find(b"\r\n\r\n") + 1]
+        eight_bit = not data.isascii()
+        if eight_bit and not allow_8bit:
+            return super().render(allow_8bit=allow_8bit)  # the clear error
+        return RenderedMessage((data,), eight_bit, not head.isascii(), "")
 
 
 class _SharedRate:
@@ -389,7 +403,7 @@ class Worker:
             except QueueError as exc:
                 log.warning("%s: rate limit unavailable: %s", self.name, exc)
                 return  # the claim expires; the message is taken again
-        message = RawMessage(job.data, job.sender, job.pending)
+        message = _Queued(job.data, job.sender, job.pending)
         marked = False
         abandoned: list[MailError] = []
 
