@@ -643,3 +643,63 @@ def test_cli_refusals_and_json_listing(
     assert "unknown state 'lost'" in capsys.readouterr().err
     assert main(["outbox", "--url", "mysql://x/y", "status"]) == 2
     assert "Unknown outbox URL" in capsys.readouterr().err
+
+
+def test_the_store_reconnects_after_losing_postgresql(
+    request: pytest.FixtureRequest,
+) -> None:
+    import psycopg
+
+    from queuesupport import postgres_cluster, reset_postgres
+
+    url = postgres_cluster(request.config).url
+    reset_postgres(url)
+
+    async def scenario() -> None:
+        store = open_store(url)
+        await enqueue(store, [message(1)])
+        with psycopg.connect(url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+            ).fetchall()
+        assert killed  # the store's connection was cut
+        outcomes = []
+        for n in range(2, 5):
+            try:
+                await enqueue(store, [message(n)])
+                outcomes.append("stored")
+            except QueueError as exc:
+                outcomes.append(str(exc))
+        assert outcomes[-2:] == ["stored", "stored"]  # connected again
+        assert outcomes[0] == "stored" or "outbox" in outcomes[0]
+        assert (await store.counts())[State.QUEUED] == outcomes.count("stored") + 1
+
+    anyio.run(scenario)
+    reset_postgres(url)
+
+
+def test_a_forked_child_gets_a_store_of_its_own(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    store = open_store(url)
+    store.insert_sync([asyncmail.queue.prepare(message(1))])  # parent's thread
+    import warnings
+
+    with warnings.catch_warnings():
+        # 3.12+: "multi-threaded, fork() may deadlock": the very case tested.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: the parent's store thread does not exist here
+        code = 1
+        try:
+            store.insert_sync([asyncmail.queue.prepare(message(2))])
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+    async def queued() -> int:
+        return (await store.counts())[State.QUEUED]
+
+    assert anyio.run(queued) == 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -117,6 +118,7 @@ class Engine:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._started = threading.Lock()
+        self._pid = os.getpid()
         #: Set (from the store's thread) when messages were enqueued here, so
         #: that workers in this process wake at once.
         self.listeners: list[Callable[[], None]] = []
@@ -157,13 +159,32 @@ class Engine:
                 self._thread = None
             raise
 
-    def _serve(self, ready: concurrent.futures.Future[None]) -> None:
+    def _after_fork(self) -> None:
+        """In a forked child the parent's thread does not exist: start anew
+        (the parent's connection is never used here)."""
+        self._pid = os.getpid()
+        self._calls = deque()
+        self._ready = threading.Condition()
+        self._started = threading.Lock()
+        self._thread = None
+
+    def _open(self) -> Connection:
+        connection = self._connect()
         try:
-            connection = self._connect()
             cursor = connection.cursor()
             for statement in self.dialect.schema:
                 cursor.execute(statement)
             connection.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                connection.close()
+            raise
+        return connection
+
+    def _serve(self, ready: concurrent.futures.Future[None]) -> None:
+        connection: Connection | None
+        try:
+            connection = self._open()
         except Exception as exc:
             ready.set_exception(
                 QueueError(f"Cannot open the outbox {self.safe_url}: {exc}")
@@ -181,35 +202,56 @@ class Engine:
                         self._calls.popleft()
                         for _ in range(min(len(self._calls), self.MAX_BATCH))
                     ]
-                self._run_batch(connection, batch)
+                if connection is None:
+                    # Lost earlier (the database restarted, the network...):
+                    # connect again, or fail this batch and try next time.
+                    try:
+                        connection = self._open()
+                    except Exception as exc:
+                        error = QueueError(
+                            f"Cannot reach the outbox {self.safe_url}: {exc}"
+                        )
+                        self._answer([(c, error, True) for c in batch if c.live()])
+                        continue
+                if not self._run_batch(connection, batch):
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                    connection = None
         finally:
-            with contextlib.suppress(Exception):
-                connection.close()
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    connection.close()
 
-    def _run_batch(self, connection: Connection, batch: list[_Call]) -> None:
+    def _run_batch(self, connection: Connection, batch: list[_Call]) -> bool:
+        """Run and answer *batch*; False if the connection is broken."""
         live = [call for call in batch if call.live()]
         if not live:
-            return
+            return True
         outcomes: list[tuple[_Call, Any, bool]] = []
+        healthy = True
         try:
             outcomes = [(c, v, False) for c, v in self._run_calls(connection, live)]
         except Exception as exc:
-            with contextlib.suppress(Exception):
-                connection.rollback()
-            if len(live) == 1:
-                outcomes = [(live[0], _mapped(exc), True)]
+            healthy = _rolled_back(connection)
+            if len(live) == 1 or not healthy:
+                outcomes = [(call, _mapped(exc), True) for call in live]
             else:
                 outcomes = []
                 for call in live:  # each alone, so that a bad call fails alone
                     try:
                         [(_, value)] = self._run_calls(connection, [call])
                     except Exception as single:
-                        with contextlib.suppress(Exception):
-                            connection.rollback()
                         outcomes.append((call, _mapped(single), True))
+                        if not _rolled_back(connection):
+                            healthy = False
+                            break
                     else:
                         outcomes.append((call, value, False))
+                answered = {id(call) for call, _, _ in outcomes}
+                error = QueueError(f"The connection to {self.safe_url} was lost")
+                outcomes += [(c, error, True) for c in live if id(c) not in answered]
         self._answer(outcomes)
+        return healthy
 
     def _run_calls(
         self, connection: Connection, calls: list[_Call]
@@ -263,6 +305,8 @@ class Engine:
                 loop.call_soon_threadsafe(_settle_futures, answers)
 
     def _enqueue(self, call: _Call) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
         if self._thread is None:
             self._start()
         with self._ready:
@@ -311,6 +355,18 @@ class Engine:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+def _rolled_back(connection: Connection) -> bool:
+    """Roll back after a failure; False when the connection itself is gone
+    (it is then replaced before the next batch)."""
+    try:
+        connection.rollback()
+    except Exception:
+        return False
+    return not getattr(connection, "closed", False) and not getattr(
+        connection, "broken", False
+    )
 
 
 def _mapped(exc: Exception) -> Exception:
