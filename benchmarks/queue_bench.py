@@ -315,6 +315,34 @@ def relay_round(
         relay.stop(0)
 
 
+def shared_rate(url: str, rate: float, total: int) -> dict[str, float]:
+    """Two worker processes sharing ``--rate-limit``: the achieved rate and
+    the most messages a recording server got in any 1 s window."""
+    from smtpserver import SMTPServer
+
+    times: list[float] = []
+
+    class Timed(list):  # type: ignore[type-arg]
+        def append(self, item: object) -> None:
+            times.append(time.monotonic())
+            super().append(item)
+
+    asyncio.run(_bulk(url, [message(i) for i in range(total)]))
+    with SMTPServer() as server:
+        server.recorder.messages = Timed()
+        options = ("--rate-limit", str(rate))
+        workers = [worker_process(url, server.port, *options) for _ in range(2)]
+        wait_for(lambda: len(times) >= total)
+        for worker in workers:
+            worker.terminate()
+            worker.wait()
+    burst = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
+    return {
+        "achieved msg/s": (total - 1) / (times[-1] - times[0]),
+        "max in 1 s": float(burst),
+    }
+
+
 # -- the run ---------------------------------------------------------------------------
 
 
@@ -394,6 +422,13 @@ def main() -> None:
             finally:
                 sink.stop(0)
             relay_round(cluster, work, tag, add, args.relay_count)
+            url = f"sqlite:///{work}/rate-{tag}.db"
+            for key, value in shared_rate(url, 50.0, 200).items():
+                add(f"rate limit 50/s, 2 processes, sqlite: {key}", value)
+            if cluster is not None:
+                reset_postgres(cluster.url)
+                for key, value in shared_rate(cluster.url, 50.0, 200).items():
+                    add(f"rate limit 50/s, 2 processes, postgres: {key}", value)
     finally:
         if cluster is not None:
             cluster.stop()

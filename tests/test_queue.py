@@ -441,7 +441,10 @@ async def test_rate_limit_is_shared_by_workers(
     elapsed = time.monotonic() - started
     assert len(server.messages) == total
     burst = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
-    assert burst <= rate + 2  # a one-second window never holds more
+    # One limit for both workers: two limits would let ~2 x rate through.
+    # (Not rate + 1 exactly: a loaded machine delays some sends more than
+    # others, which bunches arrivals a little.)
+    assert burst < 1.5 * rate
     assert elapsed >= (total - 1) / rate * 0.9  # both workers shared one limit
 
 

@@ -156,7 +156,7 @@ def test_rate_limit_holds_across_processes(outbox_url: str) -> None:
                 stop_worker(worker)
     assert len(times) == total
     burst = max(sum(1 for t in times if s <= t < s + 1.0) for s in times)
-    assert burst <= rate + 2
+    assert burst < 1.5 * rate  # one shared limit; two would allow ~2 x rate
     assert times[-1] - times[0] >= (total - 1) / rate * 0.8
 
 

@@ -92,14 +92,21 @@ class _SharedRate:
     async def wait(self) -> None:
         if self._lock is None:
             self._lock = asyncio.Lock()
+        interval = 1.0 / self.rate
         async with self._lock:
-            if not self._slots:
-                delay = await self.store.reserve(
-                    self.name, self.rate, self.burst, self.chunk
-                )
-                start = time.monotonic() + delay
-                self._slots.extend(start + i / self.rate for i in range(self.chunk))
-            at = self._slots.popleft()
+            while True:
+                if not self._slots:
+                    delay = await self.store.reserve(
+                        self.name, self.rate, self.burst, self.chunk
+                    )
+                    start = time.monotonic() + delay
+                    self._slots.extend(start + i * interval for i in range(self.chunk))
+                at = self._slots.popleft()
+                # A slot missed by more than one interval (this process was
+                # busy or paused) is dropped, never used late: late slots
+                # used together would be a burst the limit does not allow.
+                if time.monotonic() - at <= interval:
+                    break
         await anyio.sleep(max(0.0, at - time.monotonic()))
 
 
