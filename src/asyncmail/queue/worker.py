@@ -198,6 +198,7 @@ class Worker:
         self._progress: anyio.Event | None = None
         self._group: anyio.abc.TaskGroup | None = None
         self._opened_backend = False
+        self._woken = False
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} on {self.store!r}>"
@@ -227,6 +228,7 @@ class Worker:
                 loop.call_soon_threadsafe(self._wake_up)
 
     def _wake_up(self) -> None:
+        self._woken = True
         if self._wake is not None:
             self._wake.set()
 
@@ -312,6 +314,7 @@ class Worker:
             if room < max(1, self.batch // 2):
                 await self._wait_progress()
                 continue
+            self._woken = False
             try:
                 jobs = await self.store.claim(self.name, room, self.lease, self.policy)
             except QueueError as exc:
@@ -339,7 +342,7 @@ class Worker:
 
     async def _sleep_or_wake(self, seconds: float) -> None:
         self._wake = anyio.Event()
-        if self._stopping:
+        if self._stopping or self._woken:  # woken while claiming: look again
             return
         with anyio.move_on_after(seconds):
             await self._wake.wait()
