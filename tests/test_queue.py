@@ -706,3 +706,12 @@ def test_a_forked_child_gets_a_store_of_its_own(tmp_path: Path) -> None:
         return (await store.counts())[State.QUEUED]
 
     assert anyio.run(queued) == 2
+
+
+def test_a_new_sqlite_outbox_is_private_to_its_owner(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    with QueueBackend(url=f"sqlite:///{path}") as connection:
+        connection.send_messages([message(1)])
+    for name in ("outbox.db", "outbox.db-wal"):
+        mode = (tmp_path / name).stat().st_mode & 0o777
+        assert mode == 0o600, (name, oct(mode))

@@ -10,6 +10,8 @@ process but not a crashed machine, and commits faster.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -92,7 +94,15 @@ def sqlite_path(url: str) -> tuple[str, str]:
 
 
 def connect(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
-    """A connection set up for the outbox (WAL, waits on a busy lock)."""
+    """A connection set up for the outbox (WAL, waits on a busy lock).
+
+    A new database file is created readable by its owner only (it holds
+    every message queued; SQLite gives its -wal and -shm files the same
+    permissions).
+    """
+    if path != ":memory:" and not os.path.exists(path):
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     connection = sqlite3.connect(path, isolation_level=None, timeout=30.0)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={synchronous}")
