@@ -715,3 +715,67 @@ def test_a_new_sqlite_outbox_is_private_to_its_owner(tmp_path: Path) -> None:
     for name in ("outbox.db", "outbox.db-wal"):
         mode = (tmp_path / name).stat().st_mode & 0o777
         assert mode == 0o600, (name, oct(mode))
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "streamed"])
+async def test_the_end_of_data_hook_runs_before_the_final_dot(
+    server: SMTPServer, tmp_path: Path, streamed: bool
+) -> None:
+    from asyncmail.backends.smtp import end_of_data_hook
+
+    email = message(1)
+    if streamed:
+        path = tmp_path / "big.bin"
+        path.write_bytes(os.urandom((1 << 20) + 1))
+        await email.aattach_file(path)
+        assert email.render().streamed
+    seen: list[int] = []
+
+    async def hook() -> None:
+        await anyio.sleep(0.2)  # the server would have it by now if it could
+        seen.append(len(server.messages))
+
+    token = end_of_data_hook.set(hook)
+    try:
+        async with smtp(server) as backend:
+            assert await backend.send_messages([email]) == 1
+    finally:
+        end_of_data_hook.reset(token)
+    assert seen == [0]  # called once, before the server could accept
+    assert len(server.messages) == 1
+
+
+@pytest.mark.anyio
+async def test_a_claim_lost_before_the_end_of_data_sends_nothing(
+    outbox_url: str, server: SMTPServer
+) -> None:
+    """Another worker took the message (this one's lease expired) while this
+    one was in the SMTP transaction: the mark fails, the data is never
+    completed, the server gets nothing from this worker."""
+    store = open_store(outbox_url)
+    [ident] = await enqueue(store, [message(1)])
+    original = store.mark_inflight
+
+    async def stolen(job: object, owner: str) -> None:
+        def take(cursor: object) -> None:
+            cursor.execute(  # type: ignore[attr-defined]
+                store.dialect.sql(
+                    "UPDATE asyncmail_outbox SET lease_owner = 'thief' WHERE id = ?"
+                ),
+                (ident,),
+            )
+
+        await store.run(take)
+        await original(job, owner)  # type: ignore[arg-type]
+
+    store.mark_inflight = stolen  # type: ignore[method-assign]
+    try:
+        await Worker(store, backend=smtp(server), policy=FAST).run(until_idle=True)
+    finally:
+        del store.mark_inflight
+    assert server.messages == []
+    found = await store.get(ident)
+    assert found is not None
+    assert (found.state, found.lease_owner) == (State.CLAIMED, "thief")
+    assert await store.results(ident) == []
