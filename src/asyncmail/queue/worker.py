@@ -199,7 +199,6 @@ class Worker:
         self._group: anyio.abc.TaskGroup | None = None
         self._opened_backend = False
         self._woken = False
-        self._settling: anyio.abc.TaskGroup | None = None
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} on {self.store!r}>"
@@ -288,14 +287,12 @@ class Worker:
                 outer.start_soon(self._heartbeat)
                 if self.store.dialect.name == "postgresql":
                     outer.start_soon(self._listen)
-                async with anyio.create_task_group() as settling:
-                    self._settling = settling
-                    async with anyio.create_task_group() as inner:
-                        for _ in range(self.concurrency):
-                            inner.start_soon(self._consume, receive.clone(), unstarted)
-                        receive.close()
-                        async with send:
-                            await self._produce(send, until_idle)
+                async with anyio.create_task_group() as inner:
+                    for _ in range(self.concurrency):
+                        inner.start_soon(self._consume, receive.clone(), unstarted)
+                    receive.close()
+                    async with send:
+                        await self._produce(send, until_idle)
                 outer.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -384,15 +381,8 @@ class Worker:
                     unstarted.append(job.id)
                     self._done()
                     continue
-                handed = False
                 try:
-                    result = await self._deliver(job)
-                    if result is not None:
-                        # Recording the result does not hold up the next
-                        # message (it is awaited before the worker stops).
-                        assert self._settling is not None
-                        self._settling.start_soon(self._settle_then_done, job, result)
-                        handed = True
+                    await self._deliver(job)
                 except Exception as exc:
                     # A bug or a misbehaving backend: the message is let go as
                     # if this worker had died (taken again, dead after
@@ -403,14 +393,7 @@ class Worker:
                             self.name, job.id, f"{type(exc).__name__}: {exc}"
                         )
                 finally:
-                    if not handed:
-                        self._done()
-
-    async def _settle_then_done(self, job: Job, result: MessageResult) -> None:
-        try:
-            await self._settle(job, result)
-        finally:
-            self._done()
+                    self._done()
 
     def _done(self) -> None:
         self._outstanding -= 1
@@ -419,8 +402,7 @@ class Worker:
 
     # -- one message -------------------------------------------------------------------
 
-    async def _deliver(self, job: Job) -> MessageResult | None:
-        """Deliver *job*; its result, or None when it was left to its lease."""
+    async def _deliver(self, job: Job) -> None:
         from ..backends import smtp
 
         backend = self.backend
@@ -430,7 +412,7 @@ class Worker:
                 await self.rate.wait()
             except QueueError as exc:
                 log.warning("%s: rate limit unavailable: %s", self.name, exc)
-                return None  # the claim expires; the message is taken again
+                return  # the claim expires; the message is taken again
         message = _Queued(job.data, job.sender, job.pending)
         marked = False
         abandoned: list[MailError] = []
@@ -475,9 +457,9 @@ class Worker:
             log.warning(
                 "%s: message %s left to its lease: %s", self.name, job.id, abandoned[0]
             )
-            return None
+            return
         assert result is not None
-        return result
+        await self._settle(job, result)
 
     async def _settle(self, job: Job, result: MessageResult) -> None:
         recipients = {
