@@ -153,21 +153,35 @@ async def test_idempotency_key_stores_and_sends_once(
     assert (await store.counts())[State.SENT] == 1
 
 
+def timed_messages(server: SMTPServer) -> list[float]:
+    """Record the wall-clock time each message reaches *server*."""
+    times: list[float] = []
+
+    class Timed(list):  # type: ignore[type-arg]
+        def append(self, item: object) -> None:
+            times.append(time.time())
+            super().append(item)
+
+    server.recorder.messages = Timed()
+    return times
+
+
 @pytest.mark.anyio
 async def test_scheduled_messages_wait_for_their_time(
     outbox_url: str, server: SMTPServer
 ) -> None:
+    times = timed_messages(server)
     store = open_store(outbox_url)
     later = datetime.now(UTC) + timedelta(hours=1)
     [ident] = await enqueue(store, [message(1)], send_at=later)
-    [soon] = await enqueue(store, [message(2)], send_at=time.time() + 0.3)
+    due = time.time() + 0.5
+    [soon] = await enqueue(store, [message(2)], send_at=due)
 
-    await drain(outbox_url, server)
-    assert server.messages == []  # neither is due yet
+    async with Worker(store, backend=smtp(server), policy=FAST, poll_interval=0.05):
+        await settled(outbox_url, soon)
 
-    await anyio.sleep(0.35)
-    await drain(outbox_url, server)
     assert [m.rcpt_tos for m in server.messages] == [["user2@example.com"]]
+    assert times[0] >= due  # not before its time, however fast the worker
     waiting = await store.get(ident)
     assert waiting is not None
     assert waiting.state is State.QUEUED
@@ -265,16 +279,18 @@ async def test_permanent_refusal_fails_without_retry(
 async def test_expired_claim_is_delivered_by_another_worker(
     outbox_url: str, server: SMTPServer
 ) -> None:
+    times = timed_messages(server)
     store = open_store(outbox_url)
     [ident] = await enqueue(store, [message(1)])
     # A worker claims it and dies before sending anything.
-    [job] = await store.claim("dead-worker", 10, 0.2, FAST)
-    await drain(outbox_url, server)
-    assert server.messages == []  # still leased to the dead worker
+    claimed = time.time()
+    [job] = await store.claim("dead-worker", 10, 0.5, FAST)
 
-    await anyio.sleep(0.25)
-    await drain(outbox_url, server)
+    async with Worker(store, backend=smtp(server), policy=FAST, poll_interval=0.05):
+        await settled(outbox_url, ident)
+
     assert len(server.messages) == 1
+    assert times[0] >= claimed + 0.5  # only once the dead worker's lease ran out
     found = await store.get(ident)
     assert found is not None
     assert (found.state, found.claims, found.attempts) == (State.SENT, 2, 1)
