@@ -795,3 +795,29 @@ async def test_a_claim_lost_before_the_end_of_data_sends_nothing(
     assert found is not None
     assert (found.state, found.lease_owner) == (State.CLAIMED, "thief")
     assert await store.results(ident) == []
+
+
+@pytest.mark.anyio
+async def test_postgresql_notify_wakes_an_idle_worker(
+    request: pytest.FixtureRequest, server: SMTPServer
+) -> None:
+    """A worker polling only every 60 s delivers a message enqueued through
+    another connection at once: the enqueue's NOTIFY woke it."""
+    import psycopg
+
+    from queuesupport import postgres_cluster, reset_postgres
+
+    url = postgres_cluster(request.config).url
+    reset_postgres(url)
+    store = open_store(url)
+    await store.counts()  # the tables exist
+    async with Worker(store, backend=smtp(server), poll_interval=60):
+        await anyio.sleep(0.5)  # idle: claimed nothing, LISTENing
+        connection = await psycopg.AsyncConnection.connect(url)
+        async with connection, connection.transaction():
+            await asyncmail.queue.aenqueue_in(connection, [message(1)])
+        with anyio.fail_after(20):  # far below the 60 s poll
+            while not server.messages:  # noqa: ASYNC110 - another thread's list
+                await anyio.sleep(0.02)
+    assert [m.rcpt_tos for m in server.messages] == [["user1@example.com"]]
+    reset_postgres(url)
