@@ -303,6 +303,9 @@ def _parser() -> argparse.ArgumentParser:
         help="print the effective settings",
         description="Print the effective settings (the password masked).",
     )
+    from .queue.cli import add_commands  # the worker and outbox commands
+
+    add_commands(commands)
     return parser
 
 
@@ -592,6 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        if getattr(args, "run", None) is not None:
+            return int(args.run(args))
         if args.command == "settings":
             for name, value in settings.as_dict().items():
                 _print(f"{name} = {value!r}")

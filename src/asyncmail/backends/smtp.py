@@ -43,7 +43,8 @@ import re
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
@@ -84,7 +85,16 @@ from .base import BaseEmailBackend
 if TYPE_CHECKING:
     from ..message import EmailMessage
 
-__all__ = ["EmailBackend", "SMTPConnection"]
+__all__ = ["EmailBackend", "SMTPConnection", "end_of_data_hook"]
+
+#: Awaited, in the task delivering a message, just before its end of data is
+#: written (the last moment nothing can have been delivered). The durable
+#: queue sets it to record "in flight past DATA" first, so a crash afterwards
+#: leaves the message unknown instead of resent. An error it raises aborts the
+#: transaction before the end of data.
+end_of_data_hook: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "asyncmail_end_of_data_hook", default=None
+)
 
 
 class _NotGiven:
@@ -706,7 +716,10 @@ class SMTPConnection:
         self, result: _Transaction, data: WirePayload, deadline: float | None
     ) -> None:
         stream = self.stream
+        hook = end_of_data_hook.get()
         if isinstance(data, bytes):
+            if hook is not None:
+                await hook()
             stream.send(data, 1)
             # Handed over (send raises, writing nothing, on a broken stream):
             # from now on a lost connection leaves the outcome unknown.
@@ -734,6 +747,8 @@ class SMTPConnection:
                 stream.send(block, 0)
                 await stream.drain()
                 stream.set_deadline(self._deadline(deadline))  # progress
+        if hook is not None:
+            await hook()
         stream.send(b".\r\n", 1)
         result.end_written = True
 

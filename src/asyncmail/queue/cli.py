@@ -1,0 +1,250 @@
+"""``asyncmail worker`` and ``asyncmail outbox``: the queue's command line.
+
+::
+
+    asyncmail worker --url sqlite:///outbox.db --concurrency 10 --rate-limit 14
+    asyncmail outbox status
+    asyncmail outbox list --state dead
+    asyncmail outbox show 42
+    asyncmail outbox retry 42 43          # or: --state dead
+    asyncmail outbox purge --state sent --older-than 604800
+
+The outbox URL comes from ``--url``, else ``ASYNCMAIL_QUEUE_URL``, else the
+queue backend's default. The worker delivers through the SMTP backend set up
+by the EMAIL_* settings (``--host``/``--port`` override them) or through
+``--backend``; SIGTERM or SIGINT stops it gracefully (a second one at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from .store import FINAL_STATES, RetryPolicy, State
+
+__all__ = ["add_commands"]
+
+
+def _url(args: argparse.Namespace) -> str:
+    from ..backends.queue import DEFAULT_URL
+
+    return str(args.url or os.environ.get("ASYNCMAIL_QUEUE_URL") or DEFAULT_URL)
+
+
+def _state(value: str) -> State:
+    try:
+        return State(value)
+    except ValueError:
+        names = ", ".join(state.value for state in State)
+        raise argparse.ArgumentTypeError(
+            f"unknown state {value!r} (one of {names})"
+        ) from None
+
+
+def add_commands(commands: Any) -> None:
+    """Add ``worker`` and ``outbox`` to the ``asyncmail`` sub-commands."""
+    worker = commands.add_parser("worker", help="deliver the outbox's messages")
+    worker.add_argument("--url", help="the outbox (default ASYNCMAIL_QUEUE_URL)")
+    worker.add_argument("--backend", help="dotted path (default: pooled SMTP)")
+    worker.add_argument("--host", help="SMTP host (default EMAIL_HOST)")
+    worker.add_argument("--port", type=int, help="SMTP port (default EMAIL_PORT)")
+    worker.add_argument("--timeout", type=float, help="SMTP timeout (seconds)")
+    worker.add_argument("--concurrency", type=int, default=10)
+    worker.add_argument("--batch", type=int, help="claimed at once (2 x concurrency)")
+    worker.add_argument("--lease", type=float, default=60.0, help="seconds")
+    worker.add_argument("--poll-interval", type=float, default=1.0, help="seconds")
+    worker.add_argument("--rate-limit", type=float, help="messages a second, shared")
+    worker.add_argument("--burst", type=int, default=1)
+    worker.add_argument("--rate-name", default="default")
+    worker.add_argument("--name", help="stable worker name (takes back its claims)")
+    worker.add_argument("--max-attempts", type=int, default=10)
+    worker.add_argument("--backoff", type=float, default=60.0, help="first, seconds")
+    worker.add_argument("--backoff-max", type=float, default=3600.0)
+    worker.add_argument(
+        "--until-idle", action="store_true", help="stop when nothing is due"
+    )
+    worker.set_defaults(run=_worker)
+
+    outbox = commands.add_parser("outbox", help="inspect and manage the outbox")
+    outbox.add_argument("--url", help="the outbox (default ASYNCMAIL_QUEUE_URL)")
+    actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("status", help="messages per state")
+    listing = actions.add_parser("list", help="list messages")
+    listing.add_argument("--state", type=_state, action="append", default=[])
+    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--json", action="store_true", help="one JSON per line")
+    show = actions.add_parser("show", help="a message and its results")
+    show.add_argument("id", type=int)
+    retry = actions.add_parser("retry", help="queue final messages again")
+    retry.add_argument("ids", type=int, nargs="*")
+    retry.add_argument("--state", type=_state, action="append", default=[])
+    purge = actions.add_parser("purge", help="delete final messages")
+    purge.add_argument("--state", type=_state, action="append", default=[])
+    purge.add_argument("--older-than", type=float, default=0.0, help="seconds")
+    outbox.set_defaults(run=_outbox)
+
+
+def _run(main: Any, args: argparse.Namespace) -> int:
+    from ..cli import _run as run_async
+    from ..exceptions import MailError
+
+    try:
+        return run_async(main, args)
+    except MailError as exc:
+        print(f"asyncmail: {exc}", file=sys.stderr)
+        return 2
+
+
+def _worker(args: argparse.Namespace) -> int:
+    return _run(_aworker, args)
+
+
+async def _aworker(args: argparse.Namespace) -> int:
+    from . import open_store
+    from .worker import Worker
+
+    options: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "host": args.host,
+            "port": args.port,
+            "timeout": args.timeout,
+        }.items()
+        if value is not None
+    }
+    if args.backend is None:
+        options["max_connections"] = args.concurrency
+    store = open_store(_url(args))
+    worker = Worker(
+        store,
+        backend=args.backend,
+        backend_options=options,
+        concurrency=args.concurrency,
+        batch=args.batch,
+        lease=args.lease,
+        poll_interval=args.poll_interval,
+        policy=RetryPolicy(
+            max_attempts=args.max_attempts,
+            backoff=args.backoff,
+            backoff_max=args.backoff_max,
+        ),
+        rate_limit=args.rate_limit,
+        burst=args.burst,
+        rate_name=args.rate_name,
+        name=args.name,
+    )
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            worker.stop()
+        elif task is not None:
+            task.cancel()
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, on_signal)
+    print(f"asyncmail worker {worker.name} delivering from {store.safe_url}")
+    sys.stdout.flush()
+    try:
+        await worker.run(until_idle=args.until_idle)
+    except asyncio.CancelledError:
+        print("asyncmail worker: stopped at once", file=sys.stderr)
+        return 1
+    finally:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(number)
+    print(f"asyncmail worker {worker.name}: delivered {worker.delivered}, stopped")
+    return 0
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    return _run(_aoutbox, args)
+
+
+def _when(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+async def _aoutbox(args: argparse.Namespace) -> int:
+    from . import open_store
+
+    store = open_store(_url(args))
+    action = args.action
+    if action == "status":
+        for state, count in (await store.counts()).items():
+            print(f"{state.value:9} {count}")
+        return 0
+    if action == "list":
+        for message in await store.messages(args.state, limit=args.limit):
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "id": message.id,
+                            "key": message.key,
+                            "state": message.state.value,
+                            "priority": message.priority,
+                            "due_at": message.due_at,
+                            "attempts": message.attempts,
+                            "recipients": message.recipients,
+                            "outcomes": message.outcomes,
+                            "subject": message.subject,
+                            "last_error": message.last_error,
+                        }
+                    )
+                )
+                continue
+            print(
+                f"{message.id:>6} {message.state.value:9} attempts={message.attempts}"
+                f" priority={message.priority} due={_when(message.due_at)}"
+                f" to={','.join(message.recipients)} subject={message.subject!r}"
+                + (f" error={message.last_error!r}" if message.last_error else "")
+            )
+        return 0
+    if action == "show":
+        found = await store.get(args.id)
+        if found is None:
+            print(f"asyncmail: no message {args.id} in the outbox", file=sys.stderr)
+            return 1
+        print(f"id: {found.id}\nkey: {found.key}\nstate: {found.state.value}")
+        print(f"message-id: {found.message_id}\nsubject: {found.subject}")
+        print(f"from: {found.sender}\nto: {', '.join(found.recipients)}")
+        print(f"attempts: {found.attempts}\ndue: {_when(found.due_at)}")
+        if found.last_error:
+            print(f"last error: {found.last_error}")
+        for result in await store.results(found.id):
+            detail = " ".join(
+                str(part)
+                for part in (result.code, result.text)
+                if part not in (None, "")
+            )
+            print(
+                f"  attempt {result.attempt} {_when(result.at)} {result.recipient}: "
+                f"{result.outcome}" + (f" ({detail})" if detail else "")
+            )
+        return 0
+    if action == "retry":
+        if not args.ids and not args.state:
+            print("asyncmail: give message ids or --state", file=sys.stderr)
+            return 2
+        count = await store.retry(ids=args.ids, states=args.state)
+        print(f"queued again: {count}")
+        return 0
+    # purge: only what is named (dead letters and unknowns need a decision)
+    if not args.state:
+        names = ", ".join(sorted(state.value for state in FINAL_STATES))
+        print(f"asyncmail: give --state (one of {names})", file=sys.stderr)
+        return 2
+    count = await store.purge(args.state, older_than=args.older_than)
+    print(f"purged: {count}")
+    return 0

@@ -1,0 +1,658 @@
+"""The outbox store: one table of messages, one of results, one of rate slots.
+
+The same SQL (and the same logic deciding what happens to a message after an
+attempt) serves SQLite and PostgreSQL; :mod:`.sqlite` and :mod:`.postgres`
+only say how to connect and what differs in the dialect.
+
+Every database call runs on the store's own thread, with group commit (see
+:mod:`.engine`); the records and the rule deciding a message's next state
+are in :mod:`.model`.
+
+A message moves through these states::
+
+    queued ──claim──> claimed ──mark──> inflight ──result──> sent | partial
+      ^                 │                  │                 failed | dead
+      └─ lease expired ─┘                  └─ lease expired ─> unknown
+      └─ retry (temporary failures, at a backoff-scheduled time)
+
+``inflight`` is written, and committed, just before the end of data goes to
+the server: a worker that dies after it leaves the message ``unknown`` (it
+may have been delivered), never sent again automatically. A worker that dies
+before it leaves only a claim, which expires and is taken by another worker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
+
+from .engine import Dialect, Engine
+from .model import (
+    FINAL_STATES,
+    Job,
+    LeaseLostError,
+    NewMessage,
+    QueueError,
+    RetryPolicy,
+    Settlement,
+    State,
+    StoredMessage,
+    StoredResult,
+    new_key,
+    settle,
+)
+
+T = TypeVar("T")
+
+__all__ = [
+    "FINAL_STATES",
+    "INSERT",
+    "INSERT_DATA",
+    "Dialect",
+    "Job",
+    "LeaseLostError",
+    "NewMessage",
+    "QueueError",
+    "RetryPolicy",
+    "State",
+    "Store",
+    "StoredMessage",
+    "StoredResult",
+    "insert_rows",
+    "new_key",
+    "settle",
+]
+
+
+INSERT = (
+    "INSERT INTO asyncmail_outbox (key, state, priority, due_at, created_at, "
+    "sender, recipients, pending, message_id, subject, outcomes, attempts, "
+    "claims, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '') "
+    "ON CONFLICT (key) DO NOTHING"
+)
+# The message bytes live in a table of their own: the many updates of a
+# message's state then never rewrite them.
+INSERT_DATA = (
+    "INSERT INTO asyncmail_data (key, data) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
+)
+
+_ONE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '')"
+assert _ONE_ROW in INSERT
+
+_MESSAGE_COLUMNS = (
+    "id, key, state, priority, due_at, created_at, sender, recipients, pending, "
+    "outcomes, attempts, claims, message_id, subject, last_error, lease_owner"
+)
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+def insert_rows(cursor: Any, dialect: Dialect, rows: Sequence[NewMessage]) -> None:
+    """Insert *rows* on *cursor* (any transaction: the caller's own, for the
+    transactional outbox). A key already stored is skipped (idempotency)."""
+    cursor.executemany(dialect.sql(INSERT), [row.params() for row in rows])
+    cursor.executemany(dialect.sql(INSERT_DATA), [(row.key, row.data) for row in rows])
+    if dialect.notify:
+        cursor.execute(dialect.notify)
+
+
+def _stored(row: Sequence[Any]) -> StoredMessage:
+    return StoredMessage(
+        id=int(row[0]),
+        key=row[1],
+        state=State(row[2]),
+        priority=int(row[3]),
+        due_at=float(row[4]),
+        created_at=float(row[5]),
+        sender=row[6],
+        recipients=json.loads(row[7]),
+        pending=json.loads(row[8]),
+        outcomes=json.loads(row[9]),
+        attempts=int(row[10]),
+        claims=int(row[11]),
+        message_id=row[12] or "",
+        subject=row[13] or "",
+        last_error=row[14] or "",
+        lease_owner=row[15],
+    )
+
+
+class Store(Engine):
+    """An outbox: durable messages, claims, results, a shared rate limit.
+
+    Open one with :func:`asyncmail.queue.open_store`. Every method is
+    async (the work runs on the store's thread, see :mod:`.engine`) and safe
+    to call from any thread and any event loop.
+    """
+
+    # -- enqueueing --------------------------------------------------------------------
+
+    async def insert(self, rows: Sequence[NewMessage]) -> list[int]:
+        """Store *rows*; return their ids (that of the stored message for a
+        key already there). Concurrent callers share the statements."""
+        ids: list[int] = await self.run_merged(self._insert_many, list(rows))
+        for listener in list(self.listeners):
+            listener()
+        return ids
+
+    def insert_sync(self, rows: Sequence[NewMessage]) -> list[int]:
+        """:meth:`insert` for blocking callers (waits in the calling thread)."""
+        listed = list(rows)
+        ids: list[int] = self.run_sync(
+            lambda cursor: self._insert_many(cursor, [listed])[0]
+        )
+        for listener in list(self.listeners):
+            listener()
+        return ids
+
+    def _insert_many(self, cursor: Any, calls: list[list[NewMessage]]) -> list[Any]:
+        rows = [row for call in calls for row in call]
+        sql = self.dialect.sql
+        for chunk in _chunks(rows, 256):
+            values = ", ".join([_ONE_ROW] * len(chunk))
+            cursor.execute(
+                sql(INSERT.replace(_ONE_ROW, values)),
+                [value for row in chunk for value in row.params()],
+            )
+            cursor.execute(
+                sql(INSERT_DATA.replace("(?, ?)", ", ".join(["(?, ?)"] * len(chunk)))),
+                [value for row in chunk for value in (row.key, row.data)],
+            )
+        if self.dialect.notify:
+            cursor.execute(self.dialect.notify)
+        found: dict[str, int] = {}
+        keys = list(dict.fromkeys(row.key for row in rows))
+        for some in _chunks(keys, 500):
+            cursor.execute(
+                sql(
+                    "SELECT key, id FROM asyncmail_outbox WHERE key IN "
+                    f"({', '.join('?' * len(some))})"
+                ),
+                list(some),
+            )
+            found.update((key, int(ident)) for key, ident in cursor.fetchall())
+        return [[found[row.key] for row in call] for call in calls]
+
+    # -- workers --------------------------------------------------------------------
+
+    async def claim(
+        self, owner: str, limit: int, lease: float, policy: RetryPolicy
+    ) -> list[Job]:
+        """Lease up to *limit* due messages to *owner*, most urgent first.
+
+        Expired leases are dealt with first: a claimed message goes back to
+        the queue (or dead, after ``max_claims``), an in-flight one becomes
+        unknown.
+        """
+        return await self.run(
+            lambda cursor: self._claim(cursor, owner, limit, lease, policy)
+        )
+
+    def _claim(
+        self, cursor: Any, owner: str, limit: int, lease: float, policy: RetryPolicy
+    ) -> list[Job]:
+        sql = self.dialect.sql
+        now = time.time()
+        self._expire(cursor, now, policy)
+        cursor.execute(
+            sql(
+                "UPDATE asyncmail_outbox SET state = 'claimed', lease_owner = ?, "
+                "lease_until = ?, claims = claims + 1 WHERE id IN (SELECT id FROM "
+                "asyncmail_outbox WHERE state = 'queued' AND due_at <= ? ORDER BY "
+                f"priority DESC, due_at, id LIMIT ?{self.dialect.lock_clause}) "
+                "RETURNING id, key, sender, recipients, pending, attempts, "
+                "priority, outcomes, due_at"
+            ),
+            (owner, now + lease, now, limit),
+        )
+        rows = sorted(cursor.fetchall(), key=lambda r: (-int(r[6]), float(r[8]), r[0]))
+        data: dict[str, bytes] = {}
+        for keys in _chunks([r[1] for r in rows], 500):
+            cursor.execute(
+                sql(
+                    "SELECT key, data FROM asyncmail_data WHERE key IN "
+                    f"({', '.join('?' * len(keys))})"
+                ),
+                list(keys),
+            )
+            data.update((key, bytes(value)) for key, value in cursor.fetchall())
+        return [
+            Job(
+                id=int(r[0]),
+                key=r[1],
+                sender=r[2],
+                recipients=json.loads(r[3]),
+                pending=json.loads(r[4]),
+                data=data[r[1]],
+                attempts=int(r[5]),
+                priority=int(r[6]),
+                outcomes=json.loads(r[7]),
+            )
+            for r in rows
+        ]
+
+    def _expire(self, cursor: Any, now: float, policy: RetryPolicy) -> None:
+        sql = self.dialect.sql
+        cursor.execute(
+            sql(
+                "UPDATE asyncmail_outbox SET state = 'dead', lease_owner = NULL, "
+                "last_error = 'workers stopped while holding it ' || claims || "
+                "' times: a poison message', updated_at = ? WHERE state = 'claimed' "
+                "AND lease_until < ? AND claims >= ?"
+            ),
+            (now, now, policy.max_claims),
+        )
+        cursor.execute(
+            sql(
+                "UPDATE asyncmail_outbox SET state = 'queued', lease_owner = NULL "
+                "WHERE state = 'claimed' AND lease_until < ?"
+            ),
+            (now,),
+        )
+        cursor.execute(
+            sql(
+                "SELECT id, pending, outcomes, attempts, lease_owner FROM "
+                "asyncmail_outbox WHERE state = 'inflight' AND lease_until < ?"
+            ),
+            (now,),
+        )
+        text = (
+            "the worker stopped after the end of data was written; the message "
+            "may have been delivered, so it is not resent"
+        )
+        for ident, pending, outcomes, attempts, worker in cursor.fetchall():
+            merged = json.loads(outcomes)
+            for address in json.loads(pending):
+                merged[address] = "unknown"
+                cursor.execute(
+                    sql(
+                        "INSERT INTO asyncmail_results (message, attempt, at, "
+                        "recipient, outcome, code, enhanced_status, text, reply, "
+                        "worker) VALUES (?, ?, ?, ?, 'unknown', NULL, NULL, ?, '', ?)"
+                    ),
+                    (ident, int(attempts) + 1, now, address, text, worker or ""),
+                )
+            cursor.execute(
+                sql(
+                    "UPDATE asyncmail_outbox SET state = 'unknown', pending = '[]', "
+                    "outcomes = ?, attempts = attempts + 1, lease_owner = NULL, "
+                    "last_error = ?, updated_at = ? WHERE id = ?"
+                ),
+                (json.dumps(merged), text, now, ident),
+            )
+
+    async def mark_inflight(self, job: Job, owner: str) -> None:
+        """Durably record that *job*'s end of data is about to be written;
+        raise :class:`LeaseLostError` if the claim is no longer *owner*'s.
+        Concurrent marks share one statement and one commit."""
+        if not await self.run_merged(self._mark_many, (job.id, owner)):
+            raise LeaseLostError(
+                f"The claim on outbox message {job.id} expired; not sending it"
+            )
+
+    def _mark_many(self, cursor: Any, items: list[tuple[int, str]]) -> list[Any]:
+        marked: set[tuple[int, str]] = set()
+        owners: dict[str, list[int]] = {}
+        for ident, owner in items:
+            owners.setdefault(owner, []).append(ident)
+        for owner, idents in owners.items():
+            for chunk in _chunks(idents, 500):
+                cursor.execute(
+                    self.dialect.sql(
+                        "UPDATE asyncmail_outbox SET state = 'inflight' WHERE "
+                        "lease_owner = ? AND state IN ('claimed', 'inflight') AND "
+                        f"id IN ({', '.join('?' * len(chunk))}) RETURNING id"
+                    ),
+                    [owner, *chunk],
+                )
+                marked.update((int(row[0]), owner) for row in cursor.fetchall())
+        return [item in marked for item in items]
+
+    async def finish(self, settlement: Settlement, owner: str) -> bool:
+        """Write an attempt's results and the message's next state; False if
+        the claim was lost meanwhile (nothing written). Concurrent calls
+        share the statements and the commit."""
+        written: bool = await self.run_merged(self._finish_many, (settlement, owner))
+        return written
+
+    def _finish_many(
+        self, cursor: Any, items: list[tuple[Settlement, str]]
+    ) -> list[Any]:
+        sql = self.dialect.sql
+        now = time.time()
+        done: set[int] = set()
+        for chunk in _chunks(items, 200):
+            row = (
+                "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), "
+                "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), "
+                "CAST(? AS INTEGER), CAST(? AS TEXT))"
+            )
+            params: list[Any] = []
+            for s, owner in chunk:
+                params += (
+                    s.job.id,
+                    owner,
+                    s.state.value,
+                    json.dumps(s.pending),
+                    json.dumps(s.outcomes),
+                    s.due_at,
+                    s.attempt,
+                    s.error,
+                )
+            cursor.execute(
+                sql(
+                    "WITH v (id, owner, state, pending, outcomes, due_at, attempts, "
+                    f"last_error) AS (VALUES {', '.join([row] * len(chunk))}) "
+                    "UPDATE asyncmail_outbox SET state = v.state, pending = "
+                    "v.pending, outcomes = v.outcomes, due_at = v.due_at, attempts "
+                    "= v.attempts, last_error = v.last_error, lease_owner = NULL, "
+                    "updated_at = ? FROM v WHERE asyncmail_outbox.id = v.id AND "
+                    "asyncmail_outbox.lease_owner = v.owner RETURNING "
+                    "asyncmail_outbox.id"
+                ),
+                [*params, now],
+            )
+            done.update(int(found[0]) for found in cursor.fetchall())
+        results = [
+            (s.job.id, s.attempt, now, *result, s.reply, owner)
+            for s, owner in items
+            if s.job.id in done
+            for result in s.results
+        ]
+        for rows in _chunks(results, 100):
+            cursor.execute(
+                sql(
+                    "INSERT INTO asyncmail_results (message, attempt, at, recipient, "
+                    "outcome, code, enhanced_status, text, reply, worker) VALUES "
+                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+                ),
+                [value for result in rows for value in result],
+            )
+        return [s.job.id in done for s, _ in items]
+
+    async def heartbeat(self, owner: str, lease: float) -> int:
+        """Extend every lease *owner* holds; return how many."""
+
+        def beat(cursor: Any) -> int:
+            cursor.execute(
+                self.dialect.sql(
+                    "UPDATE asyncmail_outbox SET lease_until = ? WHERE lease_owner "
+                    "= ? AND state IN ('claimed', 'inflight')"
+                ),
+                (time.time() + lease, owner),
+            )
+            return int(cursor.rowcount)
+
+        return await self.run(beat)
+
+    async def release(self, owner: str, ids: Iterable[int]) -> None:
+        """Give back claims that were not started (a stopping worker)."""
+        params = [(owner, ident) for ident in ids]
+        if not params:
+            return
+
+        def give_back(cursor: Any) -> None:
+            cursor.executemany(
+                self.dialect.sql(
+                    "UPDATE asyncmail_outbox SET state = 'queued', lease_owner = "
+                    "NULL, claims = claims - 1 WHERE lease_owner = ? AND id = ? AND "
+                    "state = 'claimed'"
+                ),
+                params,
+            )
+
+        await self.run(give_back)
+
+    async def abandon(self, owner: str, ident: int, error: str) -> None:
+        """Let go of one claim at once, as if its worker had died (what the
+        message becomes is decided at the next claim: queued again, dead
+        after ``max_claims``, or unknown if it was in flight)."""
+
+        def drop(cursor: Any) -> None:
+            cursor.execute(
+                self.dialect.sql(
+                    "UPDATE asyncmail_outbox SET lease_until = 0, lease_owner = ?, "
+                    "last_error = ? WHERE id = ? AND lease_owner = ? AND state IN "
+                    "('claimed', 'inflight')"
+                ),
+                (f"{owner} (abandoned)", error[:1000], ident, owner),
+            )
+
+        await self.run(drop)
+
+    async def recover(self, owner: str, policy: RetryPolicy) -> None:
+        """Expire now every lease held by *owner*: a restarted worker that
+        reuses its name knows its previous process is gone."""
+
+        def expire(cursor: Any) -> None:
+            cursor.execute(
+                self.dialect.sql(
+                    "UPDATE asyncmail_outbox SET lease_until = 0 WHERE lease_owner "
+                    "= ? AND state IN ('claimed', 'inflight')"
+                ),
+                (owner,),
+            )
+            self._expire(cursor, time.time(), policy)
+
+        await self.run(expire)
+
+    async def reserve(self, name: str, rate: float, burst: int, count: int) -> float:
+        """Reserve *count* send slots of the shared rate limit *name* (at
+        most *rate* a second, bursts of *burst*); return the seconds to wait
+        before the first (the others follow every 1/rate seconds).
+
+        One atomic update of one row (a virtual scheduler, GCRA): every
+        worker on the store shares it, across processes and machines.
+        """
+        interval = 1.0 / rate
+
+        def take(cursor: Any) -> float:
+            sql = self.dialect.sql
+            now = time.time()
+            floor = now - (burst - 1) * interval
+            cursor.execute(
+                sql(
+                    "INSERT INTO asyncmail_rate (name, next_at) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO NOTHING"
+                ),
+                (name, floor),
+            )
+            cursor.execute(
+                sql(
+                    f"UPDATE asyncmail_rate SET next_at = {self.dialect.greatest}"
+                    "(next_at, ?) + ? WHERE name = ? RETURNING next_at"
+                ),
+                (floor, count * interval, name),
+            )
+            start = float(cursor.fetchone()[0]) - count * interval
+            return max(0.0, start - now)
+
+        return await self.run(take)
+
+    # -- inspection and administration ----------------------------------------------
+
+    async def counts(self) -> dict[State, int]:
+        """How many messages are in each state."""
+
+        def count(cursor: Any) -> dict[State, int]:
+            cursor.execute(
+                "SELECT state, COUNT(*) FROM asyncmail_outbox GROUP BY state"
+            )
+            found = {State(state): int(n) for state, n in cursor.fetchall()}
+            return {state: found.get(state, 0) for state in State}
+
+        return await self.run(count)
+
+    async def messages(
+        self,
+        states: Iterable[State] = (),
+        *,
+        ids: Iterable[int] = (),
+        limit: int = 100,
+    ) -> list[StoredMessage]:
+        """Messages in *states* (or with *ids*; all when neither), oldest first."""
+        wanted = [state.value for state in states]
+        numbers = [int(i) for i in ids]
+
+        def select(cursor: Any) -> list[StoredMessage]:
+            clauses: list[str] = []
+            params: list[Any] = []
+            if wanted:
+                clauses.append(f"state IN ({', '.join('?' * len(wanted))})")
+                params += wanted
+            if numbers:
+                clauses.append(f"id IN ({', '.join('?' * len(numbers))})")
+                params += numbers
+            where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+            cursor.execute(
+                self.dialect.sql(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM asyncmail_outbox{where} "
+                    "ORDER BY id LIMIT ?"
+                ),
+                (*params, limit),
+            )
+            return [_stored(row) for row in cursor.fetchall()]
+
+        return await self.run(select)
+
+    async def get(self, ident: int | str) -> StoredMessage | None:
+        """The message with this id or idempotency key."""
+
+        def select(cursor: Any) -> StoredMessage | None:
+            column = "id" if isinstance(ident, int) else "key"
+            cursor.execute(
+                self.dialect.sql(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM asyncmail_outbox "
+                    f"WHERE {column} = ?"
+                ),
+                (ident,),
+            )
+            row = cursor.fetchone()
+            return None if row is None else _stored(row)
+
+        return await self.run(select)
+
+    async def results(self, message: int) -> list[StoredResult]:
+        """Every recorded per-recipient result of *message*, in order."""
+
+        def select(cursor: Any) -> list[StoredResult]:
+            cursor.execute(
+                self.dialect.sql(
+                    "SELECT message, attempt, at, recipient, outcome, code, "
+                    "enhanced_status, text, reply, worker FROM asyncmail_results "
+                    "WHERE message = ? ORDER BY attempt, id"
+                ),
+                (message,),
+            )
+            return [
+                StoredResult(
+                    int(r[0]),
+                    int(r[1]),
+                    float(r[2]),
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    r[7] or "",
+                    r[8] or "",
+                    r[9] or "",
+                )
+                for r in cursor.fetchall()
+            ]
+
+        return await self.run(select)
+
+    async def retry(
+        self, *, ids: Iterable[int] = (), states: Iterable[State] = ()
+    ) -> int:
+        """Queue again, now, the messages with *ids* or in *states* (final
+        states only), for their recipients not accepted. Unknown messages are
+        retried only when asked for by id or by the ``unknown`` state: they
+        may have been delivered already."""
+        numbers = [int(i) for i in ids]
+        wanted = [state.value for state in states]
+        for state in states:
+            if state not in FINAL_STATES or state is State.SENT:
+                raise QueueError(f"Cannot retry messages that are {state.value}")
+
+        def again(cursor: Any) -> int:
+            sql = self.dialect.sql
+            clauses: list[str] = []
+            params: list[Any] = []
+            if numbers:
+                clauses.append(f"id IN ({', '.join('?' * len(numbers))})")
+                params += numbers
+            if wanted:
+                clauses.append(f"state IN ({', '.join('?' * len(wanted))})")
+                params += wanted
+            if not clauses:
+                return 0
+            cursor.execute(
+                sql(
+                    "SELECT id, recipients, outcomes, state FROM asyncmail_outbox "
+                    f"WHERE ({' OR '.join(clauses)}) AND state NOT IN "
+                    "('queued', 'claimed', 'inflight', 'sent')"
+                ),
+                params,
+            )
+            updates = []
+            now = time.time()
+            for ident, recipients, outcomes, _state in cursor.fetchall():
+                done = json.loads(outcomes)
+                pending = [
+                    a for a in json.loads(recipients) if done.get(a) != "accepted"
+                ]
+                kept = {a: o for a, o in done.items() if o == "accepted"}
+                updates.append((json.dumps(pending), json.dumps(kept), now, int(ident)))
+            cursor.executemany(
+                sql(
+                    "UPDATE asyncmail_outbox SET state = 'queued', pending = ?, "
+                    "outcomes = ?, due_at = ?, claims = 0, attempts = 0, "
+                    "last_error = '' WHERE id = ?"
+                ),
+                updates,
+            )
+            return len(updates)
+
+        count = await self.run(again)
+        for listener in list(self.listeners):
+            listener()
+        return count
+
+    async def purge(self, states: Iterable[State], *, older_than: float = 0.0) -> int:
+        """Delete messages in final *states* (and their results) settled more
+        than *older_than* seconds ago; return how many."""
+        wanted = [state.value for state in states]
+        for state in states:
+            if state not in FINAL_STATES:
+                raise QueueError(f"Cannot purge messages that are {state.value}")
+        if not wanted:
+            return 0
+
+        def delete(cursor: Any) -> int:
+            sql = self.dialect.sql
+            marks = ", ".join("?" * len(wanted))
+            params = (*wanted, time.time() - older_than)
+            where = f"state IN ({marks}) AND updated_at <= ?"
+            cursor.execute(
+                sql(
+                    "DELETE FROM asyncmail_results WHERE message IN (SELECT id "
+                    f"FROM asyncmail_outbox WHERE {where})"
+                ),
+                params,
+            )
+            cursor.execute(
+                sql(
+                    "DELETE FROM asyncmail_data WHERE key IN (SELECT key "
+                    f"FROM asyncmail_outbox WHERE {where})"
+                ),
+                params,
+            )
+            cursor.execute(sql(f"DELETE FROM asyncmail_outbox WHERE {where}"), params)
+            return int(cursor.rowcount)
+
+        return await self.run(delete)
