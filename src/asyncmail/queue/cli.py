@@ -49,44 +49,116 @@ def _state(value: str) -> State:
 
 def add_commands(commands: Any) -> None:
     """Add ``worker`` and ``outbox`` to the ``asyncmail`` sub-commands."""
-    worker = commands.add_parser("worker", help="deliver the outbox's messages")
-    worker.add_argument("--url", help="the outbox (default ASYNCMAIL_QUEUE_URL)")
-    worker.add_argument("--backend", help="dotted path (default: pooled SMTP)")
-    worker.add_argument("--host", help="SMTP host (default EMAIL_HOST)")
-    worker.add_argument("--port", type=int, help="SMTP port (default EMAIL_PORT)")
-    worker.add_argument("--timeout", type=float, help="SMTP timeout (seconds)")
-    worker.add_argument("--concurrency", type=int, default=10)
-    worker.add_argument("--batch", type=int, help="claimed at once (2 x concurrency)")
-    worker.add_argument("--lease", type=float, default=60.0, help="seconds")
-    worker.add_argument("--poll-interval", type=float, default=1.0, help="seconds")
-    worker.add_argument("--rate-limit", type=float, help="messages a second, shared")
-    worker.add_argument("--burst", type=int, default=1)
-    worker.add_argument("--rate-name", default="default")
-    worker.add_argument("--name", help="stable worker name (takes back its claims)")
-    worker.add_argument("--max-attempts", type=int, default=10)
-    worker.add_argument("--backoff", type=float, default=60.0, help="first, seconds")
-    worker.add_argument("--backoff-max", type=float, default=3600.0)
-    worker.add_argument(
-        "--until-idle", action="store_true", help="stop when nothing is due"
+    worker = commands.add_parser(
+        "worker",
+        help="deliver the outbox's messages",
+        description="Claim due messages from the outbox and deliver them; "
+        "SIGTERM or SIGINT stops it gracefully (a second one at once).",
     )
+    worker.add_argument(
+        "--url", help="the outbox (default: ASYNCMAIL_QUEUE_URL, else the default)"
+    )
+    worker.add_argument(
+        "--backend", help="a backend's dotted path (default: the pooled SMTP backend)"
+    )
+    worker.add_argument("--host", help="the SMTP host (default: EMAIL_HOST)")
+    worker.add_argument("--port", type=int, help="the SMTP port (default: EMAIL_PORT)")
+    worker.add_argument(
+        "--timeout",
+        type=float,
+        help="the SMTP timeout in seconds (default: EMAIL_TIMEOUT)",
+    )
+    worker.add_argument(
+        "--concurrency", type=int, default=10,
+        help="messages delivered at once (default: %(default)s)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--batch", type=int,
+        help="messages claimed at once (default: twice --concurrency)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--lease", type=float, default=60.0,
+        help="seconds a claim lasts without a heartbeat before another worker "
+        "may take it (default: %(default)s)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--poll-interval", type=float, default=1.0,
+        help="seconds between looks for due messages when not woken "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--rate-limit", type=float,
+        help="at most this many messages a second, shared by every worker on "
+        "the store with the same --rate-name (default: no limit)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--burst", type=int, default=1,
+        help="messages the shared rate limit lets go at once (default: %(default)s)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--rate-name", default="default",
+        help="the shared rate limit's name (default: %(default)s)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--name",
+        help="a stable worker name: a restarted worker takes back its claims "
+        "at once (default: host and process id)",
+    )
+    worker.add_argument(
+        "--max-attempts", type=int, default=10,
+        help="attempts before a message is dead-lettered (default: %(default)s)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--backoff", type=float, default=60.0,
+        help="seconds before the first retry, doubling after (default: %(default)s)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--backoff-max", type=float, default=3600.0,
+        help="the longest wait between retries, seconds (default: %(default)s)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--until-idle", action="store_true",
+        help="stop when nothing is due (default: run until stopped)",
+    )  # fmt: skip
     worker.set_defaults(run=_worker)
 
     outbox = commands.add_parser("outbox", help="inspect and manage the outbox")
-    outbox.add_argument("--url", help="the outbox (default ASYNCMAIL_QUEUE_URL)")
+    outbox.add_argument(
+        "--url", help="the outbox (default: ASYNCMAIL_QUEUE_URL, else the default)"
+    )
     actions = outbox.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("status", help="messages per state")
     listing = actions.add_parser("list", help="list messages")
-    listing.add_argument("--state", type=_state, action="append", default=[])
-    listing.add_argument("--limit", type=int, default=100)
-    listing.add_argument("--json", action="store_true", help="one JSON per line")
+    listing.add_argument(
+        "--state", type=_state, action="append", default=[],
+        help="only messages in this state (repeatable; default: all)",
+    )  # fmt: skip
+    listing.add_argument(
+        "--limit", type=int, default=100,
+        help="at most this many messages (default: %(default)s)",
+    )  # fmt: skip
+    listing.add_argument(
+        "--json", action="store_true",
+        help="one JSON object per line (default: a table)",
+    )  # fmt: skip
     show = actions.add_parser("show", help="a message and its results")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=int, help="the message's id")
     retry = actions.add_parser("retry", help="queue final messages again")
-    retry.add_argument("ids", type=int, nargs="*")
-    retry.add_argument("--state", type=_state, action="append", default=[])
+    retry.add_argument("ids", type=int, nargs="*", help="the messages' ids")
+    retry.add_argument(
+        "--state", type=_state, action="append", default=[],
+        help="every message in this final state (repeatable; default: none)",
+    )  # fmt: skip
     purge = actions.add_parser("purge", help="delete final messages")
-    purge.add_argument("--state", type=_state, action="append", default=[])
-    purge.add_argument("--older-than", type=float, default=0.0, help="seconds")
+    purge.add_argument(
+        "--state", type=_state, action="append", default=[],
+        help="messages in this final state (repeatable; required)",
+    )  # fmt: skip
+    purge.add_argument(
+        "--older-than", type=float, default=0.0,
+        help="only those settled more than this many seconds ago "
+        "(default: %(default)s)",
+    )  # fmt: skip
     outbox.set_defaults(run=_outbox)
 
 
