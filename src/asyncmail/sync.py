@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import concurrent.futures.thread
 import contextlib
 import contextvars
 import functools
@@ -77,11 +78,11 @@ _WAIT_SLICE: Final = 1.0
 #: The name of the library loop's thread.
 THREAD_NAME: Final = "asyncmail-event-loop"
 
-# Import uvloop (when installed) now, not when the first blocking call starts
-# the loop: importing it imports concurrent.futures.thread, which registers a
-# threading exit hook, and that fails once the interpreter began shutting
-# down ("can't register atexit after shutdown"), i.e. for a first call from
-# an atexit handler or a non-daemon thread still running after main returns.
+# Import uvloop (when installed) and concurrent.futures.thread now, not when
+# the first blocking call starts the loop: importing the latter (uvloop does)
+# registers a threading exit hook, and that fails once the interpreter began
+# shutting down ("can't register atexit after shutdown"), i.e. for a first
+# call from an atexit handler or a non-daemon thread running after main.
 try:
     import uvloop as _uvloop  # noqa: F401
 
@@ -95,32 +96,34 @@ except ImportError:  # pragma: no cover - uvloop is an optional extra
 _inherited: list[object] = []
 
 
-class _DaemonExecutor(concurrent.futures.Executor):
+class _DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
     """The library loop's default executor (blocking DNS look-ups etc.).
 
-    asyncio's default, a ThreadPoolExecutor, refuses work once the
+    asyncio's default, a plain ThreadPoolExecutor, refuses work once the
     interpreter started shutting down, so a send from an atexit handler or a
     late non-daemon thread would fail to resolve its host. These workers are
-    daemon threads of our own, at most ``max_workers``, started on demand.
+    daemon threads of our own, at most ``max_workers``, started on demand
+    (a ThreadPoolExecutor only by type: asyncio insists on one).
     """
 
     def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers)
         self._max_workers = max_workers
-        self._queue: queue.SimpleQueue[
+        self._calls: queue.SimpleQueue[
             tuple[concurrent.futures.Future[Any], Callable[[], Any]]
         ] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._workers = 0
-        self._idle = 0
+        self._guard = threading.Lock()
+        self._started = 0
+        self._waiting = 0
 
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put((future, functools.partial(fn, *args, **kwargs)))
-        with self._lock:
-            if self._idle == 0 and self._workers < self._max_workers:
-                self._workers += 1
+        self._calls.put((future, functools.partial(fn, *args, **kwargs)))
+        with self._guard:
+            if self._waiting == 0 and self._started < self._max_workers:
+                self._started += 1
                 threading.Thread(
                     target=self._work, name="asyncmail-worker", daemon=True
                 ).start()
@@ -128,11 +131,11 @@ class _DaemonExecutor(concurrent.futures.Executor):
 
     def _work(self) -> None:
         while True:
-            with self._lock:
-                self._idle += 1
-            future, call = self._queue.get()
-            with self._lock:
-                self._idle -= 1
+            with self._guard:
+                self._waiting += 1
+            future, call = self._calls.get()
+            with self._guard:
+                self._waiting -= 1
             if not future.set_running_or_notify_cancel():
                 continue
             try:
