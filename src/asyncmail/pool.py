@@ -14,7 +14,7 @@ shrinks on its own through the idle timeout.
 
 When the server refuses a new connection because it is at its connection
 limit (SMTP: 421 at the greeting while other connections to it are open),
-the caller reports it with :meth:`ConnectionPool.hold_at`: the pool stops
+the caller reports it with :meth:`ConnectionPool.hold`: the pool stops
 opening connections beyond those it has for a while, and callers wait for
 one of them instead (back-pressure, not a failure).
 
@@ -120,7 +120,8 @@ class ConnectionPool(Generic[C]):
         self._live: dict[int, Pooled[C]] = {}  # every open connection, by id
         self._in_use = 0
         self._slots: asyncio.Semaphore | None = None
-        self._returned: asyncio.Event | None = None  # a connection came back
+        self._changed: asyncio.Event | None = None  # returned, made or failed
+        self._connecting = 0  # connections being made right now
         self._hold: int | None = None  # open no more than this many...
         self._hold_until = 0.0  # ...until then (monotonic time)
         self._closed = False
@@ -141,20 +142,26 @@ class ConnectionPool(Generic[C]):
         """Open connections, idle or in use (not counting ones being made)."""
         return len(self._live)
 
-    def hold_at(self, connections: int, seconds: float) -> None:
-        """Open no more than *connections* for *seconds*: the server said it
-        is at its limit. Callers needing a new connection meanwhile wait for
-        one of the open ones to come back."""
-        self._hold = max(1, connections)
+    @property
+    def connecting(self) -> int:
+        """Connections being made right now."""
+        return self._connecting
+
+    def hold(self, seconds: float) -> None:
+        """Open no more connections than there are (open or being made) for
+        *seconds*: the server said it is at its limit. Callers needing a new
+        connection meanwhile wait for one of those to come back."""
+        self._hold = max(1, len(self._live) + self._connecting)
         self._hold_until = time.monotonic() + seconds
 
     def _held(self) -> bool:
         if self._hold is None:
             return False
-        if time.monotonic() >= self._hold_until or not self._live:
+        busy = len(self._live) + self._connecting
+        if time.monotonic() >= self._hold_until or not busy:
             self._hold = None
             return False
-        return len(self._live) >= self._hold
+        return busy >= self._hold
 
     def orphan(self) -> None:
         """In a forked child: the connections are the parent's. Never use,
@@ -166,8 +173,9 @@ class ConnectionPool(Generic[C]):
         live, self._live = list(self._live.values()), {}
         self._idle = []
         self._slots = None
-        self._returned = None
+        self._changed = None
         self._in_use = 0
+        self._connecting = 0
         if self._detach is not None:
             for entry in live:
                 with contextlib.suppress(Exception):  # best effort, no I/O
@@ -235,16 +243,22 @@ class ConnectionPool(Generic[C]):
         if self._held():
             # The server is at its connection limit: wait for a connection
             # to come back (or the hold to end) instead of opening one more.
-            returned = self._returned
+            returned = self._changed
             if returned is None:
-                returned = self._returned = asyncio.Event()
+                returned = self._changed = asyncio.Event()
             returned.clear()
             wait = max(0.0, self._hold_until - time.monotonic())
             async with asyncio.timeout_at(deadline):
                 with anyio.move_on_after(wait):
                     await returned.wait()
             return await self._take(deadline)
-        entry = Pooled(await self._connect(deadline))
+        self._connecting += 1
+        try:
+            entry = Pooled(await self._connect(deadline))
+        finally:
+            self._connecting -= 1
+            if self._changed is not None:
+                self._changed.set()  # made or failed: waiters look again
         self.opened += 1
         self._live[id(entry)] = entry
         return entry
@@ -279,8 +293,8 @@ class ConnectionPool(Generic[C]):
                 and not self._expired(entry, entry.last_used)
             ):
                 self._idle.append(entry)
-                if self._returned is not None:
-                    self._returned.set()
+                if self._changed is not None:
+                    self._changed.set()
             else:
                 await self._discard(entry)
         finally:
@@ -290,8 +304,8 @@ class ConnectionPool(Generic[C]):
 
     async def _discard(self, entry: Pooled[C]) -> None:
         self._live.pop(id(entry), None)
-        if self._returned is not None:
-            self._returned.set()  # room for a new connection
+        if self._changed is not None:
+            self._changed.set()  # room for a new connection
         with anyio.CancelScope(shield=True):
             await self._close(entry.connection)
 

@@ -1514,10 +1514,11 @@ class EmailBackend(BaseEmailBackend):
         try:
             entry: Pooled[SMTPConnection] = await pool.acquire(delivery.deadline)
         except MailError as exc:
-            if _busy(exc) and pool.connections > 0:
-                # A server at its connection limit: back-pressure, not down.
+            if _busy(exc) and (pool.connections or pool.connecting):
+                # A server at its connection limit (it takes, or is taking,
+                # our other connections): back-pressure, not down.
                 self._breaker.abandoned(probe=probe)
-                pool.hold_at(pool.connections, self._breaker.cooldown or 1.0)
+                pool.hold(self._breaker.cooldown or 1.0)
                 attempt = self._failed(delivery, exc)
                 return attempt._replace(busy=True)
             if is_transient(exc):
