@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 import aiosmtplib
 import anyio
-import anyio.to_thread
 
 from ..address import envelope_address
 from ..dnsname import aget_fqdn
@@ -75,6 +74,7 @@ from ..pool import ConnectionPool, Pooled, PoolLimits
 from ..ratelimit import RateLimiter
 from ..results import MessageResult, Outcome, RecipientResult, ResultCallback
 from ..settings import settings
+from ..threads import run_sync
 from .base import BaseEmailBackend, failure_result
 from .retry import Breaker
 
@@ -1190,7 +1190,7 @@ class EmailBackend(BaseEmailBackend):
             return self.ssl_context
         if self._tls_context is None:
             # Loading the CA store reads files: keep it off the event loop.
-            self._tls_context = await anyio.to_thread.run_sync(self._build_tls_context)
+            self._tls_context = await run_sync(self._build_tls_context)
         return self._tls_context
 
     def _build_tls_context(self) -> ssl.SSLContext:
