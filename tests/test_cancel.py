@@ -85,7 +85,8 @@ async def test_cancel_at_a_random_moment(seed: int, connections: int) -> None:
     assert Counter(id(r.message) for r in published).most_common(1)[0][1] == 1
     by_sender = {r.message.from_email: r for r in published}  # type: ignore[union-attr]
     for result in published:
-        assert result.message is not None and result.message.result is result
+        assert result.message is not None
+        assert result.message.result is result
 
     accepted_by_server = Counter(item.mail_from for item in server.accepted)
     assert all(count == 1 for count in accepted_by_server.values())  # no duplicates

@@ -95,7 +95,8 @@ async def test_a_4xx_received_before_the_loss_is_retried(pipelining: bool) -> No
 
         assert await backend.send_messages([mail]) == 1
 
-    assert mail.result is not None and mail.result.ok
+    assert mail.result is not None
+    assert mail.result.ok
     assert rcpt_count(server, "a@example.com") == 2
 
 
