@@ -27,10 +27,18 @@ the data was written for is never retried: a connection lost after the end
 of data leaves it "unknown" (it may have been delivered), and a 4xx reply to
 the end of data leaves it "temporary" for the caller to decide.
 
+Replies already received are final (a 550 that arrived before the
+connection was lost is permanent), and the end of data counts as written
+only once the transport handed it to the operating system.
+
 With ``max_connections`` above 1 the backend sends concurrently over a
-bounded pool (see :mod:`asyncmail.pool`), optionally rate limited; with the
-default of 1 it behaves like Django's backend: one connection, opened by
-``open()`` or per ``send_messages`` call, reused while open.
+bounded pool (see :mod:`asyncmail.pool`), optionally rate limited (see
+:mod:`asyncmail.ratelimit`); with the default of 1 it behaves like Django's
+backend: one connection, made for the first message of a ``send_messages``
+call (or by ``open()``), reused while open. Consecutive connect failures
+open the breaker (:mod:`asyncmail.backends.retry`); a 421 greeting while
+other connections are open is back-pressure for the pool. Cancelling a send
+publishes, first, the result of every message it took.
 """
 
 from __future__ import annotations
