@@ -16,6 +16,17 @@ import pytest
 
 from smtpserver import SMTPServer
 
+# Python 3.12.0 and 3.12.1 refuse to start threads once shutdown began: a
+# send that needs the loop thread (re)started then fails at once, clearly.
+NO_THREADS_AT_SHUTDOWN = (3, 12, 0) <= sys.version_info[:3] < (3, 12, 2)
+REFUSED = "failed: RuntimeError asyncmail cannot start its event loop thread"
+
+
+def late(subject: str) -> str:
+    """What a send that must start the loop thread at shutdown prints."""
+    return subject + (" " + REFUSED if NO_THREADS_AT_SHUTDOWN else " 1")
+
+
 SETUP = """
 import logging
 logging.getLogger("asyncio").setLevel(logging.ERROR)
@@ -84,8 +95,12 @@ def test_atexit_handler_registered_before_import(
         """,
     )
 
-    expected = ["at exit"] if first_call_at_exit else ["in main", "at exit"]
-    assert out == "".join(f"{subject} 1\n" for subject in expected)
+    lines = out.splitlines()
+    assert [line.startswith(late("at exit")) for line in lines[-1:]] == [True]
+    assert lines[:-1] == ([] if first_call_at_exit else ["in main 1"])
+    expected = [] if first_call_at_exit else ["in main"]
+    if not NO_THREADS_AT_SHUTDOWN:
+        expected.append("at exit")
     assert subjects(server) == expected
 
 
@@ -105,8 +120,8 @@ def test_atexit_handler_registered_after_import(
         no_uvloop=no_uvloop,
     )
 
-    assert out == "at exit 1\n"
-    assert subjects(server) == ["at exit"]
+    assert out.startswith(late("at exit"))
+    assert subjects(server) == ([] if NO_THREADS_AT_SHUTDOWN else ["at exit"])
 
 
 @pytest.mark.parametrize("no_uvloop", [False, True], ids=["default", "asyncio"])
@@ -134,8 +149,11 @@ def test_non_daemon_thread_after_main_returns(
         no_uvloop=no_uvloop,
     )
 
-    assert out == "thread 1 1\nthread 2 1\n"
-    assert subjects(server) == ["thread 1", "thread 2"]
+    first, second = out.splitlines()
+    assert first.startswith(late("thread 1"))
+    assert second.startswith(late("thread 2"))
+    if not NO_THREADS_AT_SHUTDOWN:
+        assert subjects(server) == ["thread 1", "thread 2"]
 
 
 def test_send_from_del_during_finalisation_fails_at_once(server: SMTPServer) -> None:
@@ -213,7 +231,10 @@ def test_connection_left_open_and_a_late_send(server: SMTPServer) -> None:
         """,
     )
 
-    assert out == "open 1\nat exit 1\n"
-    assert subjects(server) == ["kept open", "at exit"]
-    assert server.sessions == 2
+    first, second = out.splitlines()
+    assert first == "open 1"
+    assert second.startswith(late("at exit"))
+    expected = ["kept open"] if NO_THREADS_AT_SHUTDOWN else ["kept open", "at exit"]
+    assert subjects(server) == expected
+    assert server.sessions == len(expected)
     assert all(raw.endswith(b"QUIT\r\n") for raw in server.recorder.raw)

@@ -210,7 +210,18 @@ class _LibraryLoop:
                     ready.set_exception(exc)
 
         thread = threading.Thread(target=run, name=THREAD_NAME, daemon=True)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            # Python 3.12.0 and 3.12.1 refuse new threads once shutdown began
+            # (from threading's join of non-daemon threads on); 3.12.2+ and
+            # the others allow them until the interpreter finalises.
+            raise RuntimeError(
+                f"asyncmail cannot start its event loop thread ({exc}): this "
+                "Python does not allow new threads while the interpreter shuts "
+                "down. Make a first blocking call before exit, or use Python "
+                "3.12.2 or later."
+            ) from exc
         portal = ready.result()
         self._thread = thread
         self._portal = portal
