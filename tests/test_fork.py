@@ -52,9 +52,11 @@ def server() -> Iterator[SMTPServer]:
         yield running
 
 
-def run(server: SMTPServer, body: str) -> str:
+def run(server: SMTPServer, body: str, *, no_uvloop: bool = False) -> str:
     """Run PRELUDE + *body* in a fresh interpreter; return its stdout."""
     code = textwrap.dedent(PRELUDE).format(port=server.port) + textwrap.dedent(body)
+    if no_uvloop:  # the library loop on asyncio's own event loop
+        code = "import sys; sys.modules['uvloop'] = None\n" + code
     process = subprocess.run(
         [
             sys.executable,
@@ -93,7 +95,11 @@ def subjects(server: SMTPServer) -> list[str]:
     return sorted(s for group in sessions_by_subject(server).values() for s in group)
 
 
-def test_child_of_os_fork_sends(server: SMTPServer) -> None:
+UVLOOP = pytest.mark.parametrize("no_uvloop", [False, True], ids=["default", "asyncio"])
+
+
+@UVLOOP
+def test_child_of_os_fork_sends(server: SMTPServer, no_uvloop: bool) -> None:
     out = run(
         server,
         """
@@ -108,6 +114,7 @@ def test_child_of_os_fork_sends(server: SMTPServer) -> None:
         print("child exit", wait_child(pid))
         print("parent after", mail("parent after"))
         """,
+        no_uvloop=no_uvloop,
     )
 
     assert out == "child exit 0\nparent after 1\n"
@@ -164,8 +171,9 @@ def test_multiprocessing_fork_pool_sends(server: SMTPServer) -> None:
     assert subjects(server) == ["parent"] + [f"worker {n}" for n in range(6)]
 
 
+@UVLOOP
 def test_prefork_children_never_use_the_parents_connection(
-    server: SMTPServer,
+    server: SMTPServer, no_uvloop: bool
 ) -> None:
     """Celery's prefork pattern: the parent holds an open connection (made
     before forking, e.g. at import time), then forks workers that send
@@ -204,6 +212,7 @@ def test_prefork_children_never_use_the_parents_connection(
         print("parent sessions", backend.pool.opened)
         conn.close()
         """,
+        no_uvloop=no_uvloop,
     )
 
     assert out == "children [0, 0]\nparent 2 1\nparent sessions 1\n"
