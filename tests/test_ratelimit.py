@@ -198,7 +198,7 @@ def batch(first: int, count: int) -> list[EmailMessage]:
     ]
 
 
-RATE = 200
+RATE = 100  # well under what the scripted server can take (~200 a second)
 
 
 def test_two_thousand_messages_keep_to_the_rate_in_every_window() -> None:
@@ -210,7 +210,7 @@ def test_two_thousand_messages_keep_to_the_rate_in_every_window() -> None:
             port=server.port,
             timeout=20,
             local_hostname="client.example",
-            max_connections=4,
+            max_connections=8,
             rate_limit=RATE,
         )
         limiter = backend.rate_limiter

@@ -57,13 +57,13 @@ class RateLimiter:
             asyncio.AbstractEventLoop, asyncio.Lock
         ] = weakref.WeakKeyDictionary()
 
-    def _wait(self, now: float) -> float:
-        """Seconds until a grant is allowed (0 or less: now)."""
+    def _earliest(self, now: float) -> float:
+        """The earliest time a grant is allowed (now or later)."""
         earliest = max(self._due, now) - (self.burst - 1) * self._interval
         recent = self._recent
         if len(recent) == self._size:
             earliest = max(earliest, recent[0] + self._window)
-        return earliest - now
+        return max(earliest, now)
 
     async def acquire(self) -> None:
         """Take one grant, waiting until it is allowed."""
@@ -73,11 +73,17 @@ class RateLimiter:
             lock = self._locks[loop] = asyncio.Lock()
         async with lock:  # first come, first served (within a loop)
             now = time.monotonic()
-            wait = self._wait(now)
-            while wait > 0:
+            slot = earliest = self._earliest(now)
+            while earliest > now:
                 # A timer may fire a hair early: check again, never grant early.
-                await asyncio.sleep(wait)
+                await asyncio.sleep(earliest - now)
                 now = time.monotonic()
-                wait = self._wait(now)
-            self._due = max(self._due, now) + self._interval
+                earliest = self._earliest(now)
+            # A caller that queued for its grant had it due at *slot*: the
+            # next one is due an interval after that, not after the moment
+            # the timer woke us (a timer's lateness would otherwise slow the
+            # rate down, a little every time). One that arrived after its
+            # grant was due starts the spacing afresh: idle time is not
+            # saved up. The log holds the real times (the window is exact).
+            self._due = max(self._due, slot) + self._interval
             self._recent.append(now)
