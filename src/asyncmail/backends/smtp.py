@@ -331,10 +331,16 @@ class _ReplyStream(asyncio.Protocol):
     async def flushed(self) -> None:
         """Wait until the transport has handed everything written to the
         operating system: only then has it been *written* (a connection lost
-        while the end of data still sat in our buffer never delivered it)."""
+        while the end of data still sat in our buffer never delivered it).
+
+        Raises if the connection failed with data still buffered. A failure
+        that emptied the buffer itself (a reset) is taken as written: when
+        in doubt, "maybe delivered", never a resend. A reply arriving means
+        the server has it all.
+        """
         transport = self.transport
         delay = 0.0005
-        while transport.get_write_buffer_size() > 0:
+        while transport.get_write_buffer_size() > 0 and not self._replies:
             if self.error is None:
                 self._check_deadline()
             if self.broken:
