@@ -254,7 +254,11 @@ class ConnectionPool(Generic[C]):
             return await self._take(deadline)
         self._connecting += 1
         try:
-            entry = Pooled(await self._connect(deadline))
+            # In a task of its own (cancelled with the caller): a failure's
+            # traceback then starts there, and the frames above it here (with
+            # the message being sent) are not kept by the error's causes.
+            task = asyncio.get_running_loop().create_task(self._connect(deadline))
+            entry = Pooled(await task)
         finally:
             self._connecting -= 1
             if self._changed is not None:

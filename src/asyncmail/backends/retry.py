@@ -23,6 +23,7 @@ message waits for an open connection), not a failure that counts here.
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import TYPE_CHECKING
 
@@ -73,7 +74,10 @@ class Breaker:
         """A connect attempt failed with a transient *error*."""
         self.failures += 1
         if probe or (self.error is None and self.failures >= self.threshold):
-            self.error = error
+            # The messages failed fast share this error: a copy without the
+            # original's traceback, which would keep the frames (and the
+            # message) of the attempt that raised it alive with every one.
+            self.error = copy.copy(error)
             self._opened_at = time.monotonic()
         if probe:
             self._probing = False

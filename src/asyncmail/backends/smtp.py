@@ -1528,6 +1528,10 @@ class EmailBackend(BaseEmailBackend):
         try:
             entry: Pooled[SMTPConnection] = await pool.acquire(delivery.deadline)
         except MailError as exc:
+            # Kept in the message's result: without the traceback through
+            # this call's frames, which would keep them (and the batch's
+            # state) alive as long as the result lives.
+            exc.__traceback__ = None
             if _busy(exc) and (pool.connections or pool.connecting):
                 # A server at its connection limit (it takes, or is taking,
                 # our other connections): back-pressure, not down.
@@ -1648,6 +1652,18 @@ class EmailBackend(BaseEmailBackend):
         before the cancellation propagates): see :meth:`_Delivery.interrupted`.
         """
         self._breaker.reset()
+        try:
+            await self._dispatch(messages, publish)
+        finally:
+            # Nothing of this call stays behind (the breaker's error and its
+            # traceback would keep the call's frames, and messages, alive).
+            self._breaker.reset()
+
+    async def _dispatch(
+        self,
+        messages: AsyncIterator[EmailMessage],
+        publish: ResultCallback,
+    ) -> None:
         workers = self.limits.max_connections
         if workers == 1:
             async for message in messages:
