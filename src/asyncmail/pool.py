@@ -33,7 +33,7 @@ import contextlib
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -102,7 +102,7 @@ class ConnectionPool(Generic[C]):
 
     def __init__(
         self,
-        connect: Callable[[float | None], Awaitable[C]],
+        connect: Callable[[float | None], Coroutine[Any, Any, C]],
         close: Callable[[C], Awaitable[None]],
         is_usable: Callable[[C], bool],
         probe: Callable[[C], Awaitable[bool]],
@@ -257,7 +257,9 @@ class ConnectionPool(Generic[C]):
             # In a task of its own (cancelled with the caller): a failure's
             # traceback then starts there, and the frames above it here (with
             # the message being sent) are not kept by the error's causes.
-            task = asyncio.get_running_loop().create_task(self._connect(deadline))
+            task: asyncio.Task[C] = asyncio.get_running_loop().create_task(
+                self._connect(deadline)
+            )
             entry = Pooled(await task)
         finally:
             self._connecting -= 1
