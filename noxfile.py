@@ -8,6 +8,8 @@ Sessions:
     typecheck  mypy --strict on src/
     docs       mkdocs build --strict, then the built site in headless Chromium
     bench      the benchmarks of benchmarks/ (not run by default)
+    soak       N messages through a fault-injecting server, reconciled
+               (benchmarks/soak.py; not run by default)
 """
 
 from __future__ import annotations
@@ -184,3 +186,13 @@ def bench(session: nox.Session) -> None:
         _side_venv(session, sys.executable, "fastapi-mail", "fastapi-mail"),
     ]
     session.run("python", "benchmarks/run.py", *args, *session.posargs)
+
+
+@nox.session(python=PYTHONS[:1])
+def soak(session: nox.Session) -> None:
+    """The soak run (benchmarks/soak.py): 20,000 messages through a seeded
+    fault-injecting server, every result reconciled with what it stored;
+    fails on any mismatch or duplicate. Arguments go to soak.py, e.g.
+    ``nox -s soak -- --messages 100000 --seed 7``."""
+    session.install(".[uvloop]")
+    session.run("python", "benchmarks/soak.py", *session.posargs)

@@ -836,9 +836,10 @@ def test_bad_backend_paths(path: str, why: str) -> None:
     with pytest.raises(ConfigurationError, match=why) as info:
         get_connection(path)
     assert isinstance(info.value, ValueError)
+    # As a setting it fails at once, when configured (not at the first send).
     with (
-        asyncmail.settings.override(EMAIL_BACKEND=path),
         pytest.raises(ConfigurationError, match=why),
+        asyncmail.settings.override(EMAIL_BACKEND=path),
     ):
         get_connection()
 

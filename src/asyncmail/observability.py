@@ -50,8 +50,8 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from .backends.base import BaseEmailBackend
@@ -90,6 +90,7 @@ _REPLY_LIMIT = 200  # characters of a server reply or error kept in a record
 _ADDRESS = re.compile(r"([^\s<>\"'(),;:@]+)@([A-Za-z0-9.\-\[\]:]+)")
 
 T = TypeVar("T")
+P = ParamSpec("P")
 Deliver = Callable[["BaseEmailBackend", "EmailMessage"], Awaitable["MessageResult"]]
 
 
@@ -245,13 +246,13 @@ def _tls_mode(backend: Any) -> str:
 
 
 def traced_connect(
-    connect: Callable[[Any], Awaitable[T]],
-) -> Callable[[Any], Awaitable[T]]:
+    connect: Callable[Concatenate[Any, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, T]]:
     """Decorates the SMTP backend's ``connect``: logs the connection opening
     (or failing) and, with OpenTelemetry, makes it a span."""
 
     @functools.wraps(connect)
-    async def wrapper(backend: Any) -> T:
+    async def wrapper(backend: Any, /, *args: P.args, **kwargs: P.kwargs) -> T:
         host, port = str(backend.host), int(backend.port)
         tls = _tls_mode(backend)
         started = time.perf_counter()
@@ -260,7 +261,7 @@ def traced_connect(
             instruments = None
         span = None if instruments is None else instruments.connect_span(backend, tls)
         try:
-            connection = await connect(backend)
+            connection = await connect(backend, *args, **kwargs)
         except BaseException as exc:
             if isinstance(exc, Exception):
                 _connection_failed(host, port, exc)

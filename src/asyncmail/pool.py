@@ -12,22 +12,49 @@ timeout, a 421, a cancellation, or anything unexpected) is closed, never
 reused. Idle connections are reused last-in first-out, so a quiet pool
 shrinks on its own through the idle timeout.
 
+When the server refuses a new connection because it is at its connection
+limit (SMTP: 421 at the greeting while other connections to it are open),
+the caller reports it with :meth:`ConnectionPool.hold`: the pool stops
+opening connections beyond those it has for a while, and callers wait for
+one of them instead (back-pressure, not a failure).
+
+After ``os.fork()`` a child must never use the parent's connections (they
+are the parent's sockets, shared): every pool of the process is *orphaned*
+in the child at once, releasing the child's copies of those sockets without
+writing a byte (see :meth:`ConnectionPool.orphan`).
+
 Loop-bound primitives are created lazily inside the loop that uses them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
 __all__ = ["ConnectionPool", "PoolLimits", "Pooled"]
 
 C = TypeVar("C")
+
+#: Every pool of this process, to orphan them in a forked child.
+_POOLS: weakref.WeakSet[ConnectionPool[Any]] = weakref.WeakSet()
+#: What forked children inherited: kept, never finalised (see orphan()).
+_ORPHANS: list[object] = []
+
+
+def _after_fork_in_child() -> None:
+    for pool in list(_POOLS):
+        pool.orphan()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,30 +91,43 @@ class Pooled(Generic[C]):
 class ConnectionPool(Generic[C]):
     """Hands out connections made by *connect*, within :class:`PoolLimits`.
 
-    :param connect: opens a new, ready-to-use connection (or raises).
+    :param connect: opens a new, ready-to-use connection (or raises), by the
+        loop time it is given (None: no bound).
     :param close: closes a connection politely (e.g. QUIT); must not raise.
     :param is_usable: cheap check that a connection is still sound.
     :param probe: a round trip proving the connection alive (e.g. NOOP).
+    :param detach: in a forked child, let go of a connection without any
+        I/O (release this process's copy of its socket).
     """
 
     def __init__(
         self,
-        connect: Callable[[], Awaitable[C]],
+        connect: Callable[[float | None], Coroutine[Any, Any, C]],
         close: Callable[[C], Awaitable[None]],
         is_usable: Callable[[C], bool],
         probe: Callable[[C], Awaitable[bool]],
         limits: PoolLimits,
+        *,
+        detach: Callable[[C], None] | None = None,
     ) -> None:
         self._connect = connect
         self._close = close
         self._is_usable = is_usable
         self._probe = probe
+        self._detach = detach
         self.limits = limits
         self._idle: list[Pooled[C]] = []
+        self._live: dict[int, Pooled[C]] = {}  # every open connection, by id
         self._in_use = 0
         self._slots: asyncio.Semaphore | None = None
+        self._changed: asyncio.Event | None = None  # returned, made or failed
+        self._connecting = 0  # connections being made right now
+        self._hold: int | None = None  # open no more than this many...
+        self._hold_until = 0.0  # ...until then (monotonic time)
         self._closed = False
+        self.orphaned = False  # forked: the connections are the parent's
         self.opened = 0  # connections opened over the pool's life (for tests)
+        _POOLS.add(self)
 
     @property
     def idle(self) -> int:
@@ -97,24 +137,76 @@ class ConnectionPool(Generic[C]):
     def in_use(self) -> int:
         return self._in_use
 
+    @property
+    def connections(self) -> int:
+        """Open connections, idle or in use (not counting ones being made)."""
+        return len(self._live)
+
+    @property
+    def connecting(self) -> int:
+        """Connections being made right now."""
+        return self._connecting
+
+    def hold(self, seconds: float) -> None:
+        """Open no more connections than there are (open or being made) for
+        *seconds*: the server said it is at its limit. Callers needing a new
+        connection meanwhile wait for one of those to come back."""
+        self._hold = max(1, len(self._live) + self._connecting)
+        self._hold_until = time.monotonic() + seconds
+
+    def _held(self) -> bool:
+        if self._hold is None:
+            return False
+        busy = len(self._live) + self._connecting
+        if time.monotonic() >= self._hold_until or not busy:
+            self._hold = None
+            return False
+        return busy >= self._hold
+
+    def orphan(self) -> None:
+        """In a forked child: the connections are the parent's. Never use,
+        close or QUIT them here (that would speak on the parent's sessions);
+        detach each (release the child's copy of its socket) and keep the
+        objects referenced forever, so that nothing finalises them."""
+        self.orphaned = True
+        self._closed = True
+        live, self._live = list(self._live.values()), {}
+        self._idle = []
+        self._slots = None
+        self._changed = None
+        self._in_use = 0
+        self._connecting = 0
+        if self._detach is not None:
+            for entry in live:
+                with contextlib.suppress(Exception):  # best effort, no I/O
+                    self._detach(entry.connection)
+        _ORPHANS.append(live)
+
     def _semaphore(self) -> asyncio.Semaphore:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.limits.max_connections)
         return self._slots
 
-    async def acquire(self) -> Pooled[C]:
+    async def acquire(self, deadline: float | None = None) -> Pooled[C]:
         """A connection for one use: an idle one if sound, else a new one.
 
-        Waits while ``max_connections`` are in use.
+        Waits while ``max_connections`` are in use. *deadline* (a loop time)
+        bounds waiting (TimeoutError) and connecting (the *connect*
+        callback's own error).
         """
         slots = self._semaphore()
-        await slots.acquire()
+        if slots.locked():
+            async with asyncio.timeout_at(deadline):
+                await slots.acquire()
+        else:
+            await slots.acquire()
         self._in_use += 1
         try:
-            return await self._take()
+            return await self._take(deadline)
         except BaseException:
-            self._in_use -= 1
-            slots.release()
+            if not self.orphaned:
+                self._in_use -= 1
+                slots.release()
             raise
 
     async def _expire_idle(self) -> None:
@@ -125,7 +217,7 @@ class ConnectionPool(Generic[C]):
         while self._idle and self._expired(self._idle[0], now):
             await self._discard(self._idle.pop(0))
 
-    async def _take(self) -> Pooled[C]:
+    async def _take(self, deadline: float | None) -> Pooled[C]:
         await self._expire_idle()
         while self._idle:
             entry = self._idle.pop()
@@ -148,8 +240,33 @@ class ConnectionPool(Generic[C]):
                     await self._discard(entry)
                     continue
             return entry
-        entry = Pooled(await self._connect())
+        if self._held():
+            # The server is at its connection limit: wait for a connection
+            # to come back (or the hold to end) instead of opening one more.
+            returned = self._changed
+            if returned is None:
+                returned = self._changed = asyncio.Event()
+            returned.clear()
+            wait = max(0.0, self._hold_until - time.monotonic())
+            async with asyncio.timeout_at(deadline):
+                with anyio.move_on_after(wait):
+                    await returned.wait()
+            return await self._take(deadline)
+        self._connecting += 1
+        try:
+            # In a task of its own (cancelled with the caller): a failure's
+            # traceback then starts there, and the frames above it here (with
+            # the message being sent) are not kept by the error's causes.
+            task: asyncio.Task[C] = asyncio.get_running_loop().create_task(
+                self._connect(deadline)
+            )
+            entry = Pooled(await task)
+        finally:
+            self._connecting -= 1
+            if self._changed is not None:
+                self._changed.set()  # made or failed: waiters look again
         self.opened += 1
+        self._live[id(entry)] = entry
         return entry
 
     def _expired(self, entry: Pooled[C], now: float) -> bool:
@@ -173,6 +290,8 @@ class ConnectionPool(Generic[C]):
         """Give a connection back; one that is not *reusable* is closed."""
         try:
             entry.last_used = time.monotonic()
+            if self.orphaned or id(entry) not in self._live:
+                return  # the parent's connection: not ours to keep or close
             if (
                 reusable
                 and not self._closed
@@ -180,13 +299,19 @@ class ConnectionPool(Generic[C]):
                 and not self._expired(entry, entry.last_used)
             ):
                 self._idle.append(entry)
+                if self._changed is not None:
+                    self._changed.set()
             else:
                 await self._discard(entry)
         finally:
-            self._in_use -= 1
-            self._semaphore().release()
+            if not self.orphaned:
+                self._in_use -= 1
+                self._semaphore().release()
 
     async def _discard(self, entry: Pooled[C]) -> None:
+        self._live.pop(id(entry), None)
+        if self._changed is not None:
+            self._changed.set()  # room for a new connection
         with anyio.CancelScope(shield=True):
             await self._close(entry.connection)
 

@@ -206,6 +206,19 @@ def _address(name: str, value: Any) -> str:
     return str(value)
 
 
+def _backend(name: str, value: Any) -> str:
+    """A dotted path that imports as an asyncmail backend class: checked
+    now, so that a typo fails at configure() rather than at the first send."""
+    from .api import _import_backend
+
+    path = _str(name, value)
+    try:
+        _import_backend(path)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{name}: {exc}") from exc.__cause__
+    return path
+
+
 def _mailers(name: str, value: Any) -> dict[str, dict[str, Any]]:
     """Django 6.1's MAILERS: alias -> {"BACKEND": path, "OPTIONS": {...}}.
 
@@ -232,6 +245,10 @@ def _mailers(name: str, value: Any) -> dict[str, dict[str, Any]]:
         options = config.get("OPTIONS", {})
         if not isinstance(backend, str):
             raise InvalidMailer(f"{where}['BACKEND'] must be a str")
+        try:
+            _backend(f"{where}['BACKEND']", backend)
+        except ConfigurationError as exc:
+            raise InvalidMailer(str(exc)) from exc.__cause__
         if not isinstance(options, Mapping) or not all(
             isinstance(key, str) for key in options
         ):
@@ -245,7 +262,7 @@ def _mailers(name: str, value: Any) -> dict[str, dict[str, Any]]:
 
 
 _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
-    "EMAIL_BACKEND": _str,
+    "EMAIL_BACKEND": _backend,
     "EMAIL_HOST": _str,
     "EMAIL_PORT": _port,
     "EMAIL_HOST_USER": _str,

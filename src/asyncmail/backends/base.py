@@ -32,6 +32,7 @@ import enum
 import functools
 import inspect
 import math
+import os
 import sys
 from collections.abc import (
     AsyncIterable,
@@ -179,9 +180,8 @@ class BaseEmailBackend:
         self.alias = alias
         self.state = BackendState.CLOSED
         self.open_error: MailError | None = None
-        #: The event loop the backend's open connections belong to (set by
-        #: backends that hold loop-bound connections, None otherwise).
-        self.bound_loop: asyncio.AbstractEventLoop | None = None
+        self._bound_loop: asyncio.AbstractEventLoop | None = None
+        self._bound_pid = 0
         self._sending = 0  # send_messages calls under way
         self._close_when_done = False  # one of them opened the backend
 
@@ -191,6 +191,28 @@ class BaseEmailBackend:
             method = cls.__dict__.get(name)
             if inspect.iscoroutinefunction(method):
                 setattr(cls, name, awaited_only(method))
+
+    @property
+    def bound_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the backend's open connections belong to (set by
+        backends that hold loop-bound connections, None otherwise)."""
+        return self._bound_loop
+
+    @bound_loop.setter
+    def bound_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._bound_loop = loop
+        self._bound_pid = os.getpid()
+
+    def forget_inherited(self) -> None:
+        """Called in a forked child on a backend the parent had open: its
+        connections are the parent's sockets, never to be used here. The
+        backend is closed in the child (without a word on those sockets) and
+        opens connections of its own when next used. Subclasses holding
+        connections extend it."""
+        self._bound_loop = None
+        self.state = BackendState.CLOSED
+        self._sending = 0
+        self._close_when_done = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -299,17 +321,27 @@ class BaseEmailBackend:
     def check_loop(self) -> None:
         """Raise RuntimeError if the backend's open connections belong to
         another event loop (e.g. opened through the blocking API, then used
-        from the caller's own loop)."""
-        bound = self.bound_loop
+        from the caller's own loop). In a forked child, a backend the parent
+        had open is closed first (see :meth:`forget_inherited`)."""
+        bound = self._bound_loop
+        if bound is not None and self._bound_pid != os.getpid():
+            self.forget_inherited()
+            return
         if bound is not None and bound is not asyncio.get_running_loop():
             raise RuntimeError(
                 f"{self!r} is open on another event loop; use it from the loop "
                 "that opened it (or close it there first)"
             )
 
+    async def open_for_sending(self) -> bool | None:
+        """What ``send_messages`` calls on a closed backend (same returns as
+        :meth:`open`, which it calls); a backend that connects lazily, per
+        message, overrides it."""
+        return await self.open()
+
     async def _send_all(self, source: _Source, tally: _Tally) -> None:
         try:
-            opened = await self.open()
+            opened = await self.open_for_sending()
         except BaseException as exc:
             # As in __aenter__: a backend that failed to open is closed again,
             # so that a half-open one is not taken for open next time.
@@ -408,19 +440,30 @@ class BaseEmailBackend:
             return MessageResult(message)
         try:
             return await self.deliver(message)
-        except MailError as exc:
-            return failed_result(message, exc, Outcome.PERMANENT)
-        except (TypeError, UnicodeError) as exc:
-            # Content of the wrong type, or undecodable bytes, in this message.
-            error = InvalidMessageError(f"The message cannot be serialised: {exc}")
-            error.__cause__ = exc
-            return failed_result(message, error, Outcome.PERMANENT)
+        except Exception as exc:
+            result = failure_result(message, exc)
+            if result is None:
+                raise
+            return result
 
     async def deliver(self, message: EmailMessage) -> MessageResult:
         """Deliver one message that has recipients; subclasses implement it."""
         raise NotImplementedError(
             f"{type(self).__qualname__} must implement deliver() or send_messages()"
         )
+
+
+def failure_result(message: EmailMessage, exc: BaseException) -> MessageResult | None:
+    """The failed result for what stopped one message's delivery, or None
+    when *exc* is not the message's own failure (cancellation, a bug)."""
+    if isinstance(exc, MailError):
+        return failed_result(message, exc, Outcome.PERMANENT)
+    if isinstance(exc, (TypeError, UnicodeError)):
+        # Content of the wrong type, or undecodable bytes, in this message.
+        error = InvalidMessageError(f"The message cannot be serialised: {exc}")
+        error.__cause__ = exc
+        return failed_result(message, error, Outcome.PERMANENT)
+    return None
 
 
 def accepted_result(

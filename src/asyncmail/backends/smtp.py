@@ -27,10 +27,18 @@ the data was written for is never retried: a connection lost after the end
 of data leaves it "unknown" (it may have been delivered), and a 4xx reply to
 the end of data leaves it "temporary" for the caller to decide.
 
+Replies already received are final (a 550 that arrived before the
+connection was lost is permanent), and the end of data counts as written
+only once the transport handed it to the operating system.
+
 With ``max_connections`` above 1 the backend sends concurrently over a
-bounded pool (see :mod:`asyncmail.pool`), optionally rate limited; with the
-default of 1 it behaves like Django's backend: one connection, opened by
-``open()`` or per ``send_messages`` call, reused while open.
+bounded pool (see :mod:`asyncmail.pool`), optionally rate limited (see
+:mod:`asyncmail.ratelimit`); with the default of 1 it behaves like Django's
+backend: one connection, made for the first message of a ``send_messages``
+call (or by ``open()``), reused while open. Consecutive connect failures
+open the breaker (:mod:`asyncmail.backends.retry`); a 421 greeting while
+other connections are open is back-pressure for the pool. Cancelling a send
+publishes, first, the result of every message it took.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import os
 import random
 import re
 import socket
@@ -50,7 +59,6 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
 import aiosmtplib
 import anyio
-import anyio.to_thread
 
 from .. import observability
 from ..address import envelope_address
@@ -65,6 +73,7 @@ from ..exceptions import (
     MessageRefusedError,
     RecipientsRefusedError,
     SenderRefusedError,
+    SendError,
     SMTPAuthenticationError,
     SMTPConnectError,
     SMTPError,
@@ -80,7 +89,9 @@ from ..pool import ConnectionPool, Pooled, PoolLimits
 from ..ratelimit import RateLimiter
 from ..results import MessageResult, Outcome, RecipientResult, ResultCallback
 from ..settings import settings
-from .base import BaseEmailBackend
+from ..threads import run_sync
+from .base import BaseEmailBackend, failure_result
+from .retry import Breaker
 
 if TYPE_CHECKING:
     from ..message import EmailMessage
@@ -111,6 +122,8 @@ NOT_GIVEN: Final = _NotGiven()
 MAX_REPLY_LINE: Final = 4096
 MAX_REPLY_LINES: Final = 256
 QUIT_TIMEOUT: Final = 5.0
+#: Bodies are written in slices of this size (see SMTPConnection._send_data).
+WRITE_CHUNK: Final = 64 * 1024
 
 _ENHANCED_STATUS = re.compile(r"([245]\.\d{1,3}\.\d{1,3})(?:\s|$)")
 # Dot-separated labels (each unambiguous, so a bad name fails in linear
@@ -306,7 +319,7 @@ class _ReplyStream(asyncio.Protocol):
 
     # -- API for the transaction ---------------------------------------------------
 
-    def send(self, data: bytes, replies: int) -> None:
+    def send(self, data: bytes | memoryview, replies: int) -> None:
         """Write *data*, which will produce *replies* replies."""
         if self.broken:
             raise self.error or SMTPServerDisconnectedError("Connection closed")
@@ -326,6 +339,32 @@ class _ReplyStream(asyncio.Protocol):
                 self._drain_waiter = None
         if self.error is not None:
             raise self.error
+
+    def take_queued(self) -> list[Reply]:
+        """The replies that arrived but were not read yet (no waiting)."""
+        queued = list(self._replies)
+        self._replies.clear()
+        return queued
+
+    async def flushed(self) -> None:
+        """Wait until the transport has handed everything written to the
+        operating system: only then has it been *written* (a connection lost
+        while the end of data still sat in our buffer never delivered it).
+
+        Raises if the connection failed with data still buffered. A failure
+        that emptied the buffer itself (a reset) is taken as written: when
+        in doubt, "maybe delivered", never a resend. A reply arriving means
+        the server has it all.
+        """
+        transport = self.transport
+        delay = 0.0005
+        while transport.get_write_buffer_size() > 0 and not self._replies:
+            if self.error is None:
+                self._check_deadline()
+            if self.broken:
+                raise self.error or SMTPConnectError("Connection closed")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def read(self) -> Reply:
         """The next reply, waiting for it (until the deadline) if needed."""
@@ -422,6 +461,11 @@ class _Transaction:
     #: once the end of data is written they are never retried.
     data_recipients: tuple[str, ...] = ()
     settled: bool = False  # every recipient has its outcome
+    #: The replies to MAIL, RCPT... and DATA received so far: final even if
+    #: the connection is lost before the rest arrive.
+    replies: list[Reply] = field(default_factory=list)
+    envelope_done: bool = False  # the envelope replies were applied
+    awaiting_final: bool = False  # waiting for the reply to the end of data
 
 
 _REFUSED: Final = (Outcome.TEMPORARY, Outcome.PERMANENT)
@@ -466,11 +510,46 @@ def recipients_refused(
     )
 
 
+def _apply_envelope(result: _Transaction, recipients: list[str]) -> None:
+    """Record the refusals among the envelope replies received before an
+    exchange failed: a 550 that arrived is final, whatever happened next."""
+    replies = result.replies[: 1 + len(recipients)]
+    if result.envelope_done or not replies or not _plausible(replies, len(recipients)):
+        return
+    mail_reply = replies[0]
+    if not 200 <= mail_reply.code < 300:
+        for address in recipients:
+            result.recipients.setdefault(address, _refusal(address, mail_reply))
+        return
+    for address, reply in zip(recipients, replies[1:], strict=False):
+        if not 200 <= reply.code < 300:
+            result.recipients.setdefault(address, _refusal(address, reply))
+
+
+def _apply_final(result: _Transaction, accepted: list[str], final: Reply) -> None:
+    """Record the reply to the end of data for the *accepted* recipients."""
+    result.awaiting_final = False
+    result.reply = str(final)
+    if final.code == 421:
+        result.reusable = False
+    if 200 <= final.code < 300:
+        for address in accepted:
+            result.recipients[address] = RecipientResult(
+                address, Outcome.ACCEPTED, final.code, final.enhanced_status, final.text
+            )
+    else:
+        for address in accepted:
+            result.recipients[address] = _refusal(address, final)
+        result.error = _refused_by("Message refused after DATA", final)
+
+
 def _settle_failure(
     result: _Transaction, recipients: list[str], error: MailError
 ) -> None:
     """Decide the recipients a failed exchange left open: unknown once the end
-    of data was written (maybe delivered), else temporary (safe to retry)."""
+    of data was written (maybe delivered), else temporary (safe to retry).
+    Replies already received stand (see :func:`_apply_envelope`)."""
+    _apply_envelope(result, recipients)
     if result.end_written:
         outcome = Outcome.UNKNOWN
     elif isinstance(error, SMTPError):
@@ -537,14 +616,21 @@ class SMTPConnection:
         eight_bit: bool,
         smtputf8: bool,
         deadline: float | None,
+        result: _Transaction | None = None,
     ) -> _Transaction:
         """Send one message to *recipients*; *data* is already dot-stuffed.
 
         *deadline* is a loop time bounding the whole exchange. Never raises for
         what the server said or for a lost connection: the outcome is in the
-        returned :class:`_Transaction` (cancellation propagates).
+        returned :class:`_Transaction` (or in *result*, when given).
+
+        Cancellation propagates, but only after *result* records what is
+        known at that moment (replies that already arrived stand; unknown
+        once the end of data was written; temporary otherwise), with no
+        waiting: the transport is aborted.
         """
-        result = _Transaction()
+        if result is None:
+            result = _Transaction()
         self.stream.set_deadline(self._deadline(deadline))
         try:
             await self._exchange(
@@ -563,9 +649,27 @@ class SMTPConnection:
                 _settle_failure(result, recipients, map_error(exc))
         except BaseException:
             # Cancelled (or worse) mid-exchange: the session state is unknown.
+            result.reusable = False
+            if not result.settled:
+                self._settle_cancelled(result, recipients)
             self.stream.transport.abort()
             raise
         return result
+
+    def _settle_cancelled(self, result: _Transaction, recipients: list[str]) -> None:
+        """Record what a cancelled exchange is known to have done, taking the
+        replies that arrived but were not read yet (no waiting)."""
+        queued = self.stream.take_queued()
+        if result.awaiting_final and queued:
+            _apply_final(result, list(result.data_recipients), queued[0])
+        elif not result.envelope_done:
+            result.replies.extend(queued)
+        _settle_failure(
+            result,
+            recipients,
+            SMTPError("The send was cancelled before this message was completed"),
+        )
+        result.settled = True
 
     async def _exchange(
         self,
@@ -591,7 +695,7 @@ class SMTPConnection:
         commands = [f"MAIL FROM:<{sender}>{params}"]
         commands += [f"RCPT TO:<{r}>" for r in recipients]
         encoding = "utf-8" if smtputf8 else "ascii"
-        replies: list[Reply] = []
+        replies = result.replies
         if self.pipelining:
             commands.append("DATA")
             wire = "\r\n".join(commands) + "\r\n"
@@ -637,6 +741,7 @@ class SMTPConnection:
         closing = next((r for r in replies if r.code == 421), None)
         if closing is not None:
             result.reusable = False
+        result.envelope_done = True
 
         if not 200 <= mail_reply.code < 300:
             for address in recipients:
@@ -671,29 +776,14 @@ class SMTPConnection:
                 result.data_recipients = tuple(accepted)
                 await self._send_data(result, data, deadline)
                 stream.set_deadline(self._deadline(deadline))
+                result.awaiting_final = True
                 final = await stream.read()
                 if not 200 <= final.code < 300 and not 400 <= final.code < 600:
                     raise SMTPResponseError(
                         f"Unexpected reply to the end of data: {final}"
                     )
-                result.reply = str(final)
-                if final.code == 421:
-                    result.reusable = False
-                if 200 <= final.code < 300:
-                    for address in accepted:
-                        result.recipients[address] = RecipientResult(
-                            address,
-                            Outcome.ACCEPTED,
-                            final.code,
-                            final.enhanced_status,
-                            final.text,
-                        )
-                    accepted = []
-                else:
-                    for address in accepted:
-                        result.recipients[address] = _refusal(address, final)
-                    result.error = _refused_by("Message refused after DATA", final)
-                    accepted = []
+                _apply_final(result, accepted, final)
+                accepted = []
         elif accepted:
             # DATA refused (or never sent): nobody got the message.
             reply = data_reply or closing or Reply(503, "DATA not sent")
@@ -718,13 +808,26 @@ class SMTPConnection:
         stream = self.stream
         hook = end_of_data_hook.get()
         if isinstance(data, bytes):
-            if hook is not None:
-                await hook()
-            stream.send(data, 1)
-            # Handed over (send raises, writing nothing, on a broken stream):
-            # from now on a lost connection leaves the outcome unknown.
-            result.end_written = True
-            await stream.drain()
+            # A large body goes in slices, each written once the previous
+            # ones drained, so that the end of data is only queued when the
+            # rest has (nearly) left: a connection lost mid-body leaves it
+            # unwritten, and the message safe to retry.
+            if len(data) > WRITE_CHUNK:
+                view = memoryview(data)
+                start = 0
+                while len(view) - start > WRITE_CHUNK:
+                    stream.send(view[start : start + WRITE_CHUNK], 0)
+                    start += WRITE_CHUNK
+                    await stream.drain()
+                    stream.set_deadline(self._deadline(deadline))  # progress
+                if hook is not None:
+                    await hook()
+                stream.send(view[start:], 1)
+            else:
+                if hook is not None:
+                    await hook()
+                stream.send(data, 1)
+            await self._end_written(result)
             return
         for chunk in data:
             if isinstance(chunk, bytes):
@@ -750,6 +853,13 @@ class SMTPConnection:
         if hook is not None:
             await hook()
         stream.send(b".\r\n", 1)
+        await self._end_written(result)
+
+    async def _end_written(self, result: _Transaction) -> None:
+        """The end of data is queued: it counts as written (the message may
+        be delivered from now on, never to be resent) once the transport
+        handed it to the operating system."""
+        await self.stream.flushed()
         result.end_written = True
 
     async def noop(self) -> bool:
@@ -765,6 +875,22 @@ class SMTPConnection:
             self.stream.transport.abort()
             raise
         return 200 <= reply.code < 300
+
+    def detach(self) -> None:
+        """In a forked child: let go of the parent's session without a byte
+        on it. The child's copy of the socket is pointed at /dev/null (the
+        parent's TCP connection is no longer held open by the child, and the
+        descriptor number stays owned by this never-finalised object, so it
+        can never close a descriptor the child reuses)."""
+        sock = self.stream.transport.get_extra_info("socket")
+        fd = sock.fileno() if sock is not None else -1
+        if fd < 0:
+            return
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
 
     async def close(self) -> None:
         """QUIT politely (bounded wait), then close the transport."""
@@ -955,8 +1081,11 @@ class _Attempt(NamedTuple):
 
     error: MailError | None
     reply: str = ""
-    connect_failed: bool = False  # connecting failed (what trips the breaker)
     written: tuple[str, ...] = ()  # recipients its end of data was written for
+    fail_fast: bool = False  # the breaker is open: no retry
+    #: The server is at its connection limit (421 at the greeting while other
+    #: connections are open): wait for one of those, not counted as a try.
+    busy: bool = False
 
 
 @dataclass(slots=True)
@@ -972,6 +1101,73 @@ class _Prepared:
     # Rendered again without 8bit, if a server needs it: (payload, Message-ID).
     seven_bit: tuple[WirePayload, str] | None = None
     message_id: str = ""  # that of the rendering last sent
+
+
+#: How many times one message waits for a busy server's open connections
+#: (421 at the greeting) before the 421 counts as an ordinary failure.
+MAX_BUSY_WAITS: Final = 20
+
+
+@dataclass(slots=True)
+class _Delivery:
+    """One message on its way, across attempts: what is known so far.
+
+    Kept outside the call stack so that a cancelled send can still report,
+    from it, what happened to the message (:meth:`interrupted`).
+    """
+
+    prepared: _Prepared
+    pending: list[str]  # the recipients the next attempt is for
+    deadline: float | None = None  # loop time; set when sending starts
+    outcome: dict[str, RecipientResult] = field(default_factory=dict)
+    settled: set[str] = field(default_factory=set)  # data written: never retried
+    error: MailError | None = None
+    reply: str = ""
+    attempts: int = 0
+    transaction: _Transaction | None = None  # the exchange under way, if any
+
+    def result(self) -> MessageResult:
+        prepared = self.prepared
+        ordered = {address: self.outcome[address] for address in prepared.recipients}
+        error = self.error
+        if all(result.accepted for result in ordered.values()):
+            error = None
+        elif isinstance(error, RecipientsRefusedError):
+            # Across attempts: the recipients refused in the end, not the last try's.
+            refused = {a: r for a, r in ordered.items() if r.outcome in _REFUSED}
+            if refused:
+                error = recipients_refused(refused, len(ordered))
+        return MessageResult(
+            prepared.message,
+            ordered,
+            error=error,
+            message_id=prepared.message_id,
+            reply=self.reply,
+            attempts=self.attempts,
+        )
+
+    def interrupted(self) -> MessageResult:
+        """The result of a message whose send is being cancelled: accepted
+        where the reply to its end of data arrived, unknown where the end of
+        data was written without a reply, not sent (temporary) otherwise."""
+        transaction = self.transaction
+        if transaction is not None:
+            self.outcome.update(transaction.recipients)
+            self.reply = transaction.reply or self.reply
+        cancelled = SMTPError("The send was interrupted before this message was sent")
+        for address in self.prepared.recipients:
+            if address not in self.outcome:
+                self.outcome[address] = RecipientResult.failure(
+                    address, Outcome.TEMPORARY, cancelled
+                )
+        if any(r.outcome is Outcome.UNKNOWN for r in self.outcome.values()):
+            self.error = DeliveryUnknownError(
+                "The send was interrupted after the end of data was written; "
+                "the message may have been delivered, so it is not resent"
+            )
+        elif self.error is None or not isinstance(self.error, SendError):
+            self.error = cancelled
+        return self.result()
 
 
 class EmailBackend(BaseEmailBackend):
@@ -995,12 +1191,21 @@ class EmailBackend(BaseEmailBackend):
     :param max_connection_lifetime: retire a connection after this many seconds.
     :param idle_timeout: close a connection idle this long (seconds).
     :param probe_after: probe (NOOP) a connection idle this long before reuse.
-    :param rate_limit: at most this many messages a second (all connections).
+    :param rate_limit: at most this many messages in any one second (all
+        connections together), spaced evenly.
+    :param rate_limit_burst: how many messages may go back to back after a
+        pause (default 1: none); never more than ``rate_limit`` a second.
     :param retries: extra attempts for transient failures (default 2).
     :param retry_backoff: first backoff in seconds, doubled each retry, with
         jitter, capped by ``retry_backoff_max``.
-    :param deadline: seconds one message may take in all, connecting and
-        retries included (default: 5 x timeout; None: no bound).
+    :param deadline: seconds one message may take in all, connecting, TLS,
+        AUTH and retries included (default: ``timeout``, so that a send fails
+        within about one EMAIL_TIMEOUT; None: no bound). Waiting for the rate
+        limit is not counted.
+    :param breaker_threshold: consecutive connect failures after which the
+        server is taken to be unreachable (see :mod:`.retry`).
+    :param breaker_cooldown: seconds before an open breaker lets one message
+        probe the server again.
     """
 
     def __init__(
@@ -1024,10 +1229,13 @@ class EmailBackend(BaseEmailBackend):
         idle_timeout: float | None = 60.0,
         probe_after: float | None = 10.0,
         rate_limit: float | None = None,
+        rate_limit_burst: int = 1,
         retries: int = 2,
         retry_backoff: float = 0.5,
         retry_backoff_max: float = 30.0,
         deadline: float | _NotGiven | None = NOT_GIVEN,
+        breaker_threshold: int = 3,
+        breaker_cooldown: float = 5.0,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -1053,8 +1261,12 @@ class EmailBackend(BaseEmailBackend):
         self.retry_backoff = retry_backoff
         self.retry_backoff_max = retry_backoff_max
         if isinstance(deadline, _NotGiven):
-            deadline = None if self.timeout is None else 5 * self.timeout
+            deadline = self.timeout
         self.deadline = deadline
+        if breaker_threshold < 1:
+            raise ConfigurationError("breaker_threshold must be at least 1")
+        if breaker_cooldown < 0:
+            raise ConfigurationError("breaker_cooldown must be 0 or more seconds")
         self._validate()
         try:
             self.limits = PoolLimits(
@@ -1064,14 +1276,18 @@ class EmailBackend(BaseEmailBackend):
                 idle_timeout=idle_timeout,
                 probe_after=probe_after,
             )
-            self.rate_limiter = None if rate_limit is None else RateLimiter(rate_limit)
+            self.rate_limiter = (
+                None
+                if rate_limit is None
+                else RateLimiter(rate_limit, burst=rate_limit_burst)
+            )
         except ValueError as exc:  # a bad option, as the others are
             raise ConfigurationError(str(exc)) from exc
         self._pool: ConnectionPool[SMTPConnection] | None = None
         self._tls_context: ssl.SSLContext | None = None
-        # Set when a message spent all its retries failing to connect; the
-        # rest of that send_messages call then fails fast (no new attempts).
-        self._unreachable: MailError | None = None
+        # Opens after consecutive connect failures: then messages needing a
+        # new connection fail fast, until a probe after the cooldown connects.
+        self._breaker = Breaker(breaker_threshold, breaker_cooldown)
 
     def _validate(self) -> None:
         if self.use_tls and self.use_ssl:
@@ -1131,7 +1347,7 @@ class EmailBackend(BaseEmailBackend):
             return self.ssl_context
         if self._tls_context is None:
             # Loading the CA store reads files: keep it off the event loop.
-            self._tls_context = await anyio.to_thread.run_sync(self._build_tls_context)
+            self._tls_context = await run_sync(self._build_tls_context)
         return self._tls_context
 
     def _build_tls_context(self) -> ssl.SSLContext:
@@ -1142,8 +1358,14 @@ class EmailBackend(BaseEmailBackend):
         return context
 
     @observability.traced_connect  # logs it; with OpenTelemetry, a span
-    async def connect(self) -> SMTPConnection:
-        """Open a new, fully set-up connection (TLS and AUTH done) or raise."""
+    async def connect(self, deadline: float | None = None) -> SMTPConnection:
+        """Open a new, fully set-up connection (TLS and AUTH done) or raise.
+
+        *deadline* (a loop time) bounds the whole set-up; ``timeout`` still
+        bounds each wait on the server, and ``deadline`` the whole.
+        """
+        if deadline is None and self.deadline is not None:
+            deadline = asyncio.get_running_loop().time() + self.deadline
         where = f"SMTP {self.host}:{self.port}"
         try:
             tls = await self._tls() if (self.use_tls or self.use_ssl) else None
@@ -1162,7 +1384,7 @@ class EmailBackend(BaseEmailBackend):
             tls_context=tls,
         )
         try:
-            async with asyncio.timeout(self.deadline):
+            async with asyncio.timeout_at(deadline):
                 try:
                     await client.connect()
                 except Exception as exc:
@@ -1251,6 +1473,7 @@ class EmailBackend(BaseEmailBackend):
             is_usable=lambda connection: connection.usable,
             probe=SMTPConnection.noop,
             limits=self.limits,
+            detach=SMTPConnection.detach,
         )
 
     @property
@@ -1284,6 +1507,28 @@ class EmailBackend(BaseEmailBackend):
         await super().open()
         return True
 
+    async def open_for_sending(self) -> bool | None:
+        """What ``send_messages`` does on a closed backend: open the pool
+        without connecting. The first message connects, within its own
+        deadline, so that one send's time (connecting included) is bounded
+        by one deadline, and a server that cannot be reached is met by the
+        breaker rather than by a second retry loop."""
+        self.check_loop()
+        if self._pool is not None:
+            return False
+        self._pool = self._new_pool()
+        self.bound_loop = asyncio.get_running_loop()
+        self.open_error = None
+        await BaseEmailBackend.open(self)
+        return True
+
+    def forget_inherited(self) -> None:
+        """In a forked child: the parent's pool (already orphaned, see
+        :meth:`ConnectionPool.orphan`) is dropped; the next send opens
+        connections of the child's own."""
+        self._pool = None
+        super().forget_inherited()
+
     async def _first_connection(
         self, pool: ConnectionPool[SMTPConnection]
     ) -> Pooled[SMTPConnection]:
@@ -1295,7 +1540,7 @@ class EmailBackend(BaseEmailBackend):
         while True:
             attempt += 1
             try:
-                return await pool.acquire()
+                return await pool.acquire(deadline)
             except MailError as exc:
                 delay = self._backoff(attempt)
                 if not (
@@ -1304,6 +1549,11 @@ class EmailBackend(BaseEmailBackend):
                     and (deadline is None or loop.time() + delay < deadline)
                 ):
                     raise
+            except TimeoutError as exc:  # waiting for the pool: cannot happen here
+                raise SMTPTimeoutError(
+                    f"SMTP {self.host}:{self.port}: the deadline passed while "
+                    "connecting"
+                ) from exc
             await asyncio.sleep(delay)
 
     async def close(self) -> None:
@@ -1396,139 +1646,190 @@ class EmailBackend(BaseEmailBackend):
         return delay * random.uniform(0.5, 1.0)
 
     async def deliver(self, message: EmailMessage) -> MessageResult:
-        prepared = await self._prepare(message)  # BadHeaderError etc.: nothing sent
+        delivery = await self._begin(message)
+        await self._deliver(delivery)
+        return delivery.result()
+
+    async def _begin(self, message: EmailMessage) -> _Delivery:
+        # BadHeaderError etc.: nothing on the wire
+        prepared = await self._prepare(message)
+        return _Delivery(prepared, list(prepared.recipients))
+
+    async def _deliver(self, delivery: _Delivery) -> None:
+        """Attempt *delivery* until done, out of retries or out of time."""
         loop = asyncio.get_running_loop()
-        if self.rate_limiter is not None:
-            # Waiting for the first token is queueing, not the message's time.
-            await self.rate_limiter.acquire()
-        deadline = None if self.deadline is None else loop.time() + self.deadline
-        pending = list(prepared.recipients)
-        outcome: dict[str, RecipientResult] = {}
-        settled: set[str] = set()  # the data went to them: never retried
-        error: MailError | None = None
-        reply = ""
-        attempt = 0
+        if self.deadline is not None:
+            delivery.deadline = loop.time() + self.deadline
+        outcome, settled = delivery.outcome, delivery.settled
+        busy_waits = 0
         while True:
-            attempt += 1
-            if self.rate_limiter is not None and attempt > 1:
-                await self.rate_limiter.acquire()
-            step = await self._attempt(prepared, pending, outcome, deadline)
-            step_error, step_reply = step.error, step.reply
+            delivery.attempts += 1
+            step = await self._attempt(delivery)
+            if step.busy and busy_waits < MAX_BUSY_WAITS:
+                # Back-pressure: wait for one of the open connections (the
+                # pool holds its size); not a failed try.
+                busy_waits += 1
+                delivery.attempts -= 1
+                continue
             settled.update(step.written)
-            if not isinstance(error, DeliveryUnknownError):
-                error = step_error or error  # a later success keeps what failed
-            reply = step_reply or reply
+            if not isinstance(delivery.error, DeliveryUnknownError):
+                # A later success keeps what failed.
+                delivery.error = step.error or delivery.error
+            delivery.reply = step.reply or delivery.reply
             # Only what failed transiently is tried again, and never a
             # recipient the data was written for (unknown: it may have been
             # delivered; or refused after the data: asyncmail never resends
             # once the end of data was written).
             retry = [
                 a
-                for a in pending
+                for a in delivery.pending
                 if outcome[a].outcome is Outcome.TEMPORARY and a not in settled
             ]
-            if not retry or attempt > self.retries:
-                if step.connect_failed and error is not None:
-                    # This message spent its retries failing to connect: the
-                    # server is down; the rest of the batch fails fast.
-                    self._unreachable = error
+            if not retry or delivery.attempts > self.retries or step.fail_fast:
                 break
-            if step_error is not None and step_error is self._unreachable:
-                break  # the breaker is open (see _attempt): no backoff, no retry
-            delay = self._backoff(attempt)
+            delay = self._backoff(delivery.attempts)
+            deadline = delivery.deadline
             if deadline is not None and loop.time() + delay >= deadline:
                 break
-            observability.retrying(prepared.message_id, attempt, delay, step_error)
+            observability.retrying(
+                delivery.prepared.message_id, delivery.attempts, delay, step.error
+            )
             await asyncio.sleep(delay)
-            pending = retry
-        ordered = {address: outcome[address] for address in prepared.recipients}
-        if all(result.accepted for result in ordered.values()):
-            error = None
-        elif isinstance(error, RecipientsRefusedError):
-            # Across attempts: the recipients refused in the end, not the last try's.
-            refused = {a: r for a, r in ordered.items() if r.outcome in _REFUSED}
-            if refused:
-                error = recipients_refused(refused, len(ordered))
-        return MessageResult(
-            message,
-            ordered,
-            error=error,
-            message_id=prepared.message_id,
-            reply=reply,
-            attempts=attempt,
-        )
+            delivery.pending = retry
 
-    async def _attempt(
-        self,
-        prepared: _Prepared,
-        recipients: list[str],
-        outcome: dict[str, RecipientResult],
-        deadline: float | None,
-    ) -> _Attempt:
-        """One try at *recipients*; fills *outcome*."""
+    async def _attempt(self, delivery: _Delivery) -> _Attempt:
+        """One try at the delivery's pending recipients; fills its outcome."""
+        recipients = delivery.pending
         pool = self._pool
+        loop = asyncio.get_running_loop()
         failure: MailError | None = None
-        connect_failed = False
         if pool is None:
             failure = SMTPConnectError("The backend was closed while sending")
-        elif deadline is not None and asyncio.get_running_loop().time() >= deadline:
+        elif delivery.deadline is not None and loop.time() >= delivery.deadline:
             failure = SMTPTimeoutError(
                 "The message's deadline passed before it was sent"
             )
-        elif self._unreachable is not None and not pool.idle:
-            # The breaker is open: fail with the error that opened it (not
-            # raised again: a shared exception would collect a traceback per
-            # message).
-            failure = self._unreachable
-        else:
-            try:
-                # The message's deadline bounds waiting for a slot and
-                # connecting too.
-                async with asyncio.timeout_at(deadline):
-                    entry: Pooled[SMTPConnection] = await pool.acquire()
-            except MailError as exc:
-                failure = exc
-                connect_failed = True
-            except TimeoutError:
-                # Waiting for a busy pool says nothing about the server.
-                failure = SMTPTimeoutError(
-                    "The message's deadline passed while waiting for a connection"
-                )
         if failure is not None or pool is None:
-            failure = failure or SMTPConnectError("The backend was closed")
-            kind = Outcome.TEMPORARY if is_transient(failure) else Outcome.PERMANENT
-            for address in recipients:
-                outcome[address] = RecipientResult.failure(address, kind, failure)
-            return _Attempt(failure, connect_failed=connect_failed)
-        self._unreachable = None
+            return self._failed(delivery, failure or SMTPConnectError("closed"))
+        probe = False
+        if not pool.idle:
+            blocked, probe = self._breaker.check()
+            if blocked is not None:
+                # The breaker is open: fail with the error that opened it (not
+                # raised again: a shared exception would collect a traceback
+                # per message).
+                return self._failed(delivery, blocked, fail_fast=True)
+        opened = pool.opened
+        try:
+            entry: Pooled[SMTPConnection] = await pool.acquire(delivery.deadline)
+        except MailError as exc:
+            # Kept in the message's result: without the traceback through
+            # this call's frames, which would keep them (and the batch's
+            # state) alive as long as the result lives.
+            exc.__traceback__ = None
+            if _busy(exc) and (pool.connections or pool.connecting):
+                # A server at its connection limit (it takes, or is taking,
+                # our other connections): back-pressure, not down.
+                self._breaker.abandoned(probe=probe)
+                pool.hold(self._breaker.cooldown or 1.0)
+                attempt = self._failed(delivery, exc)
+                return attempt._replace(busy=True)
+            if is_transient(exc):
+                self._breaker.failed(exc, probe=probe)
+            else:
+                self._breaker.connected()  # it answered (TLS, AUTH...): it is up
+            return self._failed(delivery, exc)
+        except TimeoutError:
+            # Waiting for a busy pool says nothing about the server.
+            self._breaker.abandoned(probe=probe)
+            return self._failed(
+                delivery,
+                SMTPTimeoutError(
+                    "The message's deadline passed while waiting for a connection"
+                ),
+            )
+        except BaseException:
+            self._breaker.abandoned(probe=probe)
+            raise
+        if pool.opened != opened:
+            self._breaker.connected()
+        else:
+            self._breaker.abandoned(probe=probe)
         reusable = False
         try:
             connection = entry.connection
             try:
-                data, eight_bit = self._payload(prepared, connection)
+                data, eight_bit = self._payload(delivery.prepared, connection)
             except MailError as problem:
                 # Refused before a byte was written: the connection is fine.
                 reusable = True
-                for address in recipients:
-                    outcome[address] = RecipientResult.failure(
-                        address, Outcome.PERMANENT, problem
-                    )
-                return _Attempt(problem)
-            transaction = await connection.transaction(
+                return self._failed(delivery, problem, outcome=Outcome.PERMANENT)
+            if self.rate_limiter is not None:
+                # Taken last, just before the first byte, so that messages
+                # reach the server as evenly spaced as the limiter grants
+                # them; waiting for it is queueing, not the message's time.
+                waited = loop.time()
+                await self.rate_limiter.acquire()
+                if delivery.deadline is not None:
+                    delivery.deadline += loop.time() - waited
+            prepared = delivery.prepared
+            transaction = delivery.transaction = _Transaction()
+            await connection.transaction(
                 prepared.sender,
                 recipients,
                 data,
                 eight_bit=eight_bit,
                 smtputf8=prepared.smtputf8,
-                deadline=deadline,
+                deadline=delivery.deadline,
+                result=transaction,
             )
             entry.messages += 1
             reusable = transaction.reusable
-            outcome.update(transaction.recipients)
+            delivery.outcome.update(transaction.recipients)
+            delivery.transaction = None
             written = transaction.data_recipients if transaction.end_written else ()
             return _Attempt(transaction.error, transaction.reply, written=written)
         finally:
             await pool.release(entry, reusable=reusable)
+
+    @staticmethod
+    def _failed(
+        delivery: _Delivery,
+        failure: MailError,
+        *,
+        outcome: Outcome | None = None,
+        fail_fast: bool = False,
+    ) -> _Attempt:
+        """An attempt that ended before its transaction: every pending
+        recipient gets *failure* (temporary when it is transient)."""
+        if outcome is None:
+            outcome = Outcome.TEMPORARY if is_transient(failure) else Outcome.PERMANENT
+        for address in delivery.pending:
+            delivery.outcome[address] = RecipientResult.failure(
+                address, outcome, failure
+            )
+        return _Attempt(failure, fail_fast=fail_fast)
+
+    async def _send_one(self, message: EmailMessage, publish: ResultCallback) -> None:
+        """Deliver one message and publish its result; cancelled, publish
+        what is known of it first (see :meth:`_Delivery.interrupted`)."""
+        delivery: _Delivery | None = None
+        try:
+            if not message.recipients():
+                result = MessageResult(message)
+            else:
+                delivery = await self._begin(message)
+                await self._deliver(delivery)
+                result = delivery.result()
+        except BaseException as exc:
+            failed = failure_result(message, exc)
+            if failed is not None:
+                publish(failed)
+                return
+            if delivery is not None:
+                publish(delivery.interrupted())
+            raise
+        publish(result)
 
     async def dispatch(
         self,
@@ -1541,11 +1842,27 @@ class EmailBackend(BaseEmailBackend):
         free, so a huge or endless iterator is never materialised and a slow
         relay slows the producer (backpressure). The lock only matters for
         async sources (an async generator must not be entered twice).
+
+        Cancelled, every message already taken gets its result (published
+        before the cancellation propagates): see :meth:`_Delivery.interrupted`.
         """
-        self._unreachable = None
+        self._breaker.reset()
+        try:
+            await self._dispatch(messages, publish)
+        finally:
+            # Nothing of this call stays behind (the breaker's error and its
+            # traceback would keep the call's frames, and messages, alive).
+            self._breaker.reset()
+
+    async def _dispatch(
+        self,
+        messages: AsyncIterator[EmailMessage],
+        publish: ResultCallback,
+    ) -> None:
         workers = self.limits.max_connections
         if workers == 1:
-            await super().dispatch(messages, publish)
+            async for message in messages:
+                await self._send_one(message, publish)
             return
         lock = asyncio.Lock()
         errors: list[Exception] = []
@@ -1557,11 +1874,11 @@ class EmailBackend(BaseEmailBackend):
                         message = None if errors else await anext(messages, None)
                     if message is None:
                         return
-                    publish(await self.deliver_or_fail(message))
+                    await self._send_one(message, publish)
             except Exception as exc:
-                # E.g. a message that cannot be rendered, or a failing source:
-                # the other workers finish what they are sending (no result is
-                # lost mid-transaction) and take nothing more.
+                # E.g. a failing source: the other workers finish what they
+                # are sending (no result is lost mid-transaction) and take
+                # nothing more.
                 errors.append(exc)
 
         async with anyio.create_task_group() as group:
@@ -1569,3 +1886,8 @@ class EmailBackend(BaseEmailBackend):
                 group.start_soon(work)
         if errors:
             raise errors[0]  # as the one-connection path raises it
+
+
+def _busy(error: MailError) -> bool:
+    """A 421 greeting: the server is up but will not take one more session."""
+    return isinstance(error, SMTPConnectError) and error.code == 421
