@@ -114,9 +114,11 @@ class _Repeats:
     one and the same error (the server is unreachable, or the backend could
     not open), the first message is a WARNING and the others DEBUG."""
 
-    # (id, type, text), not the error itself: holding it would keep its
-    # traceback's frames (and the messages they hold) alive.
-    key: tuple[int, type[BaseException], str] | None = None
+    # (type, text), not the error itself: holding it would keep its
+    # traceback's frames (and the messages they hold) alive. Not its id
+    # either: each message of a batch that meets a dead server fails with an
+    # error of its own, all saying the same thing.
+    key: tuple[type[BaseException], str] | None = None
 
 
 def message_outcome(result: MessageResult) -> None:
@@ -126,8 +128,10 @@ def message_outcome(result: MessageResult) -> None:
     ok = result.ok
     level = logging.DEBUG if ok else logging.WARNING
     error = result.error
-    if error is not None:
-        key = (id(error), type(error), str(error))
+    if error is None:
+        _Repeats.key = None  # after a success, a failure is news again
+    else:
+        key = (type(error), str(error))
         if key == _Repeats.key:
             level = logging.DEBUG  # the same failure again: said once already
         else:

@@ -68,16 +68,24 @@ class SMTPOptions(TypedDict, total=False):
     idle_timeout: float | None
     #: Probe (NOOP) a connection idle this long before reusing it (default 10).
     probe_after: float | None
-    #: At most this many messages a second, over all connections.
+    #: At most this many messages in any one second, over all connections,
+    #: spaced evenly.
     rate_limit: float | None
+    #: Messages that may go back to back after a pause (default 1: none).
+    rate_limit_burst: int
     #: Extra attempts for transient failures (default 2).
     retries: int
     #: First backoff in seconds, doubled each retry, with jitter (default 0.5).
     retry_backoff: float
     #: The longest backoff in seconds (default 30).
     retry_backoff_max: float
-    #: Seconds one message may take in all, retries included (5 x timeout).
+    #: Seconds one message may take in all: connecting, TLS, AUTH and
+    #: retries included (default: timeout; None: no bound).
     deadline: float | None
+    #: Consecutive connect failures that open the breaker (default 3).
+    breaker_threshold: int
+    #: Seconds before an open breaker lets one message probe (default 5).
+    breaker_cooldown: float
 
 
 class ConsoleOptions(TypedDict, total=False):

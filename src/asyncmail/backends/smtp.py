@@ -1813,21 +1813,29 @@ class EmailBackend(BaseEmailBackend):
     async def _send_one(self, message: EmailMessage, publish: ResultCallback) -> None:
         """Deliver one message and publish its result; cancelled, publish
         what is known of it first (see :meth:`_Delivery.interrupted`)."""
-        delivery: _Delivery | None = None
+        started: list[_Delivery] = []  # the delivery, once prepared
+
+        async def deliver(
+            backend: BaseEmailBackend, message: EmailMessage
+        ) -> MessageResult:
+            delivery = await self._begin(message)
+            started.append(delivery)
+            await self._deliver(delivery)
+            return delivery.result()
+
         try:
             if not message.recipients():
                 result = MessageResult(message)
             else:
-                delivery = await self._begin(message)
-                await self._deliver(delivery)
-                result = delivery.result()
+                # With OpenTelemetry installed: a span per message.
+                result = await observability.traced_delivery(deliver)(self, message)
         except BaseException as exc:
             failed = failure_result(message, exc)
             if failed is not None:
                 publish(failed)
                 return
-            if delivery is not None:
-                publish(delivery.interrupted())
+            if started:
+                publish(started[0].interrupted())
             raise
         publish(result)
 
