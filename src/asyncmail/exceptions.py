@@ -22,7 +22,7 @@ working::
     │   │   └── SMTPServerDisconnectedError (smtplib.SMTPServerDisconnected)
     │   │                              the connection was lost or closed
     │   ├── SMTPTimeoutError (TimeoutError)     an operation or the deadline
-    │   ├── TLSError                   handshake, certificate, no STARTTLS
+    │   ├── TLSError (ssl.SSLError)    handshake, certificate, no STARTTLS
     │   ├── SMTPAuthenticationError (smtplib.SMTPAuthenticationError)
     │   ├── InsecureAuthError          credentials would travel in clear text
     │   ├── SMTPNotSupportedError (smtplib.SMTPNotSupportedError)
@@ -55,6 +55,7 @@ raw. All exceptions pickle with their attributes.
 from __future__ import annotations
 
 import smtplib
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -217,9 +218,21 @@ class SMTPTimeoutError(SMTPError, TimeoutError):
     """An SMTP operation, or the overall deadline of a send, timed out."""
 
 
-class TLSError(SMTPError):
+class TLSError(SMTPError, ssl.SSLError):
     """TLS could not be established: handshake or certificate failure, wrong
-    host name, unknown CA, or STARTTLS requested but not offered."""
+    host name, unknown CA, or STARTTLS requested but not offered.
+
+    Also an :class:`ssl.SSLError`, as Django's SMTP backend raises for a
+    failed handshake, so code written for Django that catches it keeps
+    working; the ssl module's own error is the ``__cause__``.
+    """
+
+    # ssl.SSLError's str() would show the args tuple: keep the message.
+    __str__ = SMTPError.__str__
+    #: ssl.SSLError's attributes (empty here: the ssl module's values are
+    #: on the cause).
+    library: str = ""
+    reason: str = ""
 
 
 class SMTPAuthenticationError(SMTPError, smtplib.SMTPAuthenticationError):

@@ -171,7 +171,8 @@ def prepare(
 _RAN = re.compile(r"^Ran (\d+) tests? in", re.MULTILINE)
 #: One per test in runtests.py -v 2 output (Python's "Ran N" counts skipped
 #: tests on some versions only, so the outcomes are counted instead).
-_OUTCOME = re.compile(r" \.\.\. (ok|skipped|FAIL|ERROR)\b")
+#: A test that logs while it runs has its outcome on a line of its own.
+_OUTCOME = re.compile(r"(?: \.\.\. |^)(ok|skipped|FAIL|ERROR)\b", re.MULTILINE)
 _RESULT = re.compile(r"^(OK|FAILED)(?: \((.*)\))?$", re.MULTILINE)
 
 

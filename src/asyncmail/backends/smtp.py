@@ -912,9 +912,11 @@ class SMTPConnection:
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ssl module's own error behind *exc*, if any (not our TLSError,
+    which is an ssl.SSLError too)."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ssl.SSLError):
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, MailError):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
@@ -1395,7 +1397,8 @@ class EmailBackend(BaseEmailBackend):
                 if self.use_tls:
                     if not client.supports_extension("starttls"):
                         raise TLSError(
-                            f"{where}: STARTTLS was required (use_tls) but the "
+                            f"{where}: STARTTLS extension not supported by "
+                            "server. STARTTLS was required (use_tls) but the "
                             "server does not offer it; nothing was sent"
                         )
                     try:
