@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import TextIO, TypedDict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TextIO, TypedDict
+
+if TYPE_CHECKING:
+    from .dkim import DKIMSigner
 
 __all__ = [
     "ConnectionOptions",
@@ -78,6 +82,9 @@ class SMTPOptions(TypedDict, total=False):
     retry_backoff_max: float
     #: Seconds one message may take in all, retries included (5 x timeout).
     deadline: float | None
+    #: DKIM-sign every message: a DKIMSigner or a dict of its arguments
+    #: (default EMAIL_DKIM; None: no signing). See asyncmail.dkim.
+    dkim: DKIMSigner | Mapping[str, Any] | None
 
 
 class ConsoleOptions(TypedDict, total=False):

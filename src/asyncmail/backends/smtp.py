@@ -43,7 +43,7 @@ import re
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 
@@ -53,6 +53,7 @@ import anyio.to_thread
 
 from .. import observability
 from ..address import envelope_address
+from ..dkim import DKIMSigner, signer_from_option
 from ..dnsname import aget_fqdn, ascii_hostname
 from ..exceptions import (
     ConfigurationError,
@@ -986,6 +987,9 @@ class EmailBackend(BaseEmailBackend):
         jitter, capped by ``retry_backoff_max``.
     :param deadline: seconds one message may take in all, connecting and
         retries included (default: 5 x timeout; None: no bound).
+    :param dkim: DKIM-sign every message: a :class:`asyncmail.dkim.DKIMSigner`
+        or a dict of its arguments (``selector``, ``domain``, ``private_key``
+        ...); default the EMAIL_DKIM setting (None: no signing).
     """
 
     def __init__(
@@ -1013,6 +1017,7 @@ class EmailBackend(BaseEmailBackend):
         retry_backoff: float = 0.5,
         retry_backoff_max: float = 30.0,
         deadline: float | _NotGiven | None = NOT_GIVEN,
+        dkim: DKIMSigner | Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -1041,6 +1046,8 @@ class EmailBackend(BaseEmailBackend):
             deadline = None if self.timeout is None else 5 * self.timeout
         self.deadline = deadline
         self._validate()
+        # DKIM (asyncmail/dkim.py): the key is read and checked here.
+        self.dkim = signer_from_option(settings.EMAIL_DKIM if dkim is None else dkim)
         try:
             self.limits = PoolLimits(
                 max_connections=max_connections,
@@ -1309,7 +1316,10 @@ class EmailBackend(BaseEmailBackend):
             key = envelope_address(address)  # raises for an invalid recipient
             if key not in recipients:
                 recipients.append(key)
-        if render_is_heavy(message):
+        if self.dkim is not None:  # rendered 7-bit where it can be, and signed
+            rendered = await self.dkim.arender(message)
+            payload = wire_payload(rendered)
+        elif render_is_heavy(message):
             # Big content: render (pure work) off the event loop, so that no
             # send stalls the loop (benchmarks/worst_case.py has the figures).
             rendered, payload = await anyio.to_thread.run_sync(
@@ -1360,6 +1370,8 @@ class EmailBackend(BaseEmailBackend):
                         "The server does not support 8BITMIME and the message "
                         f"cannot be sent without it: {exc}"
                     ) from exc
+                if self.dkim is not None:  # rare: signed content rendered 8-bit
+                    seven_bit = self.dkim.sign(seven_bit)
                 prepared.seven_bit = (wire_payload(seven_bit), seven_bit.message_id)
             # A new rendering has its own Message-ID (unless one was given).
             data, prepared.message_id = prepared.seven_bit

@@ -40,7 +40,7 @@ class EmailBackend(LocmemBackend):
         rendered = message.render()
         stored = copy.deepcopy(message)
         await _read_attached_files(stored)
-        stored.sent_using = self.alias  # type: ignore[attr-defined]
+        stored.sent_using = self.alias
         outbox = getattr(mail, "outbox", None)
         if outbox is None:  # as Django's locmem backend: created on first use
             outbox = mail.outbox = []
