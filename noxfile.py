@@ -184,3 +184,5 @@ def bench(session: nox.Session) -> None:
         _side_venv(session, sys.executable, "fastapi-mail", "fastapi-mail"),
     ]
     session.run("python", "benchmarks/run.py", *args, *session.posargs)
+    if not session.posargs:  # the DKIM signing cost, beside the build cost
+        session.run("python", "benchmarks/dkim_signing.py")

@@ -461,3 +461,35 @@ def test_signature_lifetime_and_identity() -> None:
     fields = dkimpy.util.parse_tag_value(message.split(b"\r\nFrom:")[0][15:])
     assert int(fields[b"x"]) - int(fields[b"t"]) == 3600
     assert verify(message, dns_of(sign))
+
+
+def test_cli_signs_with_the_environment_setting(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    import asyncmail
+    from asyncmail.cli import main
+    from asyncmail.server import BANNER, FOOTER
+
+    key_file = tmp_path / "dkim.pem"
+    key_file.write_bytes(ED_KEY)
+    option = {
+        "selector": "cli",
+        "domain": "example.com",
+        "private_key_file": str(key_file),
+    }
+    monkeypatch.setenv("EMAIL_DKIM", json.dumps(option))
+    asyncmail.settings.reload_environment()
+    args = ["send", "--from", FROM, "--to", "ada@example.com", "--subject", "Hi"]
+    assert main([*args, "--body", "Signed.", "--debug-server"]) == 0
+    printed = capsys.readouterr().out.split(BANNER, 1)[1].split(FOOTER, 1)[0]
+    # The debug server shows its X- lines, a blank line, then the message.
+    message = printed.split("\n\n", 1)[1].strip("\n") + "\n"
+    assert message.startswith("DKIM-Signature: v=1; a=ed25519-sha256;")
+    data = message.replace("\n", "\r\n").encode()
+    sign = signer_from_option(option)
+    assert sign is not None
+    assert verify(data, dns_of(sign))
