@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, TextIO, TypedDict
 
 if TYPE_CHECKING:
@@ -82,6 +82,9 @@ class SMTPOptions(TypedDict, total=False):
     retry_backoff_max: float
     #: Seconds one message may take in all, retries included (5 x timeout).
     deadline: float | None
+    #: OAuth2 (XOAUTH2/OAUTHBEARER) instead of a password: a callable (async
+    #: or not, may take ``refresh``) returning an access token, or its path.
+    oauth2_token_provider: Callable[..., str | Awaitable[str]] | str | None
     #: DKIM-sign every message: a DKIMSigner or a dict of its arguments
     #: (default EMAIL_DKIM; None: no signing). See asyncmail.dkim.
     dkim: DKIMSigner | Mapping[str, Any] | None

@@ -76,6 +76,8 @@ from ..exceptions import (
     is_transient,
 )
 from ..message import Base64Payload, RenderedMessage, render_is_heavy
+from ..oauth2 import TokenProvider, token_provider_from_option
+from ..oauth2 import authenticate as oauth2_authenticate
 from ..pool import ConnectionPool, Pooled, PoolLimits
 from ..ratelimit import RateLimiter
 from ..results import MessageResult, Outcome, RecipientResult, ResultCallback
@@ -987,6 +989,10 @@ class EmailBackend(BaseEmailBackend):
         jitter, capped by ``retry_backoff_max``.
     :param deadline: seconds one message may take in all, connecting and
         retries included (default: 5 x timeout; None: no bound).
+    :param oauth2_token_provider: authenticate with OAuth2 (XOAUTH2 or
+        OAUTHBEARER) instead of a password: a callable (async or not; may
+        take ``refresh``) returning an access token for ``username``, called
+        for each new connection (see :mod:`asyncmail.oauth2`).
     :param dkim: DKIM-sign every message: a :class:`asyncmail.dkim.DKIMSigner`
         or a dict of its arguments (``selector``, ``domain``, ``private_key``
         ...); default the EMAIL_DKIM setting (None: no signing).
@@ -1017,6 +1023,7 @@ class EmailBackend(BaseEmailBackend):
         retry_backoff: float = 0.5,
         retry_backoff_max: float = 30.0,
         deadline: float | _NotGiven | None = NOT_GIVEN,
+        oauth2_token_provider: TokenProvider | str | None = None,
         dkim: DKIMSigner | Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
@@ -1046,6 +1053,13 @@ class EmailBackend(BaseEmailBackend):
             deadline = None if self.timeout is None else 5 * self.timeout
         self.deadline = deadline
         self._validate()
+        # OAuth2 (asyncmail/oauth2.py): a token per connection, never kept.
+        self.oauth2 = token_provider_from_option(oauth2_token_provider)
+        if self.oauth2 is not None and (self.password or not self.username):
+            raise ConfigurationError(
+                "oauth2_token_provider needs username (the mailbox the token is "
+                "for) and no password"
+            )
         # DKIM (asyncmail/dkim.py): the key is read and checked here.
         self.dkim = signer_from_option(settings.EMAIL_DKIM if dkim is None else dkim)
         try:
@@ -1175,7 +1189,7 @@ class EmailBackend(BaseEmailBackend):
                         # that speaks only an old TLS): not worth retrying.
                         raise _handshake_error(exc, where) from exc
                     await self._hello(client)
-                if self.username or self.password:
+                if self.username or self.password or self.oauth2 is not None:
                     await self._login(client, where)
             return SMTPConnection(client, self.timeout)
         except BaseException as exc:
@@ -1234,6 +1248,16 @@ class EmailBackend(BaseEmailBackend):
             raise SMTPAuthenticationError(
                 f"{where}: credentials are set but the server offers no AUTH"
             )
+        if self.oauth2 is not None:
+            await oauth2_authenticate(
+                client,
+                self.oauth2,
+                username=self.username,
+                host=self.host,
+                port=self.port,
+                where=where,
+            )
+            return
         await client.login(self.username, self.password)
 
     def _new_pool(self) -> ConnectionPool[SMTPConnection]:
