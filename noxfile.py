@@ -109,7 +109,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/."""
     session.install(
-        ".[server,uvloop,jinja2,otel,dkim]",
+        ".[server,uvloop,jinja2,otel,dkim,web]",
         "mypy>=1.10",
         "types-aiofiles",
         "pytest",
