@@ -128,7 +128,7 @@ def docs(session: nox.Session) -> None:
     driven by Playwright, which downloads nothing here. The browser test is
     required in this session: a missing browser fails it.
     """
-    session.install(".[docs,tests]", "playwright>=1.40")
+    session.install(".[docs,tests,web]", "playwright>=1.40")
     session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run(
         "mkdocs",
@@ -142,6 +142,7 @@ def docs(session: nox.Session) -> None:
     session.run(
         "pytest",
         "tests/test_docs_site.py",
+        "tests/test_webinbox_browser.py",  # the web inbox, in the same Chromium
         *session.posargs,
         env={"ASYNCMAIL_DOCS_BROWSER": "1"},
     )
