@@ -122,7 +122,8 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation site, failing on any warning, then check the
     built site in headless Chromium (tests/test_docs_site.py: pages render
-    from disk, nav links, offline search, the API reference is complete).
+    from disk, nav links, offline search, the API reference is complete)
+    and the web inbox in the same browser (tests/test_webinbox_browser.py).
 
     Chromium is Debian's (``apt-get install chromium``; .ci/run installs it),
     driven by Playwright, which downloads nothing here. The browser test is
