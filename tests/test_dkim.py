@@ -369,15 +369,33 @@ async def test_50mb_file_is_hashed_in_bounded_memory(tmp_path: Path) -> None:
 # -- configuration --------------------------------------------------------------
 
 
-def short_rsa() -> bytes:
-    """A 512-bit key (cryptography will not generate one; openssl will)."""
-    import subprocess
+def _prime(bits: int, rng: random.Random) -> int:
+    while True:
+        n = rng.getrandbits(bits) | (1 << (bits - 1)) | 1
+        if all(pow(a, n - 1, n) == 1 for a in (2, 3, 5, 7, 11, 13, 17, 19, 23)):
+            return n
 
-    return subprocess.run(
-        ["openssl", "genrsa", "512"],  # noqa: S607 - Debian's openssl, on PATH
-        check=True,
-        capture_output=True,
-    ).stdout
+
+def short_rsa() -> bytes:
+    """A 512-bit key: cryptography will not generate one, but loads one."""
+    rng = random.Random(512)
+    e = 65537
+    while True:
+        p, q = _prime(256, rng), _prime(256, rng)
+        phi = (p - 1) * (q - 1)
+        if p != q and phi % e:
+            break
+    d = pow(e, -1, phi)
+    numbers = rsa.RSAPrivateNumbers(
+        p=p,
+        q=q,
+        d=d,
+        dmp1=d % (p - 1),
+        dmq1=d % (q - 1),
+        iqmp=pow(q, -1, p),
+        public_numbers=rsa.RSAPublicNumbers(e, p * q),
+    )
+    return _pem(numbers.private_key())
 
 
 @pytest.mark.parametrize(
