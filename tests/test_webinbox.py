@@ -356,3 +356,16 @@ def test_cli_web_inbox_serves(tmp_path: Path) -> None:
         if process.stdout is not None:
             process.stdout.close()
     assert (tmp_path / "mail.sqlite").stat().st_size > 0
+
+
+async def test_web_port_in_use_is_an_oserror_and_nothing_listens() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        inbox = WebInbox(smtp_port=0, web_port=port)
+        with pytest.raises(OSError, match="in use"):
+            await inbox.start()
+        assert inbox.smtp._server is None  # the SMTP side never started

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import sys
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -112,6 +113,7 @@ class WebInbox:
         self.web_port = web_port
         self._server: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._listener: socket.socket | None = None
 
     @property
     def smtp_port(self) -> int:
@@ -135,25 +137,42 @@ class WebInbox:
                 "The web inbox needs Starlette and uvicorn: "
                 'pip install "asyncmail[web]"'
             ) from None
-        await self.smtp.start()
+        # The HTTP socket is bound here, so that a port in use is an OSError
+        # saying so (uvicorn would exit the process), before anything starts.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((self.host, self.web_port))
+            listener.listen(128)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        try:
+            await self.smtp.start()
+        except BaseException:
+            listener.close()
+            raise
+        self.web_port = listener.getsockname()[1]
         config = uvicorn.Config(
             self.app(),
-            host=self.host,
-            port=self.web_port,
             log_level="warning",
             lifespan="off",
         )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # the caller's job
-        self._task = asyncio.get_running_loop().create_task(self._server.serve())
+        self._listener = listener
+        self._task = asyncio.get_running_loop().create_task(
+            self._server.serve(sockets=[listener])
+        )
         while not self._server.started:
             if self._task.done():
                 await self.smtp.stop()
+                listener.close()
                 self._task.result()  # raises why it could not start
                 raise RuntimeError("the web inbox could not start")
             await asyncio.sleep(0.01)
-        sockets = self._server.servers[0].sockets
-        self.web_port = sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -162,6 +181,9 @@ class WebInbox:
             with contextlib.suppress(Exception):
                 await self._task
             self._task = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         await self.smtp.stop()
         if isinstance(self.store, SQLiteStore):
             self.store.close()
