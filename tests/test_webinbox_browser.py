@@ -237,7 +237,9 @@ def test_the_inbox_in_chromium(
     assert "Content-Type: multipart/mixed" in page.locator("#pane-raw").inner_text()
 
     # Hostile HTML: rendered, but no script, no dialog, nothing remote.
-    page.locator("#list li").nth(1).click()
+    page.locator("#list li", has_text="onerror=alert(9)").click()
+    expect(page.locator("#meta h2")).to_have_text("<img src=x onerror=alert(9)>")
+    expect(page.locator("#pane-html")).to_be_visible()
     page.frame_locator("#preview").locator("h1").wait_for()
     page.wait_for_timeout(500)
     assert page.title() == "asyncmail inbox"

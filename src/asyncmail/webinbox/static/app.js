@@ -60,6 +60,8 @@ async function select(id) {
     item.classList.toggle("selected", item.dataset.id === String(id));
   }
   const message = await (await api("/api/messages/" + id)).json();
+  const raw = await (await api("/api/messages/" + id + "/raw")).text();
+  if (state.selected !== id) return;  // another message was picked meanwhile
   document.getElementById("detail").hidden = false;
   const meta = document.getElementById("meta");
   meta.replaceChildren(
@@ -76,7 +78,7 @@ async function select(id) {
     row.append(el("td", {}, name), el("td", {}, value));
     rows.append(row);
   }
-  document.getElementById("pane-raw").textContent = await (await api("/api/messages/" + id + "/raw")).text();
+  document.getElementById("pane-raw").textContent = raw;
   const attachments = document.getElementById("attachments");
   attachments.replaceChildren();
   for (const attachment of message.attachments) {
