@@ -111,7 +111,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on src/."""
     session.install(
-        ".[server,uvloop,jinja2,otel]",
+        ".[server,uvloop,jinja2,otel,dkim,web]",
         "mypy>=1.10",
         "types-aiofiles",
         "pytest",
@@ -124,13 +124,14 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation site, failing on any warning, then check the
     built site in headless Chromium (tests/test_docs_site.py: pages render
-    from disk, nav links, offline search, the API reference is complete).
+    from disk, nav links, offline search, the API reference is complete)
+    and the web inbox in the same browser (tests/test_webinbox_browser.py).
 
     Chromium is Debian's (``apt-get install chromium``; .ci/run installs it),
     driven by Playwright, which downloads nothing here. The browser test is
     required in this session: a missing browser fails it.
     """
-    session.install(".[docs,tests]", "playwright>=1.40")
+    session.install(".[docs,tests,web]", "playwright>=1.40")
     session.env["NO_MKDOCS_2_WARNING"] = "1"
     session.run(
         "mkdocs",
@@ -144,6 +145,7 @@ def docs(session: nox.Session) -> None:
     session.run(
         "pytest",
         "tests/test_docs_site.py",
+        "tests/test_webinbox_browser.py",  # the web inbox, in the same Chromium
         *session.posargs,
         env={"ASYNCMAIL_DOCS_BROWSER": "1"},
     )
@@ -186,6 +188,8 @@ def bench(session: nox.Session) -> None:
         _side_venv(session, sys.executable, "fastapi-mail", "fastapi-mail"),
     ]
     session.run("python", "benchmarks/run.py", *args, *session.posargs)
+    if not session.posargs:  # the DKIM signing cost, beside the build cost
+        session.run("python", "benchmarks/dkim_signing.py")
 
 
 @nox.session(python=PYTHONS[:1])

@@ -47,7 +47,12 @@ def from_environment(monkeypatch: pytest.MonkeyPatch, **variables: str) -> None:
 def test_defaults_use_django_names_and_values() -> None:
     for name, value in DJANGO_DEFAULTS.items():
         assert getattr(settings, name) == value, name
-    assert set(DEFAULTS) == {*DJANGO_DEFAULTS, "EMAIL_TIMEOUT", "EMAIL_SUBJECT_PREFIX"}
+    assert set(DEFAULTS) == {
+        *DJANGO_DEFAULTS,
+        "EMAIL_TIMEOUT",
+        "EMAIL_SUBJECT_PREFIX",
+        "EMAIL_DKIM",
+    }
 
 
 def test_deliberate_differences_from_django() -> None:

@@ -297,6 +297,29 @@ def _parser() -> argparse.ArgumentParser:
         default=1025,
         help="port to listen on; 0 picks a free one (default: %(default)s)",
     )
+    # The web inbox (asyncmail/webinbox, the "web" extra).
+    debug.add_argument(
+        "--web",
+        action="store_true",
+        help="keep received mail and show it in a web inbox (needs asyncmail[web])",
+    )
+    debug.add_argument(
+        "--web-port",
+        type=int,
+        default=8025,
+        help="the web inbox's HTTP port; 0 picks a free one (default: %(default)s)",
+    )
+    debug.add_argument(
+        "--store",
+        metavar="PATH",
+        help="keep mail in this SQLite file (default: in memory)",
+    )
+    debug.add_argument(
+        "--max-messages",
+        type=int,
+        default=1000,
+        help="keep at most this many messages, oldest dropped (default: %(default)s)",
+    )
 
     commands.add_parser(
         "settings",
@@ -426,6 +449,11 @@ async def _send(args: argparse.Namespace) -> int:
 
 async def _debug_server(args: argparse.Namespace) -> int:
     from .server import DebugServer
+
+    if args.web:
+        from .webinbox import run_from_cli
+
+        return await run_from_cli(args)
 
     server = DebugServer(args.host, args.port)
     await server.start()

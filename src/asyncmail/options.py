@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import TextIO, TypedDict
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TextIO, TypedDict
+
+if TYPE_CHECKING:
+    from .dkim import DKIMSigner
 
 __all__ = [
     "ConnectionOptions",
@@ -86,6 +90,12 @@ class SMTPOptions(TypedDict, total=False):
     breaker_threshold: int
     #: Seconds before an open breaker lets one message probe (default 5).
     breaker_cooldown: float
+    #: OAuth2 (XOAUTH2/OAUTHBEARER) instead of a password: a callable (async
+    #: or not, may take ``refresh``) returning an access token, or its path.
+    oauth2_token_provider: Callable[..., str | Awaitable[str]] | str | None
+    #: DKIM-sign every message: a DKIMSigner or a dict of its arguments
+    #: (default EMAIL_DKIM; None: no signing). See asyncmail.dkim.
+    dkim: DKIMSigner | Mapping[str, Any] | None
 
 
 class ConsoleOptions(TypedDict, total=False):

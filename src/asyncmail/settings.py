@@ -108,6 +108,7 @@ DEFAULTS: Mapping[str, Any] = {
     "EMAIL_FILE_PATH": None,
     "DEFAULT_CHARSET": "utf-8",
     "MAILERS": {},
+    "EMAIL_DKIM": None,
 }
 
 _ABSENT = object()  # an environment variable that is not set
@@ -261,6 +262,20 @@ def _mailers(name: str, value: Any) -> dict[str, dict[str, Any]]:
     return result
 
 
+def _dkim(name: str, value: Any) -> dict[str, Any] | None:
+    """EMAIL_DKIM: None, or the keyword arguments of
+    :class:`asyncmail.dkim.DKIMSigner` (checked, key and all, when a backend
+    is created)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ConfigurationError(
+            f"{name} must be None or a dict with selector, domain and private_key "
+            "(or private_key_file)"
+        )
+    return dict(value)
+
+
 _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "EMAIL_BACKEND": _backend,
     "EMAIL_HOST": _str,
@@ -281,6 +296,7 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "EMAIL_FILE_PATH": _optional_str,
     "DEFAULT_CHARSET": _charset,
     "MAILERS": _mailers,
+    "EMAIL_DKIM": _dkim,
 }
 
 
@@ -319,7 +335,9 @@ def _from_environment(name: str, raw: str) -> Any:
             return tuple(mailbox.as_text() for mailbox in parse_address_list(raw, name))
         except ValueError as exc:
             raise ConfigurationError(f"${name}: {exc}") from None
-    if validator is _mailers:
+    if validator is _mailers or validator is _dkim:
+        if validator is _dkim and not raw.strip():
+            return None
         try:
             return json.loads(raw)
         except ValueError as exc:

@@ -52,7 +52,7 @@ import re
 import socket
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
@@ -62,6 +62,7 @@ import anyio
 
 from .. import observability
 from ..address import envelope_address
+from ..dkim import DKIMSigner, signer_from_option
 from ..dnsname import aget_fqdn, ascii_hostname
 from ..exceptions import (
     ConfigurationError,
@@ -85,6 +86,8 @@ from ..exceptions import (
     is_transient,
 )
 from ..message import Base64Payload, RenderedMessage, render_is_heavy
+from ..oauth2 import TokenProvider, token_provider_from_option
+from ..oauth2 import authenticate as oauth2_authenticate
 from ..pool import ConnectionPool, Pooled, PoolLimits
 from ..ratelimit import RateLimiter
 from ..results import MessageResult, Outcome, RecipientResult, ResultCallback
@@ -1208,6 +1211,13 @@ class EmailBackend(BaseEmailBackend):
         server is taken to be unreachable (see :mod:`.retry`).
     :param breaker_cooldown: seconds before an open breaker lets one message
         probe the server again.
+    :param oauth2_token_provider: authenticate with OAuth2 (XOAUTH2 or
+        OAUTHBEARER) instead of a password: a callable (async or not; may
+        take ``refresh``) returning an access token for ``username``, called
+        for each new connection (see :mod:`asyncmail.oauth2`).
+    :param dkim: DKIM-sign every message: a :class:`asyncmail.dkim.DKIMSigner`
+        or a dict of its arguments (``selector``, ``domain``, ``private_key``
+        ...); default the EMAIL_DKIM setting (None: no signing).
     """
 
     def __init__(
@@ -1238,6 +1248,8 @@ class EmailBackend(BaseEmailBackend):
         deadline: float | _NotGiven | None = NOT_GIVEN,
         breaker_threshold: int = 3,
         breaker_cooldown: float = 5.0,
+        oauth2_token_provider: TokenProvider | str | None = None,
+        dkim: DKIMSigner | Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -1270,6 +1282,15 @@ class EmailBackend(BaseEmailBackend):
         if breaker_cooldown < 0:
             raise ConfigurationError("breaker_cooldown must be 0 or more seconds")
         self._validate()
+        # OAuth2 (asyncmail/oauth2.py): a token per connection, never kept.
+        self.oauth2 = token_provider_from_option(oauth2_token_provider)
+        if self.oauth2 is not None and (self.password or not self.username):
+            raise ConfigurationError(
+                "oauth2_token_provider needs username (the mailbox the token is "
+                "for) and no password"
+            )
+        # DKIM (asyncmail/dkim.py): the key is read and checked here.
+        self.dkim = signer_from_option(settings.EMAIL_DKIM if dkim is None else dkim)
         try:
             self.limits = PoolLimits(
                 max_connections=max_connections,
@@ -1408,7 +1429,7 @@ class EmailBackend(BaseEmailBackend):
                         # that speaks only an old TLS): not worth retrying.
                         raise _handshake_error(exc, where) from exc
                     await self._hello(client)
-                if self.username or self.password:
+                if self.username or self.password or self.oauth2 is not None:
                     await self._login(client, where)
             return SMTPConnection(client, self.timeout)
         except BaseException as exc:
@@ -1467,6 +1488,16 @@ class EmailBackend(BaseEmailBackend):
             raise SMTPAuthenticationError(
                 f"{where}: credentials are set but the server offers no AUTH"
             )
+        if self.oauth2 is not None:
+            await oauth2_authenticate(
+                client,
+                self.oauth2,
+                username=self.username,
+                host=self.host,
+                port=self.port,
+                where=where,
+            )
+            return
         await client.login(self.username, self.password)
 
     def _new_pool(self) -> ConnectionPool[SMTPConnection]:
@@ -1577,7 +1608,10 @@ class EmailBackend(BaseEmailBackend):
             key = envelope_address(address)  # raises for an invalid recipient
             if key not in recipients:
                 recipients.append(key)
-        if render_is_heavy(message):
+        if self.dkim is not None:  # rendered 7-bit where it can be, and signed
+            rendered = await self.dkim.arender(message)
+            payload = wire_payload(rendered)
+        elif render_is_heavy(message):
             # Big content: render (pure work) off the event loop, so that no
             # send stalls the loop (benchmarks/worst_case.py has the figures).
             rendered, payload = await anyio.to_thread.run_sync(
@@ -1628,6 +1662,8 @@ class EmailBackend(BaseEmailBackend):
                         "The server does not support 8BITMIME and the message "
                         f"cannot be sent without it: {exc}"
                     ) from exc
+                if self.dkim is not None:  # rare: signed content rendered 8-bit
+                    seven_bit = self.dkim.sign(seven_bit)
                 prepared.seven_bit = (wire_payload(seven_bit), seven_bit.message_id)
             # A new rendering has its own Message-ID (unless one was given).
             data, prepared.message_id = prepared.seven_bit
