@@ -55,6 +55,16 @@ def test_which_messages_are_heavy() -> None:
     assert render_is_heavy(
         RawMessage(b"S: x\r\n\r\n" + b"a" * RENDER_IN_THREAD, FROM, [TO])
     )
+    # A small raw message is one quick pass over its bytes: on the loop (a
+    # thread hop per prebuilt message would cost more than the render).
+    assert not render_is_heavy(RawMessage(b"S: x\r\n\r\nsmall\r\n", FROM, [TO]))
+
+    class Custom(RawMessage):
+        def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
+            return super().render(allow_8bit=allow_8bit)
+
+    # A render() of a subclass's own: unknown work, so off the loop.
+    assert render_is_heavy(Custom(b"S: x\r\n\r\nsmall\r\n", FROM, [TO]))
     # A big binary attachment streams as it is sent: nothing to encode now.
     mail = EmailMessage("s", "b", FROM, [TO])
     mail.attach("big.bin", b"\x00" * (4 << 20), "application/octet-stream")
