@@ -5,10 +5,15 @@
 This machine's kernel has no netem qdisc, so latency is added here: every
 chunk of bytes read from either side is written to the other side
 ``--delay-ms`` after it arrived (25 ms each way: 50 ms of round trip), in
-the order it arrived and as a write of its own (chunk boundaries kept;
-TCP_NODELAY on both sockets).  It prints ``port=N`` once listening, and on
-SIGTERM one JSON line with what it saw and its own CPU time, so a run can
-show that the proxy was not the bottleneck:
+the order it arrived and as a send of its own (chunk boundaries kept;
+TCP_NODELAY on both sockets).  Each direction of each connection has a
+reader thread and a writer thread: the writer sleeps with the kernel's
+nanosecond timer (an event loop's timers take whole milliseconds through
+epoll and came out ~1 ms late per hop, too coarse for a +-2 ms check).
+
+It prints ``port=N`` once listening, and on SIGTERM one JSON line with what
+it saw and its own CPU time, so a run can show the proxy was not the
+bottleneck:
 
     connections   accepted client connections
     chunks_up     chunks forwarded client -> server (the client's writes,
@@ -17,7 +22,7 @@ show that the proxy was not the bottleneck:
     turns         times the client spoke after the server had (a client
                   chunk arriving after a server chunk): the round trips the
                   client waited for, session set-up included
-    cpu_seconds   the proxy's user + system CPU
+    cpu_seconds   the proxy's user + system CPU, all threads
 
 Only the standard library is used.
 """
@@ -25,98 +30,96 @@ Only the standard library is used.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import collections
 import json
+import os
+import queue
 import resource
 import signal
 import socket
-import sys
+import threading
+import time
 from collections.abc import Callable
 
 
 class Stats:
     def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.connections = 0
         self.chunks_up = 0
         self.chunks_down = 0
         self.turns = 0
 
+    def report(self) -> dict[str, float]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        with self.lock:
+            return {
+                "connections": self.connections,
+                "chunks_up": self.chunks_up,
+                "chunks_down": self.chunks_down,
+                "turns": self.turns,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            }
 
-async def pump(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    delay: float,
-    on_chunk: Callable[[], None],
+
+def forward(
+    src: socket.socket, dst: socket.socket, delay: float, seen: Callable[[], None]
 ) -> None:
-    """Forward reader -> writer, each chunk delay seconds after it arrived."""
-    loop = asyncio.get_running_loop()
-    queue: collections.deque[tuple[float, bytes | None]] = collections.deque()
-    ready = asyncio.Event()
+    """src -> dst, each chunk delay seconds after it arrived, in order."""
+    pending: queue.SimpleQueue[tuple[float, bytes]] = queue.SimpleQueue()
 
-    async def deliver() -> None:
-        while True:
-            while not queue:
-                ready.clear()
-                await ready.wait()
-            due, data = queue.popleft()
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            if data is None:
-                if writer.can_write_eof():
-                    writer.write_eof()
-                return
-            writer.write(data)
-            await writer.drain()
+    def writer() -> None:
+        try:
+            while True:
+                due, data = pending.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+        except OSError:
+            return
 
-    sender = asyncio.create_task(deliver())
+    out = threading.Thread(target=writer, daemon=True)
+    out.start()
     try:
-        while True:
-            data = await reader.read(262144)
-            queue.append((loop.time() + delay, data or None))
-            ready.set()
-            if not data:
-                break
-            on_chunk()
-        await sender
-    except (ConnectionError, OSError):
-        sender.cancel()
+        while data := src.recv(262144):
+            pending.put((time.monotonic() + delay, data))
+            seen()
+    except OSError:
+        pass
+    pending.put((time.monotonic() + delay, b""))
+    out.join()
 
 
-async def serve(upstream: tuple[str, int], delay: float, stats: Stats) -> None:
-    async def handle(c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter):
-        stats.connections += 1
-        s_reader, s_writer = await asyncio.open_connection(*upstream)
-        for w in (c_writer, s_writer):
-            w.get_extra_info("socket").setsockopt(
-                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
-            )
-        last = ["down"]  # the server speaks first (greeting)
+def connection(
+    client: socket.socket, upstream: tuple[str, int], delay: float, stats: Stats
+) -> None:
+    server = socket.create_connection(upstream)
+    for s in (client, server):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    last = ["down"]  # the server speaks first (greeting)
 
-        def up() -> None:
+    def up() -> None:
+        with stats.lock:
             stats.chunks_up += 1
             if last[0] == "down":
                 stats.turns += 1
             last[0] = "up"
 
-        def down() -> None:
+    def down() -> None:
+        with stats.lock:
             stats.chunks_down += 1
             last[0] = "down"
 
-        await asyncio.gather(
-            pump(c_reader, s_writer, delay, up),
-            pump(s_reader, c_writer, delay, down),
-        )
-        for w in (c_writer, s_writer):
-            w.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    print(f"port={port}", flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
+    back = threading.Thread(
+        target=forward, args=(server, client, delay, down), daemon=True
+    )
+    back.start()
+    forward(client, server, delay, up)
+    back.join()
+    client.close()
     server.close()
 
 
@@ -126,12 +129,23 @@ def main() -> None:
     p.add_argument("--delay-ms", type=float, default=25.0, help="each direction")
     args = p.parse_args()
     host, _, port = args.upstream.rpartition(":")
+    upstream, delay = (host, int(port)), args.delay_ms / 1000
     stats = Stats()
-    asyncio.run(serve((host, int(port)), args.delay_ms / 1000, stats))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    report = {**vars(stats), "cpu_seconds": usage.ru_utime + usage.ru_stime}
-    print(json.dumps(report), flush=True)
-    sys.exit(0)
+
+    def stop(signum: int, frame: object) -> None:
+        print(json.dumps(stats.report()), flush=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    listener = socket.create_server(("127.0.0.1", 0), backlog=128)
+    print(f"port={listener.getsockname()[1]}", flush=True)
+    while True:
+        client, _ = listener.accept()
+        with stats.lock:
+            stats.connections += 1
+        threading.Thread(
+            target=connection, args=(client, upstream, delay, stats), daemon=True
+        ).start()
 
 
 if __name__ == "__main__":
