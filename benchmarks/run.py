@@ -623,12 +623,15 @@ def check_targets(
     print("\n## Targets (issues #4, #7, #13): ratios of medians from this run")
     print(f"| {'target':<58} | {'measured':>9} | {'goal':>8} | ok |")
     print(f"|{'-' * 60}|{'-' * 11}|{'-' * 10}|----|")
+    unmeasured = 0
     for label, value, goal, sense in rows:
         if value is None or goal is None:
-            print(f"| {label:<58} | {'n/a':>9} | {sense}{goal:>6g} | -  |")
+            unmeasured += 1  # its scenario was not run (or its rows failed)
             continue
         ok = "yes" if (value >= goal if sense == ">=" else value <= goal) else "NO "
         print(f"| {label:<58} | {value:>9.2f} | {sense}{goal:>6g} | {ok} |")
+    if unmeasured:
+        print(f"({unmeasured} targets not measured: scenario not run, or rows failed)")
 
 
 def parse_args() -> argparse.Namespace:
