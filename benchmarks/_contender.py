@@ -28,7 +28,7 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -87,6 +87,34 @@ def run(coro: Coroutine[Any, Any, T], loop: str) -> T:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(coro)
     return asyncio.run(coro)
+
+
+BUILDS = ("fresh", "objects", "bytes")
+INPUTS = ("list", "generator")
+
+
+def honest_flags(p: argparse.ArgumentParser, *, builds: tuple[str, ...]) -> None:
+    """The honest harness's two choices, the same for every contender.
+
+    --build: ``fresh`` constructs and serialises every message inside the
+    timer; ``objects`` constructs each library's own message objects before
+    the timer and lets the send serialise them inside it; ``bytes``
+    serialises before the timer and sends bytes (libraries that accept
+    them).  --input: the messages handed over as a list, or as a generator
+    that builds (fresh) or releases (prebuilt) one message at a time.
+    ``--prebuilt`` is the older spelling of ``--build bytes``.
+    """
+    p.add_argument("--build", choices=builds, default="fresh")
+    p.add_argument("--input", choices=INPUTS, default="list")
+    p.add_argument("--prebuilt", action="store_const", const="bytes", dest="build")
+
+
+def drain(ready: list[T]) -> Iterator[T]:
+    """Yield prebuilt items and let go of each one (a generator over a queue
+    of ready messages, not over a list that keeps them all alive)."""
+    ready.reverse()
+    while ready:
+        yield ready.pop()
 
 
 def subject(i: int) -> str:

@@ -16,6 +16,13 @@ from dataclasses import dataclass, field
 SENDER = "sender@example.com"
 RECIPIENT = "rcpt@example.com"
 
+
+def recipient(i: int) -> str:
+    """A distinct recipient for message number i (the honest harness: no
+    address cache on either side hits every time, as with real bulk mail)."""
+    return f"rcpt{i}@example.com"
+
+
 _WORDS = (
     *("asyncio", "mail", "relay", "queue", "message", "header", "body"),
     *("address", "transport", "pipeline", "connection", "latency"),

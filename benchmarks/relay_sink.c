@@ -17,7 +17,13 @@
  *     real server: while a delayed reply is pending nothing more is parsed,
  *     so pipelined commands get their replies in order, each one delayed.
  *     One connection therefore tops out at about 1000 / (3 * delay) msg/s.
- *   - Announces PIPELINING, 8BITMIME, SMTPUTF8 and SIZE.
+ *   - Announces PIPELINING, CHUNKING, 8BITMIME, SMTPUTF8 and SIZE.
+ *   - CHUNKING (RFC 3030): "BDAT <size> [LAST]" takes exactly <size> bytes
+ *     after the command line, with no dot-stuffing.  A chunk's reply is
+ *     immediate; the reply to the LAST chunk is delayed like end-of-DATA
+ *     and counts as an accepted message.  A malformed BDAT is answered 501
+ *     and the connection closed (its chunk cannot be skipped safely).
+ *   - -d 0 answers everything at once (a plain fast sink, with CHUNKING).
  *   - Prints "port=N" once listening (use -p 0 for a free port) and, on
  *     SIGTERM or SIGINT, "accepted=N sessions=M" before exiting, where N is
  *     the number of messages it answered 250 to after end-of-DATA.
@@ -47,7 +53,7 @@
 #define MAX_CMD_LINE 4096
 #define MAX_DATA_PARTIAL 65536
 
-enum state { ST_CMD, ST_DATA };
+enum state { ST_CMD, ST_DATA, ST_BDAT };
 
 struct conn {
     int open;
@@ -59,6 +65,8 @@ struct conn {
     unsigned events;        /* what epoll currently watches for */
     const char *pending;    /* the delayed reply */
     int pending_is_eod;     /* the delayed reply accepts a message */
+    unsigned long long bdat_left; /* BDAT: bytes of the chunk still to come */
+    int bdat_last;          /* BDAT: the chunk is the LAST one */
     char *in;
     size_t in_len, in_cap;
     char *out;
@@ -173,6 +181,11 @@ static void arm_timerfd(void) {
 
 static void delay_reply(int fd, const char *text, int is_eod) {
     struct conn *c = &conns[fd];
+    if (delay_ns <= 0) { /* -d 0: no timer, answer now */
+        if (is_eod) accepted++;
+        reply(fd, text);
+        return;
+    }
     c->paused = 1;
     c->pending = text;
     c->pending_is_eod = is_eod;
@@ -189,11 +202,42 @@ static int starts_with_cmd(const char *line, size_t len, const char *cmd) {
            (len == n || line[n] == ' ' || line[n] == '\r' || line[n] == ':');
 }
 
+/* The whole of a BDAT chunk has arrived. */
+static void bdat_done(int fd) {
+    struct conn *c = &conns[fd];
+    c->state = ST_CMD;
+    if (c->bdat_last)
+        delay_reply(fd, "250 2.0.0 Ok: queued\r\n", 1);
+    else
+        reply(fd, "250 2.0.0 Ok: chunk received\r\n");
+}
+
+/* "BDAT <size> [LAST]": set up the chunk, or refuse and close. */
+static void bdat(int fd, const char *line, size_t len) {
+    struct conn *c = &conns[fd];
+    char buf[128], word[16] = "";
+    unsigned long long size;
+    int used = 0;
+    if (len >= sizeof buf) len = sizeof buf - 1;
+    memcpy(buf, line, len);
+    buf[len] = 0;
+    int n = sscanf(buf + 4, " %llu %n%15s %n", &size, &used, word, &used);
+    if (n < 1 || strchr(buf, '-') || (n == 2 && strcasecmp(word, "LAST") != 0) || buf[4 + used] != 0) {
+        reply(fd, "501 5.5.4 Syntax: BDAT size [LAST]\r\n");
+        c->closing = 1;
+        return;
+    }
+    c->state = ST_BDAT;
+    c->bdat_left = size;
+    c->bdat_last = (n == 2);
+    if (size == 0) bdat_done(fd);
+}
+
 /* Handle one command line (without its line ending). */
 static void command(int fd, const char *line, size_t len) {
     struct conn *c = &conns[fd];
     if (starts_with_cmd(line, len, "EHLO")) {
-        reply(fd, "250-relay-sink\r\n250-PIPELINING\r\n250-SIZE 0\r\n"
+        reply(fd, "250-relay-sink\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-SIZE 0\r\n"
                   "250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n");
     } else if (starts_with_cmd(line, len, "HELO")) {
         reply(fd, "250 relay-sink\r\n");
@@ -205,6 +249,8 @@ static void command(int fd, const char *line, size_t len) {
         c->state = ST_DATA;
         c->midline = 0;
         reply(fd, "354 End data with <CR><LF>.<CR><LF>\r\n");
+    } else if (starts_with_cmd(line, len, "BDAT")) {
+        bdat(fd, line, len);
     } else if (starts_with_cmd(line, len, "RSET") || starts_with_cmd(line, len, "NOOP")) {
         reply(fd, "250 2.0.0 Ok\r\n");
     } else if (starts_with_cmd(line, len, "QUIT")) {
@@ -220,6 +266,15 @@ static void process(int fd) {
     struct conn *c = &conns[fd];
     size_t pos = 0;
     while (!c->paused && !c->closing && pos < c->in_len) {
+        if (c->state == ST_BDAT) {
+            size_t have = c->in_len - pos;
+            size_t take = c->bdat_left < have ? (size_t)c->bdat_left : have;
+            pos += take;
+            c->bdat_left -= take;
+            if (c->bdat_left) break; /* the rest of the chunk is still to come */
+            bdat_done(fd);
+            continue;
+        }
         char *start = c->in + pos;
         char *nl = memchr(start, '\n', c->in_len - pos);
         if (!nl) {
@@ -322,7 +377,7 @@ int main(int argc, char **argv) {
         case 'p': port = atoi(optarg); break;
         case 'd': delay_ns = (long long)(atof(optarg) * 1e6); break;
         default:
-            fprintf(stderr, "usage: %s [-b addr] [-p port] [-d delay_ms]\n", argv[0]);
+            fprintf(stderr, "usage: %s [-b addr] [-p port] [-d delay_ms (0: none)]\n", argv[0]);
             return 2;
         }
     }

@@ -1,10 +1,13 @@
 """Raw aiosmtplib: one or N connections fed from a shared asyncio.Queue.
 
-Each message is a freshly built stdlib ``email.message.EmailMessage``
-(default, i.e. modern, policy) sent with ``send_message()``; with
---prebuilt the messages are serialised to bytes before the clock starts and
-sent with ``sendmail()``, which measures the transport alone.  --loop picks
-asyncio or uvloop.
+Each message is a stdlib ``email.message.EmailMessage`` (default, i.e.
+modern, policy) sent with ``send_message()``.  The honest harness (see
+_contender.honest_flags): --build fresh constructs each inside the timer,
+--build objects before it (serialised by send_message inside it), --build
+bytes (or --prebuilt) serialises before it and sends with ``sendmail()``.
+Every message has its own recipient; connections open inside the timer.
+--input is accepted for symmetry (the queue is filled from either).
+--loop picks asyncio or uvloop.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import socket
 
 import aiosmtplib
 
-from _contender import Stopwatch, emit, parser, run, subject
-from _shapes import LOOPBACK_BODY, RECIPIENT, SENDER
+from _contender import Stopwatch, emit, honest_flags, parser, run, subject
+from _shapes import LOOPBACK_BODY, SENDER, recipient
 
 DOMAIN = socket.getfqdn()  # make_msgid() would look it up on every call
+Item = int | email.message.EmailMessage | tuple[str, bytes]
 
 
 def build(i: int) -> email.message.EmailMessage:
@@ -29,16 +33,14 @@ def build(i: int) -> email.message.EmailMessage:
     msg = email.message.EmailMessage()
     msg["Subject"] = subject(i)
     msg["From"] = SENDER
-    msg["To"] = RECIPIENT
+    msg["To"] = recipient(i)
     msg["Date"] = email.utils.formatdate()
     msg["Message-ID"] = email.utils.make_msgid(domain=DOMAIN)
     msg.set_content(LOOPBACK_BODY)
     return msg
 
 
-async def worker(
-    host: str, port: int, queue: asyncio.Queue[int | bytes], prebuilt: bool
-) -> int:
+async def worker(host: str, port: int, queue: asyncio.Queue[Item]) -> int:
     """One connection: send queued messages until the queue is empty."""
     smtp = aiosmtplib.SMTP(hostname=host, port=port, start_tls=False, timeout=60)
     await smtp.connect()
@@ -48,47 +50,52 @@ async def worker(
             item = queue.get_nowait()
         except asyncio.QueueEmpty:
             break
-        if prebuilt:
-            assert isinstance(item, bytes)
-            await smtp.sendmail(SENDER, [RECIPIENT], item)
+        if isinstance(item, tuple):
+            await smtp.sendmail(SENDER, [item[0]], item[1])
         else:
-            assert isinstance(item, int)
-            await smtp.send_message(build(item))
+            await smtp.send_message(build(item) if isinstance(item, int) else item)
         accepted += 1  # aiosmtplib raises unless the server said 250
     await smtp.quit()
     return accepted
 
 
+def ready(kind: str, i: int) -> Item:
+    if kind == "objects":
+        return build(i)
+    return recipient(i), build(i).as_bytes(policy=email.policy.SMTP)
+
+
 async def main_async(
-    host: str, port: int, count: int, conns: int, prebuilt: bool
+    host: str, port: int, count: int, conns: int, kind: str
 ) -> tuple[int, Stopwatch]:
-    """Fill the queue (serialising first if prebuilt), then time the sending."""
-    queue: asyncio.Queue[int | bytes] = asyncio.Queue()
+    """Fill the queue (building first unless fresh), then time the sending."""
+    queue: asyncio.Queue[Item] = asyncio.Queue()
     for i in range(count):
-        queue.put_nowait(build(i).as_bytes(policy=email.policy.SMTP) if prebuilt else i)
+        queue.put_nowait(i if kind == "fresh" else ready(kind, i))
     with Stopwatch() as watch:
         results = await asyncio.gather(
-            *(worker(host, port, queue, prebuilt) for _ in range(conns))
+            *(worker(host, port, queue) for _ in range(conns))
         )
     return sum(results), watch
 
 
 def main() -> None:
     p = parser(__doc__ or "")
-    p.add_argument("--prebuilt", action="store_true")
+    honest_flags(p, builds=("fresh", "objects", "bytes"))
     args = p.parse_args()
     accepted, watch = run(
-        main_async(args.host, args.port, args.count, args.connections, args.prebuilt),
+        main_async(args.host, args.port, args.count, args.connections, args.build),
         args.loop,
     )
     emit(
         f"aiosmtplib {aiosmtplib.__version__} {args.connections} conn {args.loop}"
-        + (" prebuilt" if args.prebuilt else ""),
+        f" {args.build}",
         watch,
         sent=args.count,
         accepted=accepted,
         connections=args.connections,
         loop=args.loop,
+        build=args.build,
     )
 
 

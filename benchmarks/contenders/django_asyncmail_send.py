@@ -15,7 +15,7 @@ import django
 from django.conf import settings
 
 from _contender import Stopwatch, emit, parser, subject
-from _shapes import LOOPBACK_BODY, RECIPIENT, SENDER
+from _shapes import LOOPBACK_BODY, SENDER, recipient
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     connection = get_connection(max_connections=args.connections)
     with Stopwatch() as watch:
         messages = [
-            EmailMessage(subject(i), LOOPBACK_BODY, SENDER, [RECIPIENT])
+            EmailMessage(subject(i), LOOPBACK_BODY, SENDER, [recipient(i)])
             for i in range(args.count)
         ]
         accepted = connection.send_messages(messages)

@@ -13,7 +13,7 @@ from importlib.metadata import version
 from fastapi_mail import ConnectionConfig, FastMail, MessageSchema, MessageType
 
 from _contender import Stopwatch, emit, parser, run, subject
-from _shapes import LOOPBACK_BODY, RECIPIENT, SENDER
+from _shapes import LOOPBACK_BODY, SENDER, recipient
 
 
 async def send_all(host: str, port: int, count: int) -> Stopwatch:
@@ -34,7 +34,7 @@ async def send_all(host: str, port: int, count: int) -> Stopwatch:
         messages = [
             MessageSchema(
                 subject=subject(i),
-                recipients=[RECIPIENT],
+                recipients=[recipient(i)],
                 body=LOOPBACK_BODY,
                 subtype=MessageType.plain,
             )

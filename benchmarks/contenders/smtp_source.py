@@ -3,8 +3,9 @@
 Sends --count messages over --connections parallel sessions (``-s``), each
 session keeping its connection open between messages (``-d``), with a
 payload sized so the message is about 2 KB like the Python contenders'.
-smtp-source speaks plain SMTP (HELO) and does no pipelining.  Its ``-c``
-counter (one number per completed DATA, separated by carriage returns) is
+``-N`` numbers each recipient (a distinct one per message).  smtp-source
+speaks plain SMTP (HELO) and does no pipelining.  Its ``-c`` counter (one
+number per completed DATA, separated by carriage returns) is
 the client-side accepted count.
 """
 
@@ -28,6 +29,7 @@ def main() -> None:
         SMTP_SOURCE,
         "-c",
         "-d",
+        "-N",  # a distinct recipient per message, like the Python contenders
         "-s",
         str(args.connections),
         "-m",
