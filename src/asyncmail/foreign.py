@@ -35,7 +35,9 @@ import secrets
 
 from .exceptions import BadHeaderError, InvalidMessageError
 from .headers import (
+    ADDRESS_HEADERS,
     HARD_LIMIT,
+    MSGID_HEADERS,
     check_header_length,
     check_header_lines,
     check_header_name,
@@ -66,22 +68,11 @@ _WSP_SPLIT = re.compile(r"[ \t]+")
 # Controls other than tab, DEL, and the C1 controls.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _PRINTABLE = re.compile(r"[\x20-\x7e\t]*\Z")
-_MSGID_HEADERS = frozenset(
-    {"message-id", "in-reply-to", "references", "resent-message-id", "content-id"}
-)
 # Headers whose syntax is structured: never re-encoded (that would change
 # their meaning), so refused when they cannot be carried as they are.
-_STRUCTURED = frozenset(
-    {
-        "from",
-        "sender",
-        "reply-to",
-        "to",
-        "cc",
-        "resent-from",
-        "resent-sender",
-        "resent-to",
-        "resent-cc",
+_STRUCTURED = (
+    ADDRESS_HEADERS
+    | {
         "date",
         "resent-date",
         "mime-version",
@@ -93,7 +84,7 @@ _STRUCTURED = frozenset(
         "content-language",
         "auto-submitted",
     }
-    | _MSGID_HEADERS
+    | MSGID_HEADERS
 )
 _MSGID_CHARS = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -197,7 +188,7 @@ def _header_line(
     lowered = name.lower()
     if not text.isascii():
         text = _decoded_source(name, text, what)
-    if lowered in _MSGID_HEADERS:
+    if lowered in MSGID_HEADERS:
         words = _check_msgids(name, text, what)
         if any(len(word) > HARD_LIMIT - len(name) - 2 for word in words):
             raise _fail(name, what, "has an overlong message id")

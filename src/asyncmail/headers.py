@@ -25,8 +25,10 @@ from urllib.parse import quote
 from .exceptions import BadHeaderError
 
 __all__ = [
+    "ADDRESS_HEADERS",
     "LINE_SEPARATORS",
     "MAX_HEADER_VALUE",
+    "MSGID_HEADERS",
     "ContentType",
     "check_charset",
     "check_header_length",
@@ -84,6 +86,26 @@ _Q_TABLE = tuple(
 #: fail at once, before any parsing or encoding: no legitimate header comes
 #: near it, and every check below then runs on bounded input.
 MAX_HEADER_VALUE = 65536
+
+
+#: Headers whose value is a list of mailboxes.
+ADDRESS_HEADERS = frozenset(
+    {
+        "from",
+        "sender",
+        "reply-to",
+        "to",
+        "cc",
+        "resent-from",
+        "resent-sender",
+        "resent-to",
+        "resent-cc",
+    }
+)
+#: Headers whose value is one or more <msg-id>s.
+MSGID_HEADERS = frozenset(
+    {"message-id", "in-reply-to", "references", "resent-message-id", "content-id"}
+)
 
 
 def check_header_length(header: str, value: str) -> None:

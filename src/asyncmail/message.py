@@ -62,7 +62,9 @@ from .exceptions import BadHeaderError, InvalidMessageError
 from .foreign import check_part, parse_message, render_message, render_part
 from .foreign import foreign_bytes as _foreign_bytes
 from .headers import (
+    ADDRESS_HEADERS,
     HARD_LIMIT,
+    MSGID_HEADERS,
     ContentType,
     check_charset,
     check_header_lines,
@@ -137,24 +139,6 @@ class EmailAttachment(NamedTuple):
     mimetype: str
 
 
-# Headers whose value is a list of mailboxes.
-_ADDRESS_HEADERS = frozenset(
-    {
-        "from",
-        "sender",
-        "reply-to",
-        "to",
-        "cc",
-        "resent-from",
-        "resent-sender",
-        "resent-to",
-        "resent-cc",
-    }
-)
-# Headers whose value is one or more <msg-id>s.
-_MSGID_HEADERS = frozenset(
-    {"message-id", "in-reply-to", "references", "resent-message-id", "content-id"}
-)
 # Headers asyncmail writes itself from the message's structure.
 _STRUCTURAL_HEADERS = frozenset(
     {"content-type", "content-transfer-encoding", "mime-version"}
@@ -1277,11 +1261,11 @@ class EmailMessage:
             if lowered in _PLACED_OVERRIDES:
                 continue
             text = _header_text(name, value)
-            if lowered in _ADDRESS_HEADERS:
+            if lowered in ADDRESS_HEADERS:
                 mailboxes = parse_address_list(text, name)
                 smtputf8 = smtputf8 or any(m.needs_smtputf8 for m in mailboxes)
                 lines.append(format_address_header(name, mailboxes))
-            elif lowered in _MSGID_HEADERS:
+            elif lowered in MSGID_HEADERS:
                 _check_msgid_text(name, text)
                 lines.append(fold(name, [(" ", word) for word in text.split()]))
             else:
@@ -1588,7 +1572,7 @@ def _header_text(name: str, value: Any) -> str:
         return format_datetime(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, (Address, tuple)) and name.lower() in _ADDRESS_HEADERS:
+    if isinstance(value, (Address, tuple)) and name.lower() in ADDRESS_HEADERS:
         return parse_address(value).as_text()
     raise TypeError(
         f"Header {name!r} must be a str, int or datetime, not {type(value).__name__}"

@@ -91,7 +91,9 @@ _ADDRESS = re.compile(r"([^\s<>\"'(),;:@]+)@([A-Za-z0-9.\-\[\]:]+)")
 
 T = TypeVar("T")
 P = ParamSpec("P")
-Deliver = Callable[["BaseEmailBackend", "EmailMessage"], Awaitable["MessageResult"]]
+B = TypeVar("B", bound="BaseEmailBackend")
+# A delivery as the spans see it: (backend, message) -> result.
+Deliver = Callable[[Any, "EmailMessage"], Awaitable["MessageResult"]]
 
 
 # -- logging ------------------------------------------------------------------------
@@ -280,20 +282,28 @@ def traced_connect(
     return wrapper
 
 
-def traced_delivery(deliver: Deliver) -> Deliver:
-    """Decorates ``BaseEmailBackend.deliver_or_fail``: with OpenTelemetry, a
-    span and a duration per message. Without it, *deliver* itself."""
+def traced_delivery(
+    deliver: Callable[Concatenate[B, EmailMessage, P], Awaitable[MessageResult]],
+) -> Callable[Concatenate[B, EmailMessage, P], Awaitable[MessageResult]]:
+    """Decorates a backend's one-message delivery (``deliver_or_fail``, the
+    SMTP backend's per-message send): with OpenTelemetry, a span and a
+    duration per message. Without it, *deliver* itself. Arguments after the
+    message are passed through."""
     if not OTEL_AVAILABLE:
         return deliver
 
     @functools.wraps(deliver)
     async def wrapper(
-        backend: BaseEmailBackend, message: EmailMessage
+        backend: B, message: EmailMessage, /, *args: P.args, **kwargs: P.kwargs
     ) -> MessageResult:
         instruments = _load()
         if instruments is None or not instruments.live():
-            return await deliver(backend, message)
-        return await instruments.deliver(deliver, backend, message)
+            return await deliver(backend, message, *args, **kwargs)
+
+        def call(backend: B, message: EmailMessage) -> Awaitable[MessageResult]:
+            return deliver(backend, message, *args, **kwargs)
+
+        return await instruments.deliver(call, backend, message)
 
     return wrapper
 

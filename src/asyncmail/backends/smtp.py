@@ -1849,25 +1849,26 @@ class EmailBackend(BaseEmailBackend):
             )
         return _Attempt(failure, fail_fast=fail_fast)
 
+    @observability.traced_delivery  # with OpenTelemetry installed: a span
+    async def _deliver_message(
+        self, message: EmailMessage, started: list[_Delivery]
+    ) -> MessageResult:
+        """Prepare and deliver *message*; its delivery goes in *started* as
+        soon as it exists, for :meth:`_send_one` to report if cancelled."""
+        delivery = await self._begin(message)
+        started.append(delivery)
+        await self._deliver(delivery)
+        return delivery.result()
+
     async def _send_one(self, message: EmailMessage, publish: ResultCallback) -> None:
         """Deliver one message and publish its result; cancelled, publish
         what is known of it first (see :meth:`_Delivery.interrupted`)."""
         started: list[_Delivery] = []  # the delivery, once prepared
-
-        async def deliver(
-            backend: BaseEmailBackend, message: EmailMessage
-        ) -> MessageResult:
-            delivery = await self._begin(message)
-            started.append(delivery)
-            await self._deliver(delivery)
-            return delivery.result()
-
         try:
             if not message.recipients():
                 result = MessageResult(message)
             else:
-                # With OpenTelemetry installed: a span per message.
-                result = await observability.traced_delivery(deliver)(self, message)
+                result = await self._deliver_message(message, started)
         except BaseException as exc:
             failed = failure_result(message, exc)
             if failed is not None:
