@@ -234,8 +234,10 @@ def test_two_thousand_messages_keep_to_the_rate_in_every_window() -> None:
 
     assert len(server.accepted) == 2000
     assert len(granted) == len(stamps) == 2000
-    # The guarantee, where the limiter grants.
-    assert most_in_a_window(granted, 1.0) <= RATE
+    # The guarantee, where the limiter grants. Each stamp is taken when the
+    # granted task resumes, which can be a scheduling slice after its grant:
+    # one late stamp can share a window with the next second's first.
+    assert most_in_a_window(granted, 1.0) <= RATE + 1
     assert most_in_a_window(granted, 0.1) <= RATE // 10 + 1
     # What the server saw: the same within the documented tolerance for the
     # jitter between the client's loop and the server's (5% of a second's
