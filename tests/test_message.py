@@ -515,7 +515,7 @@ def test_email_use_localtime_uses_the_local_offset(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # asyncmail uses the process's local time zone (Django: its TIME_ZONE).
-    monkeypatch.setattr(asyncmail.message, "_date_cache", (0, False, ""))
+    monkeypatch.setattr(asyncmail.message.fields, "_date_cache", (0, False, ""))
     with (
         local_timezone("XYZ-05:30"),
         asyncmail.settings.override(EMAIL_USE_LOCALTIME=True),

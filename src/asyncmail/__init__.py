@@ -40,6 +40,7 @@ from .exceptions import (
 )
 from .message import (
     DEFAULT_ATTACHMENT_MIME_TYPE,
+    BaseMessage,
     EmailAlternative,
     EmailAttachment,
     EmailMessage,
@@ -57,7 +58,7 @@ from .results import (
 from .settings import configure, settings
 from .sync import mail_admins, mail_managers, send_mail, send_mass_mail
 
-outbox: list[EmailMessage] = []
+outbox: list[BaseMessage] = []
 """Messages sent through the locmem backend (deep copies), for tests."""
 
 __version__ = "0.1.0"

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .exceptions import ConfigurationError, InvalidMessageError
 from .message import (
     Base64Payload,
-    EmailMessage,
+    BaseMessage,
     RawMessage,
     RenderedMessage,
     render_is_heavy,
@@ -618,7 +618,7 @@ class DKIMSigner:
         return self.sign(RenderedMessage((message,), False, False, "")).data
 
     @staticmethod
-    def render(message: EmailMessage) -> RenderedMessage:
+    def render(message: BaseMessage) -> RenderedMessage:
         """Render *message* for signing: 7-bit where it can be (a relay
         without 8BITMIME would otherwise re-encode it and break the
         signature), a RawMessage as given."""
@@ -629,7 +629,7 @@ class DKIMSigner:
         except InvalidMessageError:
             return message.render()  # content that needs 8bit; raises if bad
 
-    async def arender(self, message: EmailMessage) -> RenderedMessage:
+    async def arender(self, message: BaseMessage) -> RenderedMessage:
         """Render and sign *message*; big content is rendered and hashed in a
         worker thread, streamed attachments read block by block."""
         import anyio

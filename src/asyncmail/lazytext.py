@@ -70,7 +70,7 @@ def freeze_call(
     are replaced by their text. Messages given by an iterator are consumed on
     the loop thread and are not resolved here.
     """
-    from .message import EmailMessage
+    from .message import BaseMessage
 
     def freeze(value: Any, depth: int) -> Any:
         kind = type(value)
@@ -79,7 +79,7 @@ def freeze_call(
         if (kind is list or kind is tuple) and depth < 4:
             items = [freeze(item, depth + 1) for item in value]
             return items if kind is list else tuple(items)
-        if isinstance(value, EmailMessage):
+        if isinstance(value, BaseMessage):
             value.freeze_lazy_text()
             return value
         return str(value) if is_lazy_text(value) else value

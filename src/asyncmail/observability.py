@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     from .backends.base import BaseEmailBackend
-    from .message import EmailMessage
+    from .message import BaseMessage as EmailMessage  # any sendable message
     from .results import MessageResult
 
 __all__ = [

@@ -33,7 +33,7 @@ from . import observability
 
 if TYPE_CHECKING:
     from .exceptions import MailError
-    from .message import EmailMessage
+    from .message import BaseMessage as EmailMessage  # any sendable message
 
 __all__ = [
     "MessageResult",

@@ -65,7 +65,7 @@ from ..results import (
 from ..testing.routing import capturing
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage
+    from ..message import BaseMessage as EmailMessage  # any sendable message
     from ..sync import BlockingBackend
 
 __all__ = ["BackendState", "BaseEmailBackend", "MessageSource", "awaited_only"]

@@ -18,7 +18,7 @@ from ..exceptions import MailError
 from .base import BaseEmailBackend, accepted_result
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage
+    from ..message import BaseMessage as EmailMessage  # any sendable message
     from ..results import MessageResult
 
 __all__ = ["EmailBackend"]

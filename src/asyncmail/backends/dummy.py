@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .base import BaseEmailBackend, accepted_result
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage
+    from ..message import BaseMessage as EmailMessage  # any sendable message
     from ..results import MessageResult, ResultCallback
     from .base import MessageSource
 

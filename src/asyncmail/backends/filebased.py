@@ -27,7 +27,7 @@ from .base import accepted_result
 from .console import EmailBackend as ConsoleBackend
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage
+    from ..message import BaseMessage as EmailMessage  # any sendable message
     from ..results import MessageResult
 
 __all__ = ["EmailBackend"]

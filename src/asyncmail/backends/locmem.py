@@ -18,11 +18,11 @@ import copy
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..message import Base64Payload, EmailAttachment
+from ..message import Base64Payload, EmailAttachment, EmailMessage
 from .base import BaseEmailBackend, accepted_result
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage
+    from ..message import BaseMessage
     from ..results import MessageResult
 
 __all__ = ["EmailBackend"]
@@ -31,7 +31,7 @@ __all__ = ["EmailBackend"]
 class EmailBackend(BaseEmailBackend):
     """Stores deep copies of sent messages in ``asyncmail.outbox``."""
 
-    async def deliver(self, message: EmailMessage) -> MessageResult:
+    async def deliver(self, message: BaseMessage) -> MessageResult:
         import asyncmail
 
         rendered = message.render()
@@ -44,9 +44,11 @@ class EmailBackend(BaseEmailBackend):
         return accepted_result(message, rendered.message_id)
 
 
-async def _read_attached_files(message: EmailMessage) -> None:
+async def _read_attached_files(message: BaseMessage) -> None:
     """Replace *message*'s attachments by reference with their bytes, read
     (off the event loop) and checked as sending would read them."""
+    if not isinstance(message, EmailMessage):
+        return  # a RawMessage: its bytes are all it holds
     for index, attachment in enumerate(message.attachments):
         if not isinstance(attachment, EmailAttachment):
             continue

@@ -97,7 +97,7 @@ from .base import BaseEmailBackend, failure_result
 from .retry import Breaker
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage
+    from ..message import BaseMessage as EmailMessage  # any sendable message
 
 __all__ = ["EmailBackend", "SMTPConnection", "end_of_data_hook"]
 

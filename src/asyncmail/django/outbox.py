@@ -25,7 +25,7 @@ from ..backends.locmem import EmailBackend as LocmemBackend
 from ..backends.locmem import _read_attached_files
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage
+    from ..message import BaseMessage as EmailMessage  # any sendable message
     from ..results import MessageResult
 
 __all__ = ["EmailBackend"]

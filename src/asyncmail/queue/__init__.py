@@ -46,7 +46,8 @@ from .store import (
 )
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage, RenderedMessage
+    from ..message import BaseMessage as EmailMessage  # any sendable message
+    from ..message import RenderedMessage
     from .engine import Dialect
     from .worker import Worker
 

@@ -78,7 +78,6 @@ class EmailBackend(DjangoBaseBackend):  # type: ignore[misc]
         the envelope Django's SMTP backend would use (Bcc in it only)."""
         data = message.message().as_bytes()  # line endings: RawMessage's job
         raw = RawMessage(data, message.from_email, message.recipients())
-        raw.subject = str(message.subject or "")
         return prepare(
             raw,
             key=getattr(message, "idempotency_key", None),

@@ -39,7 +39,7 @@ from ..backends.locmem import _read_attached_files
 from . import routing
 
 if TYPE_CHECKING:
-    from ..message import EmailMessage
+    from ..message import BaseMessage as EmailMessage  # any sendable message
     from ..results import MessageResult
 
 __all__ = ["CaptureBackend", "Criteria", "Outbox", "capture_mail"]

@@ -33,8 +33,8 @@ import email.utils
 import re
 import secrets
 
-from .exceptions import BadHeaderError, InvalidMessageError
-from .headers import (
+from ..exceptions import BadHeaderError, InvalidMessageError
+from ..headers import (
     ADDRESS_HEADERS,
     HARD_LIMIT,
     MSGID_HEADERS,

@@ -1,0 +1,581 @@
+"""The pure MIME renderer: a message model in, CRLF bytes out.
+
+It builds the MIME tree Django builds (see :mod:`asyncmail.message`) from
+entities (:class:`_Part`: header lines and a body), chooses each text part's
+transfer encoding, writes multipart bodies with unguessable boundaries, and
+joins it all into a :class:`RenderedMessage`. Every header line passes the
+checks of :mod:`asyncmail.headers`; foreign parts are rendered again by
+:mod:`asyncmail.message.foreign`.
+
+No I/O of its own: large binary contents stay :class:`Base64Payload` objects,
+encoded block by block when they are sent, and the text of an attached file
+is read through :mod:`asyncmail.message.payload`. It holds one reason to be
+longer than most modules: the renderer of each kind of content (body,
+alternatives, inline parts, attachments, attached messages) lives beside the
+entity builders it shares with the others.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.message
+import email.policy
+import re
+import secrets
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+
+from ..exceptions import BadHeaderError, InvalidMessageError
+from ..headers import (
+    HARD_LIMIT,
+    ContentType,
+    check_charset,
+    check_header_lines,
+    check_no_line_separators,
+    check_parameter_value,
+    check_token,
+    fold,
+    format_content_type,
+    format_parameter,
+    parse_content_type,
+)
+from ..lazytext import resolve_text
+from ..settings import settings
+from .base import BaseMessage
+from .fields import normalised_extra_headers, standard_headers
+from .foreign import parse_message, render_message, render_part
+from .payload import STREAM_THRESHOLD, Base64Payload, _base64_lines
+
+if TYPE_CHECKING:
+    from . import (
+        EmailAttachment,
+        EmailMessage,
+        EmailMultiAlternatives,
+        InlineAttachment,
+    )
+
+__all__ = ["RenderedMessage"]
+
+_SMTP_POLICY = email.policy.SMTP
+
+
+def _normalise_newlines(data: bytes) -> bytes:
+    """Turn CRLF and bare CR into LF (the renderer adds CRLF at the end)."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return data
+
+
+def _to_crlf(data: bytes) -> bytes:
+    return data.replace(b"\n", b"\r\n")
+
+
+def _longest_line(data: bytes) -> int:
+    if len(data) <= HARD_LIMIT:
+        return len(data)
+    return max(map(len, data.split(b"\n")))
+
+
+def _encode_text(data: bytes, allow_8bit: bool) -> tuple[str, bytes, bool]:
+    """Choose the transfer encoding of a text body and apply it.
+
+    *data* uses LF line endings. Returns (encoding, CRLF body, is_8bit).
+    7bit or 8bit when the text is line-safe (no NUL, lines <= 998 octets);
+    otherwise quoted-printable or base64, whichever is shorter.
+    """
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    if b"\0" not in data and _longest_line(data) <= HARD_LIMIT:
+        if data.isascii():
+            return "7bit", _to_crlf(data), False
+        if allow_8bit:
+            return "8bit", _to_crlf(data), True
+    quoted = binascii.b2a_qp(data, istext=True)
+    # Compare the sizes on the wire: CRLF line endings, base64 of the CRLF
+    # text in lines of 76 characters.
+    base64_size = (len(data) + data.count(b"\n") + 2) // 3 * 4
+    base64_size += -(-base64_size // 76) * 2
+    if len(quoted) + quoted.count(b"\n") <= base64_size:
+        return "quoted-printable", _to_crlf(quoted), False
+    return "base64", _base64_lines(data.replace(b"\n", b"\r\n")), False
+
+
+#: A body: bytes, or for large binary contents a sequence mixing bytes with
+#: payloads encoded while they are sent.
+Body: TypeAlias = "bytes | tuple[bytes | Base64Payload, ...]"
+
+
+class _Part(NamedTuple):
+    """A rendered MIME entity: header lines (str, CRLF-ended) and its body."""
+
+    headers: str
+    body: Body
+    eight_bit: bool
+
+
+@lru_cache(maxsize=256)
+def _text_content_type(
+    subtype: str, charset: str, params: tuple[tuple[str, str], ...] = ()
+) -> str:
+    """The Content-Type line of a text part (validated; cached, as the same
+    few combinations repeat for every message)."""
+    return format_content_type("text", subtype, (("charset", charset), *params))
+
+
+def _text_part(  # noqa: PLR0917 - private, called in three places
+    text: str,
+    subtype: str,
+    charset: str,
+    allow_8bit: bool,
+    extra: str = "",
+    params: tuple[tuple[str, str], ...] = (),
+) -> _Part:
+    content_type = _text_content_type(subtype, charset, params)
+    try:
+        data = text.encode(charset)
+    except LookupError:
+        raise InvalidMessageError(f"Unknown charset {charset!r}") from None
+    except UnicodeEncodeError as exc:
+        raise InvalidMessageError(
+            f"Text can't be encoded as {charset!r}: {exc.reason} "
+            f"(character {exc.object[exc.start : exc.end]!r}); "
+            "set the message's encoding to 'utf-8'"
+        ) from None
+    cte, body, eight_bit = _encode_text(_normalise_newlines(data), allow_8bit)
+    headers = f"{content_type}Content-Transfer-Encoding: {cte}\r\n{extra}"
+    return _Part(headers, body, eight_bit)
+
+
+def _binary_part(
+    data: bytes | memoryview | Path | Base64Payload,
+    content_type: ContentType,
+    extra: str = "",
+) -> _Part:
+    headers = (
+        f"{_format_type(content_type)}Content-Transfer-Encoding: base64\r\n{extra}"
+    )
+    if isinstance(data, Base64Payload):
+        return _Part(headers, (data,), False)
+    if isinstance(data, Path) or len(data) > STREAM_THRESHOLD:
+        return _Part(headers, (Base64Payload(data),), False)
+    return _Part(headers, _base64_lines(data), False)
+
+
+def _format_type(content_type: ContentType) -> str:
+    return format_content_type(
+        content_type.maintype, content_type.subtype, content_type.params
+    )
+
+
+def _multipart(subtype: str, parts: Sequence[_Part]) -> _Part:
+    # Unpredictable (not the random module), so that no one who sees other
+    # messages can guess a boundary and smuggle a MIME part into a body.
+    boundary = f"==={secrets.token_hex(16)}==="
+    delimiter = f"--{boundary}\r\n".encode("ascii")
+    chunks: list[bytes | Base64Payload] = []
+    for part in parts:
+        check_header_lines(part.headers)  # the backstop, for every part too
+        chunks.append(delimiter)
+        chunks.append(part.headers.encode("utf-8"))
+        chunks.append(b"\r\n")
+        if isinstance(part.body, bytes):
+            chunks.append(part.body)
+        else:
+            chunks.extend(part.body)
+        # The CRLF before a delimiter belongs to the delimiter, so one more
+        # keeps the part's own final line break.
+        chunks.append(b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode("ascii"))
+    headers = format_content_type("multipart", subtype, (("boundary", boundary),))
+    eight_bit = any(part.eight_bit for part in parts)
+    return _Part(headers, _join(chunks), eight_bit)
+
+
+def _join(chunks: Sequence[bytes | Base64Payload]) -> Body:
+    """Bytes when every chunk is bytes; else the chunks with runs of bytes
+    joined (payloads stay lazy)."""
+    if all(isinstance(chunk, bytes) for chunk in chunks):
+        return b"".join(chunks)  # type: ignore[arg-type]
+    merged: list[bytes | Base64Payload] = []
+    run: list[bytes] = []
+    for chunk in chunks:
+        if isinstance(chunk, bytes):
+            run.append(chunk)
+            continue
+        if run:
+            merged.append(b"".join(run))
+            run = []
+        merged.append(chunk)
+    if run:
+        merged.append(b"".join(run))
+    return tuple(merged)
+
+
+def _disposition(kind: str, filename: str | None) -> str:
+    if filename is None:
+        return f"Content-Disposition: {kind}\r\n"
+    if not isinstance(filename, str):
+        raise TypeError(
+            f"Attachment filenames must be str, not {type(filename).__name__}"
+        )
+    check_no_line_separators("Content-Disposition (filename)", filename)
+    check_parameter_value("Content-Disposition", "filename", filename)
+    words = format_parameter("filename", filename)
+    return fold("Content-Disposition", [(" ", f"{kind};"), *((" ", w) for w in words)])
+
+
+def _check_mimetype(mimetype: object, field: str = "mimetype") -> ContentType:
+    """Parse and validate a MIME type with optional parameters
+    (``"text/calendar; method=REQUEST"``); the one check every mimetype
+    given to attach(), attach_alternative() or an attachment tuple passes.
+    The boundary of multipart types is asyncmail's to choose."""
+    content_type = parse_content_type(field, mimetype)
+    charset = content_type.param("charset")
+    if charset is not None:
+        _checked_charset(f"{field} (charset)", charset)
+    if content_type.param("boundary") is not None:
+        raise BadHeaderError(
+            f"Invalid MIME type {mimetype!r} for {field}: asyncmail chooses "
+            "MIME boundaries itself (a given one could be guessed)",
+            header=field,
+        )
+    return content_type
+
+
+def _mime_part(part: email.message.Message) -> _Part:
+    """A stdlib MIME part given as an attachment, rendered again and made
+    safe (see :mod:`asyncmail.foreign`)."""
+    headers, body, eight_bit = render_part(part, "a MIME part")
+    return _Part(headers, body, eight_bit)
+
+
+class RenderedMessage:
+    """A message serialised for sending.
+
+    ``chunks`` is the whole message, CRLF line endings, not yet dot-stuffed:
+    bytes, and for large binary attachments :class:`Base64Payload` objects
+    that are encoded while they are sent (``data`` joins everything, reading
+    and encoding those too). Every chunk starts at the beginning of a line.
+    ``eight_bit`` says a body part uses 8bit transfer encoding (the server
+    must offer 8BITMIME, else asyncmail renders again without it);
+    ``smtputf8`` says an address needs SMTPUTF8.
+    """
+
+    __slots__ = ("chunks", "eight_bit", "message_id", "smtputf8")
+
+    def __init__(
+        self,
+        chunks: tuple[bytes | Base64Payload, ...],
+        eight_bit: bool,
+        smtputf8: bool,
+        message_id: str,
+    ) -> None:
+        self.chunks = chunks
+        self.eight_bit = eight_bit
+        self.smtputf8 = smtputf8
+        self.message_id = message_id
+
+    @property
+    def streamed(self) -> bool:
+        """True when part of the message is encoded only as it is sent."""
+        return len(self.chunks) != 1 or not isinstance(self.chunks[0], bytes)
+
+    @property
+    def data(self) -> bytes:
+        """The whole message as bytes (large payloads encoded now)."""
+        if not self.streamed:
+            return self.chunks[0]  # type: ignore[return-value]
+        return b"".join(
+            chunk if isinstance(chunk, bytes) else b"".join(chunk.blocks())
+            for chunk in self.chunks
+        )
+
+
+def _text_content(content: str | bytes) -> str | None:
+    """Decode text/* bytes as UTF-8, or None when they are not text after all."""
+    if isinstance(content, bytes):
+        try:
+            return content.decode()
+        except UnicodeDecodeError:
+            return None
+    return content
+
+
+_OCTET_STREAM = ContentType("application", "octet-stream")
+
+
+@lru_cache(maxsize=64)
+def _checked_token(field: str, value: str) -> str:
+    """A message attribute that ends up in Content-Type (content_subtype,
+    mixed_subtype, alternative_subtype), checked as every MIME token is."""
+    return check_token(field, value, "MIME subtype")
+
+
+@lru_cache(maxsize=64)
+def _checked_charset(field: str, value: str) -> str:
+    """A charset from the message's encoding, DEFAULT_CHARSET or a mimetype's
+    charset parameter, checked as every charset is."""
+    return check_charset(field, value)
+
+
+# What a Content-ID may hold between its angle brackets (RFC 2392: a msg-id).
+_CID_CHAR = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.]"
+_CID = re.compile(rf"{_CID_CHAR}{{1,200}}(?:@(?:{_CID_CHAR}|[\[\]]){{1,255}})?\Z")
+
+
+def _check_cid(cid: object) -> str:
+    """A Content-ID without its angle brackets, validated."""
+    if not isinstance(cid, str):
+        raise TypeError(f"cid must be a str, not {type(cid).__name__}")
+    check_no_line_separators("Content-ID", cid)
+    text = cid[1:-1] if cid.startswith("<") and cid.endswith(">") else cid
+    if _CID.match(text) is None:
+        raise BadHeaderError(
+            f"Invalid Content-ID {cid[:80]!r}: use printable ASCII such as "
+            "'logo@example.com', without spaces, control characters or '<>'",
+            header="Content-ID",
+        )
+    return text
+
+
+def _inline_part(item: InlineAttachment) -> _Part:
+    content_type = _check_mimetype(item.mimetype)
+    extra = _disposition("inline", item.filename) + (
+        f"Content-ID: <{_check_cid(item.cid)}>\r\n"
+    )
+    return _binary_part(item.content, content_type, extra)
+
+
+def render_model(message: EmailMessage, allow_8bit: bool) -> RenderedMessage:
+    """asyncmail's own serialisation of *message*, which ``message()`` parses.
+
+    ``render()`` calls it unless a subclass overrides ``message()``; such an
+    override usually calls ``super().message()``, which must not go back
+    through the override.
+    """
+    extra = normalised_extra_headers(message)
+    std, message_id, smtputf8 = standard_headers(message, extra)
+    root = root_part(message, allow_8bit)
+    if root.headers.startswith("Content-Type: multipart/"):
+        head = "MIME-Version: 1.0\r\n" + root.headers + std
+    else:
+        head = root.headers + "MIME-Version: 1.0\r\n" + std
+    # Every formatter keeps lines short; this backstop makes sure of it.
+    check_header_lines(head)
+    top = head.encode("utf-8") + b"\r\n"
+    body = root.body
+    chunks = (top + body,) if isinstance(body, bytes) else _join((top, *body))
+    assert isinstance(chunks, tuple)
+    return RenderedMessage(chunks, root.eight_bit, smtputf8, message_id)
+
+
+def render_through_message(message: EmailMessage) -> RenderedMessage:
+    """Compatibility path for subclasses that override :meth:`message`.
+
+    Unless the message needs SMTPUTF8 anyway (a non-ASCII local part),
+    the policy does not allow UTF-8 headers, so non-ASCII text the
+    override adds is RFC 2047 encoded.
+    """
+    # A message that needs SMTPUTF8 anyway (a non-ASCII local part) is
+    # written with UTF-8 headers: with utf8=False, Python 3.13 re-encodes
+    # such a local part as an "unknown-8bit" encoded word, breaking it.
+    # Only the addresses decide it: the headers alone, not the bodies.
+    needs_utf8 = standard_headers(message, normalised_extra_headers(message))[2]
+    msg = message.message(policy=email.policy.SMTPUTF8 if needs_utf8 else _SMTP_POLICY)
+    # Rendered again like any foreign message: headers re-validated and
+    # re-folded, Bcc removed.
+    data, _ = render_message(msg, "the message from message()")
+    head, _, body = data.partition(b"\r\n\r\n")
+    smtputf8 = not head.isascii()
+    eight_bit = not body.isascii()
+    return RenderedMessage((data,), eight_bit, smtputf8, str(msg.get("Message-ID", "")))
+
+
+def text_charset(message: EmailMessage) -> str:
+    """The charset of *message*'s text parts, checked."""
+    if message.encoding is None:
+        return _checked_charset("DEFAULT_CHARSET", settings.DEFAULT_CHARSET)
+    return _checked_charset("encoding", message.encoding)
+
+
+def body_part(message: EmailMessage, allow_8bit: bool) -> _Part:
+    body: object = message.body
+    if isinstance(body, bytes):
+        body = body.decode(text_charset(message))
+    elif not isinstance(body, str):
+        body = str(body)  # e.g. a lazy translation string
+    assert isinstance(body, str)
+    subtype = _checked_token("content_subtype", message.content_subtype)
+    return _text_part(body, subtype.lower(), text_charset(message), allow_8bit)
+
+
+def content_parts(message: EmailMessage, allow_8bit: bool) -> list[_Part]:
+    """The parts before the attachments: the body (if any), with the
+    inline attachments in a multipart/related around it."""
+    if message.body or not (message.attachments or message.inline_attachments):
+        return [related(message, body_part(message, allow_8bit))]
+    if message.inline_attachments:
+        return [related(message, None)]
+    return []
+
+
+def related(message: EmailMessage, root: _Part | None) -> _Part:
+    """*root* and the inline attachments in a multipart/related (RFC 2387:
+    the root, usually the HTML, comes first); *root* alone without them."""
+    if not message.inline_attachments:
+        assert root is not None
+        return root
+    parts = [] if root is None else [root]
+    parts += [_inline_part(item) for item in message.inline_attachments]
+    return _multipart("related", parts)
+
+
+def root_part(message: EmailMessage, allow_8bit: bool) -> _Part:
+    parts = message._content_parts(allow_8bit)
+    if not message.attachments:
+        return parts[0]
+    parts += [
+        attachment_part(message, item, allow_8bit) for item in message.attachments
+    ]
+    return _multipart(_checked_token("mixed_subtype", message.mixed_subtype), parts)
+
+
+def attachment_part(
+    message: EmailMessage,
+    attachment: EmailAttachment | email.message.Message,
+    allow_8bit: bool,
+) -> _Part:
+    if isinstance(attachment, email.message.Message):
+        return _mime_part(attachment)
+    filename, content, mimetype = attachment
+    filename, content = resolve_text(filename), resolve_text(content)
+    content_type = _check_mimetype(mimetype)
+    maintype, subtype = content_type.maintype, content_type.subtype
+    if maintype in ("text", "message"):
+        # Text is decoded and messages checked: they need their bytes.
+        if isinstance(content, Path):
+            content = Base64Payload(content)
+        if isinstance(content, Base64Payload):
+            content = content.read()
+        elif isinstance(content, memoryview):
+            content = bytes(content)
+    if maintype == "text":
+        text = _text_content(content) if isinstance(content, (str, bytes)) else None
+        if text is None and isinstance(content, (bytes, bytearray, memoryview)):
+            # Attached as text/* but it is not UTF-8: send it as binary.
+            return _binary_part(
+                bytes(content),
+                _OCTET_STREAM,
+                _disposition("attachment", filename),
+            )
+        if text is None:
+            raise TypeError(f"Content of a {mimetype} attachment must be str or bytes")
+        charset = content_type.param("charset")
+        return _text_part(
+            text,
+            subtype,
+            text_charset(message)
+            if charset is None
+            else _checked_charset("mimetype (charset)", charset),
+            allow_8bit,
+            _disposition("attachment", filename),
+            content_type.without("charset"),
+        )
+    if maintype == "message":
+        return message_attachment(filename, content, maintype, subtype, allow_8bit)
+    if maintype == "multipart":
+        raise InvalidMessageError(
+            "multipart/* attachments must be given as an email.message.MIMEPart"
+        )
+    if isinstance(content, str):
+        content = content.encode(text_charset(message))
+    elif isinstance(content, bytearray):
+        content = bytes(content)  # a snapshot: the caller may change it
+    if not isinstance(content, (bytes, memoryview, Path, Base64Payload)):
+        raise TypeError(
+            f"Content of a {mimetype} attachment must be bytes or a Path, "
+            f"not {type(content).__name__}"
+        )
+    return _binary_part(content, content_type, _disposition("attachment", filename))
+
+
+def message_attachment(
+    filename: str | None,
+    content: Any,
+    maintype: str,
+    subtype: str,
+    allow_8bit: bool,
+) -> _Part:
+    # RFC 2046 5.2.1: message/rfc822 is never base64 or quoted-printable,
+    # so an attached EmailMessage must itself avoid 8bit when we must.
+    if isinstance(content, BaseMessage):
+        rendered = content.render(allow_8bit=allow_8bit)
+        data, eight_bit = rendered.data, rendered.eight_bit
+    elif isinstance(content, email.message.Message):
+        data, eight_bit = render_message(content)
+    elif isinstance(content, (str, bytes)):
+        # Raw bytes are parsed and rendered again too: their headers
+        # get the same checks, and a Bcc header is removed.
+        data, eight_bit = render_message(parse_message(content))
+    else:
+        raise TypeError(
+            f"Content of a {maintype}/{subtype} attachment must be an "
+            "EmailMessage, an email.message.Message, str or bytes"
+        )
+    headers = (
+        f"Content-Type: {maintype}/{subtype}\r\n"
+        f"Content-Transfer-Encoding: {'8bit' if eight_bit else '7bit'}\r\n"
+        + _disposition("attachment", filename)
+    )
+    return _Part(headers, data, eight_bit)
+
+
+def alternative_parts(message: EmailMultiAlternatives, allow_8bit: bool) -> list[_Part]:
+    """The body and its alternatives in a multipart/alternative, with the
+    inline parts related to the HTML (or to the whole without HTML)."""
+    if not message.alternatives:
+        return content_parts(message, allow_8bit)
+    parts = [body_part(message, allow_8bit)] if message.body else []
+    html: int | None = None
+    if message.body and message.content_subtype == "html":
+        html = 0
+    for given, mimetype in message.alternatives:
+        content = resolve_text(given)
+        content_type = _check_mimetype(mimetype)
+        if content_type.maintype == "text":
+            text = content.decode() if isinstance(content, bytes) else content
+            charset = content_type.param("charset")
+            parts.append(
+                _text_part(
+                    text,
+                    content_type.subtype,
+                    text_charset(message)
+                    if charset is None
+                    else _checked_charset("mimetype (charset)", charset),
+                    allow_8bit,
+                    params=content_type.without("charset"),
+                )
+            )
+            if html is None and content_type.subtype == "html":
+                html = len(parts) - 1
+        elif content_type.maintype in ("multipart", "message"):
+            raise InvalidMessageError(
+                f"An alternative can't be {content_type.mimetype}; attach it instead"
+            )
+        else:
+            data = (
+                content.encode(text_charset(message))
+                if isinstance(content, str)
+                else content
+            )
+            parts.append(_binary_part(bytes(data), content_type))
+    subtype = _checked_token("alternative_subtype", message.alternative_subtype)
+    if not message.inline_attachments:
+        return [_multipart(subtype, parts)]
+    if html is None:
+        # No HTML to hold the images: they relate to the whole.
+        return [related(message, _multipart(subtype, parts))]
+    parts[html] = related(message, parts[html])
+    return [_multipart(subtype, parts)]

@@ -1,0 +1,155 @@
+"""RawMessage: bytes already serialised, sent exactly as given.
+
+It is a :class:`~asyncmail.message.BaseMessage` (an envelope, rendering,
+sending), not an :class:`~asyncmail.message.EmailMessage`: it has no body,
+subject, headers or attachments that could be changed and then silently not
+sent. Reading ``subject`` gives the Subject the bytes carry; setting it, or
+calling ``attach()`` and the like, raises an error saying what to do instead.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ..address import AddressLike
+from ..exceptions import BadHeaderError, InvalidMessageError
+from .base import BaseMessage
+from .foreign import foreign_bytes
+from .mime import RenderedMessage
+
+if TYPE_CHECKING:
+    from ..backends.base import BaseEmailBackend
+
+__all__ = ["RawMessage"]
+
+# The header lines a raw message is checked for: Bcc (refused) and
+# Message-ID (reported in the result), in one pass.
+_RAW_HEADER = re.compile(
+    rb"(?:^|\r\n)(bcc|resent-bcc|message-id)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
+)
+
+# What an EmailMessage has and a RawMessage has not: its content is its bytes.
+_MODEL_ATTRIBUTES = frozenset(
+    {
+        "body",
+        "attachments",
+        "inline_attachments",
+        "alternatives",
+        "extra_headers",
+        "reply_to",
+        "content_subtype",
+        "mixed_subtype",
+        "alternative_subtype",
+        "encoding",
+    }
+)
+_MODEL_METHODS = frozenset(
+    {
+        "attach",
+        "attach_file",
+        "aattach_file",
+        "attach_inline",
+        "attach_inline_file",
+        "aattach_inline_file",
+        "attach_alternative",
+        "body_contains",
+    }
+)
+
+
+def _refuse(name: str) -> NoReturn:
+    raise AttributeError(
+        f"RawMessage has no {name!r}: it is sent exactly as its data gives it "
+        "(headers, body and attachments included); build an EmailMessage to "
+        "compose a message, or change the bytes and make a new RawMessage",
+        name=name,
+    )
+
+
+class RawMessage(BaseMessage):
+    """A message that is already serialised, sent exactly as given.
+
+    For messages built elsewhere, queued as bytes, or signed (DKIM) so that
+    they must not change. *data* is the whole message, headers and body;
+    *from_email* and *to* (plus *bcc*) are the SMTP envelope only: nothing is
+    added to the headers. Line endings become CRLF; a line over 998 octets,
+    a NUL or a ``Bcc`` header is an error (nothing Bcc'd may leak).
+    """
+
+    _decode_for_utf8 = False  # the headers are shown as the bytes give them
+
+    def __init__(
+        self,
+        data: bytes,
+        from_email: AddressLike | None = None,
+        to: Iterable[AddressLike] | None = None,
+        *,
+        bcc: Iterable[AddressLike] | None = None,
+        connection: BaseEmailBackend | None = None,
+    ) -> None:
+        super().__init__(from_email, to, bcc=bcc, connection=connection)
+        if not isinstance(data, bytes):
+            raise TypeError(f"RawMessage data must be bytes, not {type(data).__name__}")
+        self.data = data
+
+    @property
+    def subject(self) -> str:
+        """The Subject header of the data, decoded ("" without one): what
+        recipients see. Read-only: the bytes are sent as given."""
+        head = self.data.replace(b"\r\n", b"\n").partition(b"\n\n")[0]
+        parsed = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(
+            head + b"\n\n"
+        )
+        return str(parsed.get("Subject", ""))
+
+    @subject.setter
+    def subject(self, value: object) -> None:
+        _refuse("subject")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _MODEL_ATTRIBUTES:
+            _refuse(name)
+        super().__setattr__(name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Called only for names the instance lacks.
+        if name in _MODEL_ATTRIBUTES or name in _MODEL_METHODS:
+            _refuse(name)
+        raise AttributeError(
+            f"{type(self).__name__!r} object has no attribute {name!r}", name=name
+        )
+
+    def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
+        """The data, checked and with CRLF line endings, as one chunk.
+
+        Raises :class:`~asyncmail.exceptions.BadHeaderError` for a Bcc
+        header and :class:`~asyncmail.exceptions.InvalidMessageError` for a
+        NUL, an overlong line, or 8-bit content when *allow_8bit* is false
+        (raw bytes cannot be re-encoded)."""
+        data, _ = foreign_bytes(self.data, "The raw message")
+        head, _, body = data.partition(b"\r\n\r\n")
+        message_id = ""
+        for match in _RAW_HEADER.finditer(head):
+            if match.group(1).lower() != b"message-id":
+                raise BadHeaderError(
+                    "A raw message must not carry a Bcc header; give Bcc "
+                    "recipients with bcc= (they go in the envelope only)",
+                    header="Bcc",
+                )
+            message_id = match.group(2).decode("ascii", "replace").strip()
+        eight_bit = not body.isascii()
+        if eight_bit and not allow_8bit:
+            raise InvalidMessageError(
+                "The raw message has 8-bit content and cannot be re-encoded "
+                "for a server without 8BITMIME"
+            )
+        return RenderedMessage((data,), eight_bit, not head.isascii(), message_id)
+
+    def _message_source(self, allow_8bit: bool) -> bytes:
+        # The bytes as they are sent, whatever the policy's cte_type: raw
+        # content is never re-encoded.
+        return self.render().data
