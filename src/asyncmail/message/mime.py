@@ -196,8 +196,9 @@ def _multipart(subtype: str, parts: Sequence[_Part]) -> _Part:
 def _join(chunks: Sequence[bytes | Base64Payload]) -> Body:
     """Bytes when every chunk is bytes; else the chunks with runs of bytes
     joined (payloads stay lazy)."""
-    if all(isinstance(chunk, bytes) for chunk in chunks):
-        return b"".join(chunks)  # type: ignore[arg-type]
+    data = [chunk for chunk in chunks if isinstance(chunk, bytes)]
+    if len(data) == len(chunks):
+        return b"".join(data)
     merged: list[bytes | Base64Payload] = []
     run: list[bytes] = []
     for chunk in chunks:
@@ -285,8 +286,8 @@ class RenderedMessage:
     @property
     def data(self) -> bytes:
         """The whole message as bytes (large payloads encoded now)."""
-        if not self.streamed:
-            return self.chunks[0]  # type: ignore[return-value]
+        if len(self.chunks) == 1 and isinstance(first := self.chunks[0], bytes):
+            return first  # not streamed
         return b"".join(
             chunk if isinstance(chunk, bytes) else b"".join(chunk.blocks())
             for chunk in self.chunks

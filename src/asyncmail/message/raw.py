@@ -111,7 +111,7 @@ class RawMessage(BaseMessage):
         _refuse("subject")
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _MODEL_ATTRIBUTES:
+        if name in _MODEL_ATTRIBUTES or name in _MODEL_METHODS:
             _refuse(name)
         super().__setattr__(name, value)
 

@@ -1,0 +1,237 @@
+"""RawMessage is its own kind of message, not an EmailMessage.
+
+Everything an EmailMessage can be told to change (body, subject, headers,
+attachments, alternatives, subtypes) is either meaningful on a RawMessage
+(the envelope: from_email, to, cc, bcc) or an AttributeError saying what to
+do instead: nothing set on it is silently not sent. And every path that sends
+or stores messages still takes a RawMessage whole (SMTP, locmem and the test
+outbox, the queue's rows, attached as message/rfc822, blocking send()).
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from collections import UserString
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import asyncmail
+from asyncmail import EmailMessage, EmailMultiAlternatives, RawMessage
+from asyncmail.backends.locmem import EmailBackend as LocmemBackend
+from asyncmail.backends.smtp import EmailBackend as SMTPBackend
+from asyncmail.message import BaseMessage
+from asyncmail.queue import prepare
+from asyncmail.testing import capture_mail
+from smtpserver import SMTPServer
+
+pytestmark = pytest.mark.anyio
+
+DATA = (
+    b"From: Author <author@example.com>\r\n"
+    b"To: list@example.com\r\n"
+    b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?= from\r\n"
+    b" the raw side\r\n"
+    b"Message-ID: <raw@example.com>\r\n"
+    b"\r\n"
+    b"Body.\r\n"
+)
+SUBJECT = "Grüße from the raw side"
+
+
+def raw(**kwargs: Any) -> RawMessage:
+    kwargs.setdefault("to", ["to@example.com"])
+    return RawMessage(DATA, "bounce@example.com", **kwargs)
+
+
+@pytest.fixture
+def server() -> Iterator[SMTPServer]:
+    with SMTPServer() as running:
+        yield running
+
+
+def smtp(server: SMTPServer) -> SMTPBackend:
+    return SMTPBackend(host="127.0.0.1", port=server.port, timeout=10, retries=0)
+
+
+def model_names() -> set[str]:
+    """The public names an EmailMultiAlternatives has beyond a BaseMessage:
+    its methods and class attributes, and the attributes of an instance."""
+    composed = EmailMultiAlternatives("s", "b", "f@example.com", ["t@example.com"])
+    names = {n for n in dir(composed) if not n.startswith("_")}
+    names |= {n for n in vars(composed) if not n.startswith("_")}
+    base = BaseMessage("f@example.com", ["t@example.com"])
+    return names - set(dir(base)) - set(vars(base))
+
+
+def test_it_is_a_sendable_message_but_not_an_email_message() -> None:
+    message = raw()
+    assert isinstance(message, BaseMessage)
+    assert not isinstance(message, EmailMessage)
+    assert issubclass(EmailMessage, BaseMessage)
+
+
+def test_the_model_names_are_found() -> None:
+    # The introspection below is not vacuous: the known mutators are in it.
+    assert {
+        "attach",
+        "attach_file",
+        "aattach_file",
+        "attach_inline",
+        "attach_inline_file",
+        "aattach_inline_file",
+        "attach_alternative",
+        "body",
+        "attachments",
+        "inline_attachments",
+        "alternatives",
+        "extra_headers",
+        "reply_to",
+        "content_subtype",
+        "encoding",
+        "mixed_subtype",
+        "alternative_subtype",
+    } <= model_names()
+
+
+@pytest.mark.parametrize("name", sorted(model_names() - {"subject"}))
+def test_every_model_name_is_a_clear_error_to_read(name: str) -> None:
+    with pytest.raises(AttributeError, match="EmailMessage") as info:
+        getattr(raw(), name)
+    assert f"RawMessage has no {name!r}" in str(info.value)
+    assert info.value.name == name
+
+
+@pytest.mark.parametrize("name", sorted(model_names()))
+def test_every_model_name_is_a_clear_error_to_set(name: str) -> None:
+    message = raw()
+    with pytest.raises(AttributeError, match="sent exactly as its data gives it"):
+        setattr(message, name, "changed")
+    assert message.render().data == DATA
+
+
+def test_attach_is_refused_before_anything_is_lost() -> None:
+    message = raw()
+    with pytest.raises(AttributeError, match="build an EmailMessage"):
+        message.attach("a.txt", "text", "text/plain")  # type: ignore[attr-defined]
+    assert message.as_bytes() == DATA
+
+
+def test_subject_reads_the_subject_the_bytes_carry() -> None:
+    assert raw().subject == SUBJECT
+    assert RawMessage(b"X-A: b\r\n\r\nbody\r\n").subject == ""
+    assert RawMessage(b"Subject: lf only\n\nbody\n").subject == "lf only"
+
+
+def test_other_attributes_are_still_ordinary() -> None:
+    # Per-message queue options are set as attributes (see prepare()).
+    message = raw()
+    message.idempotency_key = "key-1"  # type: ignore[attr-defined]
+    assert message.idempotency_key == "key-1"  # type: ignore[attr-defined]
+    with pytest.raises(AttributeError, match="no attribute 'nothing_like_it'"):
+        message.nothing_like_it  # type: ignore[attr-defined]  # noqa: B018
+
+
+async def test_envelope_changes_are_sent_and_the_bytes_are_not_touched(
+    server: SMTPServer,
+) -> None:
+    message = raw()
+    message.from_email = "other-bounce@example.com"
+    message.to = ["a@example.com"]
+    message.cc = ["c@example.com"]
+    message.bcc.append("hidden@example.com")
+
+    assert await smtp(server).send_messages([message]) == 1
+
+    (received,) = server.messages
+    assert received.data == DATA
+    assert received.mail_from == "other-bounce@example.com"
+    assert received.rcpt_tos == ["a@example.com", "c@example.com", "hidden@example.com"]
+    assert message.result is not None
+    assert message.result.message_id == "<raw@example.com>"
+
+
+def test_blocking_send_freezes_lazy_addresses(server: SMTPServer) -> None:
+    message = raw(to=[UserString("lazy@example.com")])
+    message.connection = smtp(server)
+
+    assert message.send() == 1
+
+    (received,) = server.messages
+    assert received.rcpt_tos == ["lazy@example.com"]
+    assert message.to == ["lazy@example.com"]
+    assert type(message.to[0]) is str
+
+
+async def test_no_recipients_is_a_skipped_result_not_a_send() -> None:
+    message = raw(to=[])
+    assert await message.asend() == 0
+    assert message.result is not None
+    assert message.result.recipients == {}
+
+
+async def test_locmem_keeps_a_copy_in_the_outbox() -> None:
+    message = raw()
+    asyncmail.outbox.clear()
+    try:
+        assert await LocmemBackend().send_messages([message]) == 1
+        (stored,) = asyncmail.outbox
+        assert isinstance(stored, RawMessage)
+        assert stored is not message
+        assert stored.as_bytes() == DATA
+        assert stored.recipients() == ["to@example.com"]
+    finally:
+        asyncmail.outbox.clear()
+
+
+async def test_the_test_outbox_matches_a_raw_message() -> None:
+    with capture_mail() as outbox:
+        assert await raw().asend() == 1
+    outbox.assert_sent(to="to@example.com", subject=SUBJECT, body="Body.")
+    assert outbox.sent_bytes(outbox.last) == DATA
+
+
+def test_the_queue_row_holds_the_bytes_and_the_subject() -> None:
+    message = raw(bcc=["hidden@example.com"])
+    message.idempotency_key = "raw-key"  # type: ignore[attr-defined]
+    row = prepare(message)
+    assert row.key == "raw-key"
+    assert row.data == DATA
+    assert row.subject == SUBJECT
+    assert row.recipients == ["to@example.com", "hidden@example.com"]
+
+
+def test_attached_as_a_message_it_is_included_as_given() -> None:
+    outer = EmailMessage("Fwd", "see attached", "f@example.com", ["t@example.com"])
+    outer.attach("fwd.eml", raw(), "message/rfc822")
+    data = outer.as_bytes()
+    assert DATA in data
+    head = b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 7bit\r\n"
+    assert head in data
+
+
+def test_message_parses_the_bytes_whatever_the_policy() -> None:
+    import email.policy
+
+    assert raw().message()["Subject"] == SUBJECT
+    # Raw bytes are never re-encoded: a 7-bit policy still parses them.
+    eight_bit = RawMessage(b"Subject: x\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n", "f@x.com")
+    parsed = eight_bit.message(policy=email.policy.default.clone(cte_type="7bit"))
+    assert parsed.get_payload(decode=True) == "Grüße\n".encode()
+    # Header text is shown as the bytes give it, also with SMTPUTF8.
+    utf8 = raw().message(policy=email.policy.SMTPUTF8)
+    assert "=?utf-8?q?Gr=C3=BC=C3=9Fe?=" in utf8.as_string()
+
+
+def test_copies_and_pickles_keep_data_and_envelope() -> None:
+    message = raw(bcc=["b@example.com"])
+    message.connection = LocmemBackend()
+    pickled = pickle.loads(pickle.dumps(message))  # noqa: S301 - our own bytes
+    for clone in (copy.deepcopy(message), pickled):
+        assert isinstance(clone, RawMessage)
+        assert clone.data == DATA
+        assert clone.recipients() == ["to@example.com", "b@example.com"]
+        assert clone.subject == SUBJECT
+    assert pickled.connection is None
