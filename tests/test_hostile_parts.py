@@ -1,7 +1,7 @@
 """Foreign parts (issue #8, class 2): stdlib MIME parts and messages, raw
 message bytes, and the message a message() override returns.
 
-They are rendered again by asyncmail.foreign: header values re-validated
+They are rendered again by asyncmail.message.foreign: header values re-validated
 (control characters encoded in unstructured text, refused in structured
 headers, Content-ID and filenames checked), lines re-folded to at most 998
 octets whatever the policy (compat32, refold_source="none"), boundaries

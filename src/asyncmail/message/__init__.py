@@ -1,11 +1,12 @@
-"""The message model: Django's EmailMessage family, pure (no I/O but files you
-ask it to attach).
+"""The message model: Django's EmailMessage family.
 
 ``EmailMessage`` and ``EmailMultiAlternatives`` keep Django 6.x's constructor,
-attributes and behaviour. Serialisation is asyncmail's own: it produces what
-Python's modern :mod:`email` policy produces (RFC 2047 headers, RFC 2231
-filenames, IDNA domains, proper MIME trees) at several times the speed, and it
-enforces the header-safety rules itself (see :mod:`asyncmail.headers`).
+attributes and behaviour: this module is that model (its attributes, the
+``attach`` family, alternatives, lazy text) and is as long as Django's API
+and its documentation make it. Serialisation is asyncmail's own: it produces
+what Python's modern :mod:`email` policy produces (RFC 2047 headers, RFC 2231
+filenames, IDNA domains, proper MIME trees) at several times the speed, and
+it enforces the header-safety rules itself (see :mod:`asyncmail.headers`).
 
 * :meth:`EmailMessage.as_bytes` is the exact wire form (CRLF line endings,
   before SMTP dot-stuffing) that the backends send.
@@ -13,19 +14,17 @@ enforces the header-safety rules itself (see :mod:`asyncmail.headers`).
   :class:`email.message.EmailMessage` parsed from those bytes, for code that
   wants to inspect or tweak it, as Django's does.
 
-MIME tree, as Django builds it::
+The package, one job a module:
 
-    text/<content_subtype>                       body only
-    multipart/alternative [body, alternatives]   EmailMultiAlternatives
-    multipart/mixed [body-or-alternative, attachments...]
-
-plus, with :meth:`EmailMessage.attach_inline`, a ``multipart/related`` of the
-HTML (the HTML alternative, or an HTML body) and the inline parts.
-
-Every value that reaches a header goes through the checks of
-:mod:`asyncmail.headers` (attributes, settings, mimetypes and parameters,
-filenames, Content-IDs); foreign parts (stdlib messages, raw bytes) are
-rendered again by :mod:`asyncmail.foreign`.
+* :mod:`.base`: :class:`BaseMessage`, what every sendable message has (the
+  envelope, ``render()``, ``message()``, ``send()``);
+* :mod:`.raw`: :class:`RawMessage`, bytes sent as given (not an EmailMessage);
+* :mod:`.tree`: the MIME tree Django builds for a model;
+* :mod:`.fields`: the generated header fields (Subject... Date, Message-ID);
+* :mod:`.mime`: MIME entities and :class:`RenderedMessage`, the pure renderer;
+* :mod:`.payload`: streamed payloads, the only file I/O;
+* :mod:`.foreign`: stdlib parts and messages, and raw bytes, rendered again
+  and re-validated.
 """
 
 from __future__ import annotations
@@ -41,7 +40,7 @@ from ..address import AddressLike
 from ..exceptions import InvalidMessageError
 from ..headers import check_parameter_value
 from ..lazytext import is_lazy_text, resolve_text
-from . import mime, payload
+from . import payload, tree
 from .base import BaseMessage, _address_list_argument
 from .fields import make_msgid
 from .foreign import check_part
@@ -420,17 +419,17 @@ class EmailMessage(BaseMessage):
         override returns it, rendered again like foreign content.
         """
         if _overrides_message(self):
-            return mime.render_through_message(self)
-        return mime.render_model(self, allow_8bit)
+            return tree.render_through_message(self)
+        return tree.render_model(self, allow_8bit)
 
     def _message_source(self, allow_8bit: bool) -> bytes:
         # asyncmail's own serialisation, never through a message() override
         # (which usually calls super().message(), i.e. this).
-        return mime.render_model(self, allow_8bit).data
+        return tree.render_model(self, allow_8bit).data
 
     def _content_parts(self, allow_8bit: bool) -> list[_Part]:
         """The parts before the attachments (the body, the alternatives)."""
-        return mime.content_parts(self, allow_8bit)
+        return tree.content_parts(self, allow_8bit)
 
 
 class EmailMultiAlternatives(EmailMessage):
@@ -496,7 +495,7 @@ class EmailMultiAlternatives(EmailMessage):
         return True
 
     def _content_parts(self, allow_8bit: bool) -> list[_Part]:
-        return mime.alternative_parts(self, allow_8bit)
+        return tree.alternative_parts(self, allow_8bit)
 
 
 def _overrides_message(message: BaseMessage) -> bool:

@@ -1,31 +1,28 @@
-"""The pure MIME renderer: a message model in, CRLF bytes out.
+"""The pure MIME renderer: MIME entities and the wire form of a message.
 
-It builds the MIME tree Django builds (see :mod:`asyncmail.message`) from
-entities (:class:`_Part`: header lines and a body), chooses each text part's
-transfer encoding, writes multipart bodies with unguessable boundaries, and
-joins it all into a :class:`RenderedMessage`. Every header line passes the
-checks of :mod:`asyncmail.headers`; foreign parts are rendered again by
+An entity (:class:`_Part`) is its header lines and a body. This module makes
+text parts (choosing each one's transfer encoding), binary parts (base64,
+streamed when large), multipart bodies with unguessable boundaries,
+Content-Type and Content-Disposition lines, Content-IDs, and joins a tree of
+them into a :class:`RenderedMessage`. :mod:`asyncmail.message.tree` maps a
+message model onto these entities. Every header line passes the checks of
+:mod:`asyncmail.headers`; foreign parts are rendered again by
 :mod:`asyncmail.message.foreign`.
 
-No I/O of its own: large binary contents stay :class:`Base64Payload` objects,
-encoded block by block when they are sent, and the text of an attached file
-is read through :mod:`asyncmail.message.payload`. It holds one reason to be
-longer than most modules: the renderer of each kind of content (body,
-alternatives, inline parts, attachments, attached messages) lives beside the
-entity builders it shares with the others.
+No I/O: large binary contents stay :class:`Base64Payload` objects, encoded
+block by block when they are sent (:mod:`asyncmail.message.payload`).
 """
 
 from __future__ import annotations
 
 import binascii
 import email.message
-import email.policy
 import re
 import secrets
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from ..exceptions import BadHeaderError, InvalidMessageError
 from ..headers import (
@@ -41,24 +38,13 @@ from ..headers import (
     format_parameter,
     parse_content_type,
 )
-from ..lazytext import resolve_text
-from ..settings import settings
-from .base import BaseMessage
-from .fields import normalised_extra_headers, standard_headers
-from .foreign import parse_message, render_message, render_part
+from .foreign import render_part
 from .payload import STREAM_THRESHOLD, Base64Payload, _base64_lines
 
 if TYPE_CHECKING:
-    from . import (
-        EmailAttachment,
-        EmailMessage,
-        EmailMultiAlternatives,
-        InlineAttachment,
-    )
+    from . import InlineAttachment
 
 __all__ = ["RenderedMessage"]
-
-_SMTP_POLICY = email.policy.SMTP
 
 
 def _normalise_newlines(data: bytes) -> bytes:
@@ -247,7 +233,7 @@ def _check_mimetype(mimetype: object, field: str = "mimetype") -> ContentType:
 
 def _mime_part(part: email.message.Message) -> _Part:
     """A stdlib MIME part given as an attachment, rendered again and made
-    safe (see :mod:`asyncmail.foreign`)."""
+    safe (see :mod:`asyncmail.message.foreign`)."""
     headers, body, eight_bit = render_part(part, "a MIME part")
     return _Part(headers, body, eight_bit)
 
@@ -347,236 +333,3 @@ def _inline_part(item: InlineAttachment) -> _Part:
         f"Content-ID: <{_check_cid(item.cid)}>\r\n"
     )
     return _binary_part(item.content, content_type, extra)
-
-
-def render_model(message: EmailMessage, allow_8bit: bool) -> RenderedMessage:
-    """asyncmail's own serialisation of *message*, which ``message()`` parses.
-
-    ``render()`` calls it unless a subclass overrides ``message()``; such an
-    override usually calls ``super().message()``, which must not go back
-    through the override.
-    """
-    extra = normalised_extra_headers(message)
-    std, message_id, smtputf8 = standard_headers(message, extra)
-    root = root_part(message, allow_8bit)
-    if root.headers.startswith("Content-Type: multipart/"):
-        head = "MIME-Version: 1.0\r\n" + root.headers + std
-    else:
-        head = root.headers + "MIME-Version: 1.0\r\n" + std
-    # Every formatter keeps lines short; this backstop makes sure of it.
-    check_header_lines(head)
-    top = head.encode("utf-8") + b"\r\n"
-    body = root.body
-    chunks = (top + body,) if isinstance(body, bytes) else _join((top, *body))
-    assert isinstance(chunks, tuple)
-    return RenderedMessage(chunks, root.eight_bit, smtputf8, message_id)
-
-
-def render_through_message(message: EmailMessage) -> RenderedMessage:
-    """Compatibility path for subclasses that override :meth:`message`.
-
-    Unless the message needs SMTPUTF8 anyway (a non-ASCII local part),
-    the policy does not allow UTF-8 headers, so non-ASCII text the
-    override adds is RFC 2047 encoded.
-    """
-    # A message that needs SMTPUTF8 anyway (a non-ASCII local part) is
-    # written with UTF-8 headers: with utf8=False, Python 3.13 re-encodes
-    # such a local part as an "unknown-8bit" encoded word, breaking it.
-    # Only the addresses decide it: the headers alone, not the bodies.
-    needs_utf8 = standard_headers(message, normalised_extra_headers(message))[2]
-    msg = message.message(policy=email.policy.SMTPUTF8 if needs_utf8 else _SMTP_POLICY)
-    # Rendered again like any foreign message: headers re-validated and
-    # re-folded, Bcc removed.
-    data, _ = render_message(msg, "the message from message()")
-    head, _, body = data.partition(b"\r\n\r\n")
-    smtputf8 = not head.isascii()
-    eight_bit = not body.isascii()
-    return RenderedMessage((data,), eight_bit, smtputf8, str(msg.get("Message-ID", "")))
-
-
-def text_charset(message: EmailMessage) -> str:
-    """The charset of *message*'s text parts, checked."""
-    if message.encoding is None:
-        return _checked_charset("DEFAULT_CHARSET", settings.DEFAULT_CHARSET)
-    return _checked_charset("encoding", message.encoding)
-
-
-def body_part(message: EmailMessage, allow_8bit: bool) -> _Part:
-    body: object = message.body
-    if isinstance(body, bytes):
-        body = body.decode(text_charset(message))
-    elif not isinstance(body, str):
-        body = str(body)  # e.g. a lazy translation string
-    assert isinstance(body, str)
-    subtype = _checked_token("content_subtype", message.content_subtype)
-    return _text_part(body, subtype.lower(), text_charset(message), allow_8bit)
-
-
-def content_parts(message: EmailMessage, allow_8bit: bool) -> list[_Part]:
-    """The parts before the attachments: the body (if any), with the
-    inline attachments in a multipart/related around it."""
-    if message.body or not (message.attachments or message.inline_attachments):
-        return [related(message, body_part(message, allow_8bit))]
-    if message.inline_attachments:
-        return [related(message, None)]
-    return []
-
-
-def related(message: EmailMessage, root: _Part | None) -> _Part:
-    """*root* and the inline attachments in a multipart/related (RFC 2387:
-    the root, usually the HTML, comes first); *root* alone without them."""
-    if not message.inline_attachments:
-        assert root is not None
-        return root
-    parts = [] if root is None else [root]
-    parts += [_inline_part(item) for item in message.inline_attachments]
-    return _multipart("related", parts)
-
-
-def root_part(message: EmailMessage, allow_8bit: bool) -> _Part:
-    parts = message._content_parts(allow_8bit)
-    if not message.attachments:
-        return parts[0]
-    parts += [
-        attachment_part(message, item, allow_8bit) for item in message.attachments
-    ]
-    return _multipart(_checked_token("mixed_subtype", message.mixed_subtype), parts)
-
-
-def attachment_part(
-    message: EmailMessage,
-    attachment: EmailAttachment | email.message.Message,
-    allow_8bit: bool,
-) -> _Part:
-    if isinstance(attachment, email.message.Message):
-        return _mime_part(attachment)
-    filename, content, mimetype = attachment
-    filename, content = resolve_text(filename), resolve_text(content)
-    content_type = _check_mimetype(mimetype)
-    maintype, subtype = content_type.maintype, content_type.subtype
-    if maintype in ("text", "message"):
-        # Text is decoded and messages checked: they need their bytes.
-        if isinstance(content, Path):
-            content = Base64Payload(content)
-        if isinstance(content, Base64Payload):
-            content = content.read()
-        elif isinstance(content, memoryview):
-            content = bytes(content)
-    if maintype == "text":
-        text = _text_content(content) if isinstance(content, (str, bytes)) else None
-        if text is None and isinstance(content, (bytes, bytearray, memoryview)):
-            # Attached as text/* but it is not UTF-8: send it as binary.
-            return _binary_part(
-                bytes(content),
-                _OCTET_STREAM,
-                _disposition("attachment", filename),
-            )
-        if text is None:
-            raise TypeError(f"Content of a {mimetype} attachment must be str or bytes")
-        charset = content_type.param("charset")
-        return _text_part(
-            text,
-            subtype,
-            text_charset(message)
-            if charset is None
-            else _checked_charset("mimetype (charset)", charset),
-            allow_8bit,
-            _disposition("attachment", filename),
-            content_type.without("charset"),
-        )
-    if maintype == "message":
-        return message_attachment(filename, content, maintype, subtype, allow_8bit)
-    if maintype == "multipart":
-        raise InvalidMessageError(
-            "multipart/* attachments must be given as an email.message.MIMEPart"
-        )
-    if isinstance(content, str):
-        content = content.encode(text_charset(message))
-    elif isinstance(content, bytearray):
-        content = bytes(content)  # a snapshot: the caller may change it
-    if not isinstance(content, (bytes, memoryview, Path, Base64Payload)):
-        raise TypeError(
-            f"Content of a {mimetype} attachment must be bytes or a Path, "
-            f"not {type(content).__name__}"
-        )
-    return _binary_part(content, content_type, _disposition("attachment", filename))
-
-
-def message_attachment(
-    filename: str | None,
-    content: Any,
-    maintype: str,
-    subtype: str,
-    allow_8bit: bool,
-) -> _Part:
-    # RFC 2046 5.2.1: message/rfc822 is never base64 or quoted-printable,
-    # so an attached EmailMessage must itself avoid 8bit when we must.
-    if isinstance(content, BaseMessage):
-        rendered = content.render(allow_8bit=allow_8bit)
-        data, eight_bit = rendered.data, rendered.eight_bit
-    elif isinstance(content, email.message.Message):
-        data, eight_bit = render_message(content)
-    elif isinstance(content, (str, bytes)):
-        # Raw bytes are parsed and rendered again too: their headers
-        # get the same checks, and a Bcc header is removed.
-        data, eight_bit = render_message(parse_message(content))
-    else:
-        raise TypeError(
-            f"Content of a {maintype}/{subtype} attachment must be an "
-            "EmailMessage, an email.message.Message, str or bytes"
-        )
-    headers = (
-        f"Content-Type: {maintype}/{subtype}\r\n"
-        f"Content-Transfer-Encoding: {'8bit' if eight_bit else '7bit'}\r\n"
-        + _disposition("attachment", filename)
-    )
-    return _Part(headers, data, eight_bit)
-
-
-def alternative_parts(message: EmailMultiAlternatives, allow_8bit: bool) -> list[_Part]:
-    """The body and its alternatives in a multipart/alternative, with the
-    inline parts related to the HTML (or to the whole without HTML)."""
-    if not message.alternatives:
-        return content_parts(message, allow_8bit)
-    parts = [body_part(message, allow_8bit)] if message.body else []
-    html: int | None = None
-    if message.body and message.content_subtype == "html":
-        html = 0
-    for given, mimetype in message.alternatives:
-        content = resolve_text(given)
-        content_type = _check_mimetype(mimetype)
-        if content_type.maintype == "text":
-            text = content.decode() if isinstance(content, bytes) else content
-            charset = content_type.param("charset")
-            parts.append(
-                _text_part(
-                    text,
-                    content_type.subtype,
-                    text_charset(message)
-                    if charset is None
-                    else _checked_charset("mimetype (charset)", charset),
-                    allow_8bit,
-                    params=content_type.without("charset"),
-                )
-            )
-            if html is None and content_type.subtype == "html":
-                html = len(parts) - 1
-        elif content_type.maintype in ("multipart", "message"):
-            raise InvalidMessageError(
-                f"An alternative can't be {content_type.mimetype}; attach it instead"
-            )
-        else:
-            data = (
-                content.encode(text_charset(message))
-                if isinstance(content, str)
-                else content
-            )
-            parts.append(_binary_part(bytes(data), content_type))
-    subtype = _checked_token("alternative_subtype", message.alternative_subtype)
-    if not message.inline_attachments:
-        return [_multipart(subtype, parts)]
-    if html is None:
-        # No HTML to hold the images: they relate to the whole.
-        return [related(message, _multipart(subtype, parts))]
-    parts[html] = related(message, parts[html])
-    return [_multipart(subtype, parts)]
