@@ -17,9 +17,9 @@ from asyncmail.headers import (
     encode_phrase,
     encode_words,
     fold,
-    format_parameter,
     format_unstructured,
 )
+from asyncmail.mimeparams import format_parameter
 
 SEPARATORS = [
     pytest.param(char, id=f"U+{ord(char):04X}") for char in LINE_SEPARATORS

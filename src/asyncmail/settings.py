@@ -160,7 +160,7 @@ def _timeout(name: str, value: Any) -> float | None:
 def _charset(name: str, value: Any) -> str:
     # The same check as every charset that reaches a header: codecs.lookup()
     # alone would accept "utf-8\r\nBcc: x" (it ignores punctuation).
-    from .headers import check_charset
+    from .mimeparams import check_charset
 
     text = _str(name, value)
     try:

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ..address import AddressLike
 from ..exceptions import InvalidMessageError
-from ..headers import check_parameter_value
 from ..lazytext import is_lazy_text, resolve_text
+from ..mimeparams import check_parameter_value
 from . import payload, tree
 from .base import BaseMessage, _address_list_argument
 from .fields import make_msgid

@@ -11,7 +11,7 @@ stdlib's generator for headers. Each part is rendered again, recursively:
 * every header name is checked, every value unfolded and checked for line
   separators; ``Content-Type`` and ``Content-Disposition`` are rebuilt from
   their parsed parameters through the same validation as asyncmail's own
-  (:func:`asyncmail.headers.format_content_type`), ``Content-ID`` and the
+  (:func:`asyncmail.mimeparams.format_content_type`), ``Content-ID`` and the
   other message-id headers are checked as msg-ids;
 * other values are re-folded at whitespace to lines of at most 998 octets;
   an unstructured value (Subject, X-...) that holds control characters,
@@ -42,12 +42,10 @@ from ..headers import (
     check_header_lines,
     check_header_name,
     check_no_line_separators,
-    check_token,
     fold,
-    format_content_type,
     format_unstructured,
-    parameter_words,
 )
+from ..mimeparams import check_token, format_content_type, parameter_words
 
 __all__ = [
     "BCC_HEADERS",

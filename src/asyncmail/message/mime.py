@@ -25,15 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, TypeAlias
 
 from ..exceptions import BadHeaderError, InvalidMessageError
-from ..headers import (
-    HARD_LIMIT,
+from ..headers import HARD_LIMIT, check_header_lines, check_no_line_separators, fold
+from ..mimeparams import (
     ContentType,
     check_charset,
-    check_header_lines,
-    check_no_line_separators,
     check_parameter_value,
     check_token,
-    fold,
     format_content_type,
     format_parameter,
     parse_content_type,
