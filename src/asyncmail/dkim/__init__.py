@@ -18,6 +18,10 @@ Messages are signed in their 7-bit form where they have one (quoted-printable
 or base64 text parts), so that no relay that lacks 8BITMIME can break the
 signature by re-encoding them; a :class:`~asyncmail.message.RawMessage` is
 signed exactly as given.
+
+The signer (options, the DKIM-Signature field, signing rendered messages) is
+here; :mod:`asyncmail.dkim.canon` holds the canonicalisation and the
+incremental body hash, :mod:`asyncmail.dkim.keys` reading and checking keys.
 """
 
 from __future__ import annotations
@@ -28,21 +32,17 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .exceptions import ConfigurationError, InvalidMessageError
-from .message import (
-    Base64Payload,
+from ..exceptions import ConfigurationError, InvalidMessageError
+from ..message import (
     BaseMessage,
     RawMessage,
     RenderedMessage,
     render_is_heavy,
 )
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from .canon import CRLF, BodyHash, header_fields, relaxed_field, split_message
+from .keys import load_key, read_key
 
 __all__ = [
     "DEFAULT_HEADERS",
@@ -121,220 +121,6 @@ _OPTIONS = frozenset(
         "signature_lifetime",
     }
 )
-_WSP_RUN = re.compile(rb"[ \t]+")
-_TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
-_UNFOLD = re.compile(rb"\r\n(?=[ \t])")
-_CRLF = b"\r\n"
-
-
-class _BodyHash:
-    """SHA-256 of a body's canonical form, fed in pieces of any size.
-
-    Only whole lines are canonicalised (a piece's unfinished last line waits
-    for the next), so a whitespace run or a CRLF split between two pieces is
-    seen whole. Empty lines are counted rather than hashed until a non-empty
-    line follows them: the canonical body ends at its last non-empty line.
-    """
-
-    __slots__ = ("_blank", "_hash", "_relaxed", "_started", "_tail")
-
-    def __init__(self, *, relaxed: bool) -> None:
-        self._hash = hashlib.sha256()
-        self._relaxed = relaxed
-        self._tail = b""
-        self._blank = 0  # empty lines seen but not hashed yet
-        self._started = False  # a non-empty line was hashed
-
-    def update(self, data: bytes) -> None:
-        if self._tail:
-            data = self._tail + data
-        end = data.rfind(_CRLF) + 2
-        if end == 1:  # no complete line yet
-            self._tail = data
-            return
-        self._tail = data[end:]
-        self._lines(data[:end] if end != len(data) else data)
-
-    def _lines(self, lines: bytes) -> None:
-        """Hash *lines*, complete lines each ending with CRLF."""
-        if self._relaxed:
-            lines = _relax(lines)
-        content = len(lines.rstrip(b"\r\n"))
-        suffix = lines[content:]
-        if len(suffix) % 2 or suffix != _CRLF * (len(suffix) // 2):
-            # rstrip also took a bare CR or LF ending the last non-empty
-            # line: keep only the whole CRLF pairs at the end as the suffix.
-            end = len(suffix)
-            while end >= 2 and suffix[end - 2 : end] == _CRLF:
-                end -= 2
-            content += end
-        if content == 0:  # only empty lines
-            self._blank += len(lines) // 2
-            return
-        self._flush_blank()
-        with memoryview(lines) as view:
-            self._hash.update(view[: content + 2])
-        self._started = True
-        self._blank = (len(lines) - content) // 2 - 1
-
-    def _flush_blank(self) -> None:
-        while self._blank:
-            count = min(self._blank, 32768)
-            self._hash.update(_CRLF * count)
-            self._blank -= count
-
-    def digest(self) -> bytes:
-        if self._tail:  # a last line without its CRLF: RFC 6376 adds one
-            tail, self._tail = self._tail, b""
-            self._lines(tail + _CRLF)
-        if not self._started and not self._relaxed:
-            self._hash.update(_CRLF)  # simple: an empty body is one CRLF
-        return self._hash.digest()
-
-
-def _needs_relaxing(lines: bytes) -> bool:
-    """Whether relaxed canonicalisation changes *lines* (memchr-fast scans)."""
-    return b"\t" in lines or b"  " in lines or b" \r\n" in lines
-
-
-def _relax(lines: bytes) -> bytes:
-    """Relaxed body canonicalisation of whole lines: whitespace runs become
-    one space, whitespace ending a line goes. Done in line-aligned pieces of
-    about 8 KB, so that base64 and other clean stretches are passed over at
-    C speed and only the pieces that change go through the regexes."""
-    if not _needs_relaxing(lines):
-        return lines
-    if len(lines) <= 16384:
-        return _WSP_RUN.sub(b" ", _TRAILING_WSP.sub(_CRLF, lines))
-    parts: list[bytes] = []
-    start = 0
-    while start < len(lines):
-        end = lines.find(_CRLF, start + 8192)
-        end = len(lines) if end == -1 else end + 2
-        part = lines[start:end]
-        if _needs_relaxing(part):
-            part = _WSP_RUN.sub(b" ", _TRAILING_WSP.sub(_CRLF, part))
-        parts.append(part)
-        start = end
-    return b"".join(parts)
-
-
-def _header_fields(head: bytes) -> list[tuple[bytes, bytes]]:
-    """The header block's fields as (name, whole field with its CRLF), in order."""
-    fields: list[tuple[bytes, bytes]] = []
-    for line in head.split(_CRLF)[:-1] if head.endswith(_CRLF) else head.split(_CRLF):
-        if line[:1] in (b" ", b"\t") and fields:
-            name, field = fields[-1]
-            fields[-1] = (name, field + line + _CRLF)
-            continue
-        name, colon, _ = line.partition(b":")
-        if not colon or not name.strip():
-            raise InvalidMessageError(
-                "Cannot DKIM-sign a message with a malformed header line: "
-                f"{line[:80]!r}"
-            )
-        fields.append((name.strip().lower(), line + _CRLF))
-    return fields
-
-
-def _relaxed_field(field: bytes) -> bytes:
-    name, _, value = field.partition(b":")
-    value = _WSP_RUN.sub(b" ", _UNFOLD.sub(b"", value[:-2])).strip(b" \t")
-    return name.rstrip(b" \t").lower() + b":" + value + _CRLF
-
-
-def _split(chunks: tuple[bytes | Base64Payload, ...]) -> tuple[bytes, bytes, int]:
-    """(header block with its last CRLF, start of the body, index of the
-    first chunk after that start) of a rendered message."""
-    head = b""
-    for index, chunk in enumerate(chunks):
-        if not isinstance(chunk, bytes):
-            break
-        head += chunk
-        end = head.find(b"\r\n\r\n")
-        if head.startswith(_CRLF):
-            end = -2
-        if end != -1:
-            return head[: end + 2], head[end + 4 :], index + 1
-    if head.endswith(_CRLF) and not any(
-        not isinstance(chunk, bytes) for chunk in chunks
-    ):
-        return head, b"", len(chunks)  # headers only, no body
-    raise InvalidMessageError("Cannot DKIM-sign a message without a header block")
-
-
-def _read_key(
-    private_key: str | bytes | os.PathLike[str] | None,
-    private_key_file: str | os.PathLike[str] | None,
-) -> bytes:
-    if (private_key is None) == (private_key_file is None):
-        raise ConfigurationError(
-            "DKIM: give exactly one of private_key (the key itself, or a "
-            "pathlib.Path to it) and private_key_file (a path)"
-        )
-    if isinstance(private_key, os.PathLike):
-        private_key_file, private_key = private_key, None
-    if private_key_file is not None:
-        try:
-            return Path(private_key_file).read_bytes()
-        except OSError as exc:
-            raise ConfigurationError(
-                "DKIM: cannot read the private key file "
-                f"{os.fspath(private_key_file)!r}: {exc.strerror or exc}"
-            ) from exc
-    if isinstance(private_key, str):
-        return private_key.encode("ascii", "replace")
-    if isinstance(private_key, bytes):
-        return private_key
-    raise ConfigurationError(
-        "DKIM: private_key must be str, bytes or a Path, not "
-        f"{type(private_key).__name__}"
-    )
-
-
-def _load_key(data: bytes) -> RSAPrivateKey | Ed25519PrivateKey:
-    """A private key from PEM (PKCS#1 or PKCS#8, unencrypted), or an Ed25519
-    key as dkimpy writes it (the base64 of its 32-octet seed)."""
-    try:
-        from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    except ImportError as exc:
-        raise ConfigurationError(
-            "DKIM signing needs the cryptography package: pip install 'asyncmail[dkim]'"
-        ) from exc
-    stripped = data.strip()
-    if stripped.startswith(b"-----BEGIN"):
-        try:
-            key = load_pem_private_key(stripped, password=None)
-        except (ValueError, TypeError) as exc:
-            # The message never quotes the key (a secret).
-            raise ConfigurationError(
-                f"DKIM: the private key cannot be loaded ({type(exc).__name__}: "
-                "not an unencrypted PEM RSA or Ed25519 private key)"
-            ) from None
-    else:
-        try:
-            seed = base64.b64decode(stripped, validate=True)
-        except ValueError:
-            seed = b""
-        if len(seed) != 32:
-            raise ConfigurationError(
-                "DKIM: the private key is neither PEM nor a base64 Ed25519 key "
-                "(give the key's text or a path to its file)"
-            )
-        key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
-    if isinstance(key, rsa.RSAPrivateKey):
-        if key.key_size < 1024:
-            raise ConfigurationError(
-                f"DKIM: an RSA key of {key.key_size} bits is too short; "
-                "verifiers refuse keys under 1024 bits (use 2048)"
-            )
-        return key
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return key
-    raise ConfigurationError(
-        f"DKIM: unsupported key type {type(key).__name__}; use RSA or Ed25519"
-    )
 
 
 def _header_names(option: str, names: Iterable[str]) -> tuple[str, ...]:
@@ -405,7 +191,7 @@ class DKIMSigner:
             raise ConfigurationError(f"DKIM: invalid selector {selector!r}")
         if not isinstance(domain, str):
             raise ConfigurationError(f"DKIM: invalid domain {domain!r}")
-        from .dnsname import ascii_hostname
+        from ..dnsname import ascii_hostname
 
         ascii_domain = domain if domain.isascii() else ascii_hostname(domain)
         if (
@@ -449,7 +235,7 @@ class DKIMSigner:
                 "DKIM: signature_lifetime must be positive seconds"
             )
         self.signature_lifetime = signature_lifetime
-        self._key = _load_key(_read_key(private_key, private_key_file))
+        self._key = load_key(read_key(private_key, private_key_file))
         from cryptography.hazmat.primitives.asymmetric import ed25519
 
         self.algorithm = (
@@ -494,16 +280,16 @@ class DKIMSigner:
 
     # -- signing -----------------------------------------------------------------
 
-    def body_hasher(self) -> _BodyHash:
+    def body_hasher(self) -> BodyHash:
         """A fresh incremental body hasher for this signer's canonicalisation."""
-        return _BodyHash(relaxed=self.canonicalization.endswith("/relaxed"))
+        return BodyHash(relaxed=self.canonicalization.endswith("/relaxed"))
 
     def signature(
         self, head: bytes, body_hash: bytes, *, now: float | None = None
     ) -> bytes:
         """The ``DKIM-Signature`` field (folded, with its CRLF) for the header
         block *head* (CRLF-ended fields) and the body's hash *body_hash*."""
-        fields = _header_fields(head)
+        fields = header_fields(head)
         present = [name.decode("ascii", "replace") for name, _ in fields]
         if "from" not in present:
             raise InvalidMessageError(
@@ -559,13 +345,13 @@ class DKIMSigner:
             instances = remaining.get(name)
             if instances:
                 field = instances.pop()
-                data += _relaxed_field(field) if relaxed else field
-        own = _relaxed_field(unsigned + _CRLF)[:-2] if relaxed else unsigned
+                data += relaxed_field(field) if relaxed else field
+        own = relaxed_field(unsigned + CRLF)[:-2] if relaxed else unsigned
         data += own
         signature = self._sign(bytes(data))
         encoded = base64.b64encode(signature).decode("ascii")
         folded = "\r\n\t ".join(encoded[i : i + 64] for i in range(0, len(encoded), 64))
-        return unsigned + folded.encode("ascii") + _CRLF
+        return unsigned + folded.encode("ascii") + CRLF
 
     def _sign(self, data: bytes) -> bytes:
         from cryptography.hazmat.primitives import hashes
@@ -580,7 +366,7 @@ class DKIMSigner:
         self, rendered: RenderedMessage, head: bytes, body_hash: bytes
     ) -> RenderedMessage:
         first = rendered.chunks[0]
-        assert isinstance(first, bytes)  # _split found the header block there
+        assert isinstance(first, bytes)  # split_message found the header block there
         return RenderedMessage(
             (self.signature(head, body_hash) + first, *rendered.chunks[1:]),
             rendered.eight_bit,
@@ -591,7 +377,7 @@ class DKIMSigner:
     def sign(self, rendered: RenderedMessage) -> RenderedMessage:
         """*rendered* with a DKIM-Signature in front (blocking: streamed file
         attachments are read to hash them; use :meth:`asign` on a loop)."""
-        head, start, rest = _split(rendered.chunks)
+        head, start, rest = split_message(rendered.chunks)
         hasher = self.body_hasher()
         hasher.update(start)
         for chunk in rendered.chunks[rest:]:
@@ -602,7 +388,7 @@ class DKIMSigner:
     async def asign(self, rendered: RenderedMessage) -> RenderedMessage:
         """:meth:`sign`, reading streamed file attachments off the event loop,
         one block at a time."""
-        head, start, rest = _split(rendered.chunks)
+        head, start, rest = split_message(rendered.chunks)
         hasher = self.body_hasher()
         hasher.update(start)
         for chunk in rendered.chunks[rest:]:
