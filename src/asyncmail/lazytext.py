@@ -70,7 +70,6 @@ def freeze_call(
     are replaced by their text. Messages given by an iterator are consumed on
     the loop thread and are not resolved here.
     """
-    from .message import BaseMessage
 
     def freeze(value: Any, depth: int) -> Any:
         kind = type(value)
@@ -79,8 +78,12 @@ def freeze_call(
         if (kind is list or kind is tuple) and depth < 4:
             items = [freeze(item, depth + 1) for item in value]
             return items if kind is list else tuple(items)
-        if isinstance(value, BaseMessage):
-            value.freeze_lazy_text()
+        # An asyncmail message (any kind: asyncmail.message.BaseMessage)
+        # freezes its own text; looked up by its method, so that this module
+        # needs no import of the message package (which imports it).
+        freeze_message = getattr(value, "freeze_lazy_text", None)
+        if callable(freeze_message):
+            freeze_message()
             return value
         return str(value) if is_lazy_text(value) else value
 

@@ -22,6 +22,8 @@ signed exactly as given.
 The signer (options, the DKIM-Signature field, signing rendered messages) is
 here; :mod:`asyncmail.dkim.canon` holds the canonicalisation and the
 incremental body hash, :mod:`asyncmail.dkim.keys` reading and checking keys.
+This module is longer than most because :class:`DKIMSigner` is one class:
+its option checks, DNS record and signature field read best side by side.
 """
 
 from __future__ import annotations

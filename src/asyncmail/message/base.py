@@ -20,7 +20,7 @@ from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any
 
 from ..address import AddressLike
-from ..lazytext import resolve_text
+from ..lazytext import is_lazy_text, resolve_text
 from ..settings import settings
 
 if TYPE_CHECKING:
@@ -163,8 +163,6 @@ class BaseMessage:
 
 
 def _holds_lazy_text(address: object) -> bool:
-    from ..lazytext import is_lazy_text
-
     if isinstance(address, tuple):
         return any(is_lazy_text(item) for item in address)
     return is_lazy_text(address)
