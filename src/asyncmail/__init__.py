@@ -7,6 +7,8 @@ that works from any synchronous code. See the README and ``docs/``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .api import (
     amail_admins,
     amail_managers,
@@ -40,7 +42,6 @@ from .exceptions import (
 )
 from .message import (
     DEFAULT_ATTACHMENT_MIME_TYPE,
-    BaseMessage,
     EmailAlternative,
     EmailAttachment,
     EmailMessage,
@@ -57,6 +58,9 @@ from .results import (
 )
 from .settings import configure, settings
 from .sync import mail_admins, mail_managers, send_mail, send_mass_mail
+
+if TYPE_CHECKING:
+    from .message import BaseMessage
 
 outbox: list[BaseMessage] = []
 """Messages sent through the locmem backend (deep copies), for tests."""
