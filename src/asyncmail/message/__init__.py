@@ -144,7 +144,7 @@ def _render_size(message: BaseMessage) -> int:
             size += RENDER_IN_THREAD
             continue
         content = attachment.content
-        if isinstance(content, (Path, Base64Payload)) and not payload._streamable(
+        if isinstance(content, (Path, Base64Payload)) and not payload.streamable(
             attachment.mimetype
         ):
             # Text and messages from files are read and encoded at render.
@@ -155,7 +155,7 @@ def _render_size(message: BaseMessage) -> int:
         elif (
             isinstance(content, (bytes, memoryview))
             and len(content) > STREAM_THRESHOLD
-            and payload._streamable(attachment.mimetype)
+            and payload.streamable(attachment.mimetype)
         ):
             continue  # base64-encoded block by block while it is sent
         else:

@@ -36,7 +36,7 @@ from ..mimeparams import (
     parse_content_type,
 )
 from .foreign import render_part
-from .payload import STREAM_THRESHOLD, Base64Payload, _base64_lines
+from .payload import STREAM_THRESHOLD, Base64Payload, base64_lines
 
 if TYPE_CHECKING:
     from . import InlineAttachment
@@ -82,7 +82,7 @@ def _encode_text(data: bytes, allow_8bit: bool) -> tuple[str, bytes, bool]:
     base64_size += -(-base64_size // 76) * 2
     if len(quoted) + quoted.count(b"\n") <= base64_size:
         return "quoted-printable", _to_crlf(quoted), False
-    return "base64", _base64_lines(data.replace(b"\n", b"\r\n")), False
+    return "base64", base64_lines(data.replace(b"\n", b"\r\n")), False
 
 
 #: A body: bytes, or for large binary contents a sequence mixing bytes with
@@ -143,7 +143,7 @@ def _binary_part(
         return _Part(headers, (data,), False)
     if isinstance(data, Path) or len(data) > STREAM_THRESHOLD:
         return _Part(headers, (Base64Payload(data),), False)
-    return _Part(headers, _base64_lines(data), False)
+    return _Part(headers, base64_lines(data), False)
 
 
 def _format_type(content_type: ContentType) -> str:

@@ -20,10 +20,20 @@ from typing import Any, BinaryIO
 
 from ..exceptions import InvalidMessageError
 
-__all__ = ["STREAM_THRESHOLD", "Base64Payload"]
+__all__ = [
+    "STREAM_THRESHOLD",
+    "Base64Payload",
+    "acheck_file",
+    "afile_content",
+    "attached_path",
+    "base64_lines",
+    "check_file",
+    "file_content",
+    "streamable",
+]
 
 
-def _base64_lines(data: bytes | memoryview) -> bytes:
+def base64_lines(data: bytes | memoryview) -> bytes:
     """Base64 in lines of 76 characters, each ending in CRLF."""
     encoded = binascii.b2a_base64(data, newline=False)
     if len(encoded) <= 76:
@@ -148,7 +158,7 @@ class Base64Payload:
     The source is bytes (kept as a memoryview, never copied) or a file path
     (read in blocks when the message is sent, so a large file never sits in
     memory). Blocks are whole base64 lines, so they concatenate to exactly
-    what :func:`_base64_lines` gives for the whole source.
+    what :func:`base64_lines` gives for the whole source.
     """
 
     BLOCK = 57 * 4096  # raw octets per block: 4096 lines of 76 characters
@@ -250,7 +260,7 @@ class Base64Payload:
     def _step(self, total: int, raw: bytes | memoryview) -> tuple[int, bytes | None]:
         """Count *raw* in; its base64 lines, or None once past the size."""
         total += len(raw)
-        return total, None if total > self.size else _base64_lines(raw)
+        return total, None if total > self.size else base64_lines(raw)
 
     def _end(self, total: int) -> bytes:
         """After the last block: refuse a changed size; an empty source is
@@ -274,7 +284,7 @@ class Base64Payload:
 #: A body: bytes, or for large binary contents a sequence mixing bytes with
 
 
-def _streamable(mimetype: str) -> bool:
+def streamable(mimetype: str) -> bool:
     """Whether a file of this type can be sent from disk as it is read:
     binary types are base64-encoded block by block; text and messages are
     decoded and checked first."""
@@ -298,7 +308,7 @@ def file_content(path: Path, mimetype: str) -> bytes | Base64Payload:
     STREAM_THRESHOLD, attached by reference (its size now) and streamed when
     sent. A missing file raises the OSError as is, as Django lets it."""
     size = _regular_size(path, map_errors=False)  # FIFOs, devices: refused
-    if _streamable(mimetype) and size > STREAM_THRESHOLD:
+    if streamable(mimetype) and size > STREAM_THRESHOLD:
         return Base64Payload(path, size)
     return _read_regular(path, size)
 
@@ -310,7 +320,7 @@ async def afile_content(path: Path, mimetype: str) -> bytes | Base64Payload:
     size = await anyio.to_thread.run_sync(
         functools.partial(_regular_size, path, map_errors=False)
     )
-    if _streamable(mimetype) and size > STREAM_THRESHOLD:
+    if streamable(mimetype) and size > STREAM_THRESHOLD:
         return Base64Payload(path, size)
     return await anyio.to_thread.run_sync(_read_regular, path, size)
 
