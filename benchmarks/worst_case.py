@@ -32,7 +32,8 @@ from typing import Any
 from asyncmail import EmailMessage, EmailMultiAlternatives
 from asyncmail.address import is_empty_group, parse_address, parse_address_list
 from asyncmail.dnsname import ascii_hostname
-from asyncmail.headers import format_unstructured, parse_content_type
+from asyncmail.headers import format_unstructured
+from asyncmail.mimeparams import parse_content_type
 from asyncmail.server import escape_controls
 
 FROM = "from@example.com"
