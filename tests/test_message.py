@@ -1460,3 +1460,72 @@ def test_every_rendering_is_wire_safe() -> None:
     for allow_8bit in (True, False):
         assert_wire_safe(message.render(allow_8bit=allow_8bit).data)
     assert message.render(allow_8bit=False).data.isascii()
+
+
+# -- the package's layout ------------------------------------------------------------
+
+PACKAGE = Path(asyncmail.message.__file__).parent
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """(module-level, function-level) asyncmail modules *path* imports,
+    without the ones under ``if TYPE_CHECKING:``."""
+    import ast
+
+    package = ["asyncmail", "message"]
+    eager: set[str] = set()
+    lazy: set[str] = set()
+
+    def target(node: ast.ImportFrom) -> list[str]:
+        parts = package[: len(package) - node.level + 1] if node.level else []
+        base = ".".join([*parts, *([node.module] if node.module else [])])
+        return [f"{base}.{alias.name}" for alias in node.names] + [base]
+
+    def walk(body: list[ast.stmt], into: set[str]) -> None:
+        for node in body:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.ImportFrom):
+                        lazy.update(target(sub))
+                continue
+            if isinstance(node, ast.ImportFrom):
+                into.update(target(node))
+
+    walk(ast.parse(path.read_text(encoding="utf-8")).body, eager)
+    return eager, lazy
+
+
+def test_no_part_of_the_message_package_imports_the_package_itself() -> None:
+    # The model (__init__) imports its parts; a part importing the model
+    # at import time would be a circle.
+    parts = [p for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+    assert {p.stem for p in parts} == {
+        "base",
+        "fields",
+        "foreign",
+        "mime",
+        "payload",
+        "raw",
+        "tree",
+    }
+    for path in parts:
+        eager, lazy = _imports(path)
+        assert "asyncmail.message" not in eager | lazy, path.name
+
+
+def test_only_the_send_path_imports_lazily() -> None:
+    # The one lazy import Django's message.send() API implies: a message
+    # finds its backend (api), the blocking portal (sync) and the result
+    # recorder when it is sent.
+    lazy_modules: dict[str, set[str]] = {}
+    for path in PACKAGE.glob("*.py"):
+        _, lazy = _imports(path)
+        found = {name for name in lazy if name.startswith("asyncmail.")}
+        found = {n for n in found if n.count(".") == 1}  # the modules themselves
+        if found:
+            lazy_modules[path.stem] = found
+    assert lazy_modules == {
+        "base": {"asyncmail.api", "asyncmail.results", "asyncmail.sync"}
+    }
