@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 from .address import AddressLike
 from .backends.base import BaseEmailBackend
+from .connection import Connection, ConnectionLike, async_connection
 from .exceptions import ConfigurationError, InvalidMailer, MailerDoesNotExist
 from .message import EmailMessage, EmailMultiAlternatives
 from .options import ConnectionOptions, ConsoleOptions, FileOptions, SMTPOptions
@@ -247,12 +248,12 @@ def check_using(
 
 
 def connection_for_call(
-    connection: BaseEmailBackend | Any | None,
+    connection: ConnectionLike | None,
     using: str | None,
     auth_user: str | None,
     auth_password: str | None,
     fail_silently: bool = False,
-) -> BaseEmailBackend:
+) -> Connection:
     """The backend a convenience function sends through.
 
     A backend created here gets *fail_silently* (and the credentials, when
@@ -268,8 +269,7 @@ def connection_for_call(
                 "Pass username and password to get_connection() instead."
             )
         # A BlockingBackend view (from ``with backend as conn``) wraps the backend.
-        backend: BaseEmailBackend = getattr(connection, "backend", connection)
-        return backend
+        return async_connection(connection)
     options: dict[str, Any] = {}
     # As in Django: backends without a server (locmem, console, ...) have no
     # use for credentials; tests switch to them freely.
@@ -327,7 +327,7 @@ async def asend_mail(
     fail_silently: bool = False,
     auth_user: str | None = None,
     auth_password: str | None = None,
-    connection: BaseEmailBackend | None = None,
+    connection: Connection | None = None,
     html_message: str | None = None,
     using: str | None = None,
 ) -> int:
@@ -361,7 +361,7 @@ async def asend_mass_mail(
     fail_silently: bool = False,
     auth_user: str | None = None,
     auth_password: str | None = None,
-    connection: BaseEmailBackend | None = None,
+    connection: Connection | None = None,
     using: str | None = None,
 ) -> int:
     """Send one message per ``(subject, message, from_email, recipient_list)``
@@ -394,7 +394,7 @@ async def _asend_server_message(
     message: str,
     *,
     fail_silently: bool,
-    connection: BaseEmailBackend | None,
+    connection: Connection | None,
     html_message: str | None,
     using: str | None,
 ) -> None:
@@ -420,7 +420,7 @@ async def amail_admins(
     message: str,
     *,
     fail_silently: bool = False,
-    connection: BaseEmailBackend | None = None,
+    connection: Connection | None = None,
     html_message: str | None = None,
     using: str | None = None,
 ) -> None:
@@ -442,7 +442,7 @@ async def amail_managers(
     message: str,
     *,
     fail_silently: bool = False,
-    connection: BaseEmailBackend | None = None,
+    connection: Connection | None = None,
     html_message: str | None = None,
     using: str | None = None,
 ) -> None:

@@ -82,7 +82,7 @@ from .lazytext import is_lazy_text, resolve_text
 from .settings import settings
 
 if TYPE_CHECKING:
-    from .backends.base import BaseEmailBackend
+    from .connection import ConnectionLike
     from .results import MessageResult
 
 __all__ = [
@@ -846,7 +846,7 @@ class EmailMessage:
         to: Iterable[AddressLike] | None = None,
         *,
         bcc: Iterable[AddressLike] | None = None,
-        connection: BaseEmailBackend | None = None,
+        connection: ConnectionLike | None = None,
         attachments: Iterable[EmailAttachment | tuple[Any, ...] | email.message.Message]
         | None = None,
         headers: dict[str, Any] | None = None,
@@ -1419,7 +1419,7 @@ class EmailMultiAlternatives(EmailMessage):
         to: Iterable[AddressLike] | None = None,
         *,
         bcc: Iterable[AddressLike] | None = None,
-        connection: BaseEmailBackend | None = None,
+        connection: ConnectionLike | None = None,
         attachments: Iterable[EmailAttachment | tuple[Any, ...] | email.message.Message]
         | None = None,
         headers: dict[str, Any] | None = None,
@@ -1603,7 +1603,7 @@ class RawMessage(EmailMessage):
         to: Iterable[AddressLike] | None = None,
         *,
         bcc: Iterable[AddressLike] | None = None,
-        connection: BaseEmailBackend | None = None,
+        connection: ConnectionLike | None = None,
     ) -> None:
         super().__init__(from_email=from_email, to=to, bcc=bcc, connection=connection)
         if not isinstance(data, bytes):

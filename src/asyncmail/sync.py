@@ -48,6 +48,7 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from . import api
+from .connection import async_connection
 from .lazytext import freeze_call
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
     from .address import AddressLike
     from .backends.base import BaseEmailBackend, MessageSource
+    from .connection import Connection, ConnectionLike
     from .results import ResultCallback
 
 __all__ = [
@@ -468,6 +470,14 @@ class BlockingBackend:
 
 
 # -- the blocking twins of asyncmail.api ----------------------------------------
+#
+# Each takes what its async twin takes, and also a blocking view as
+# ``connection=`` (ConnectionLike): the view is unwrapped here, so the async
+# twin sees the backend it wraps, as its signature says.
+
+
+def _unwrapped(connection: ConnectionLike | None) -> Connection | None:
+    return None if connection is None else async_connection(connection)
 
 
 def send_mail(
@@ -479,7 +489,7 @@ def send_mail(
     fail_silently: bool = False,
     auth_user: str | None = None,
     auth_password: str | None = None,
-    connection: BaseEmailBackend | BlockingBackend | None = None,
+    connection: ConnectionLike | None = None,
     html_message: str | None = None,
     using: str | None = None,
 ) -> int:
@@ -493,7 +503,7 @@ def send_mail(
         fail_silently=fail_silently,
         auth_user=auth_user,
         auth_password=auth_password,
-        connection=connection,  # type: ignore[arg-type]
+        connection=_unwrapped(connection),
         html_message=html_message,
         using=using,
     )
@@ -505,7 +515,7 @@ def send_mass_mail(
     fail_silently: bool = False,
     auth_user: str | None = None,
     auth_password: str | None = None,
-    connection: BaseEmailBackend | BlockingBackend | None = None,
+    connection: ConnectionLike | None = None,
     using: str | None = None,
 ) -> int:
     """Blocking :func:`asyncmail.asend_mass_mail`; one connection for all."""
@@ -515,7 +525,7 @@ def send_mass_mail(
         fail_silently=fail_silently,
         auth_user=auth_user,
         auth_password=auth_password,
-        connection=connection,  # type: ignore[arg-type]
+        connection=_unwrapped(connection),
         using=using,
     )
 
@@ -525,7 +535,7 @@ def mail_admins(
     message: str,
     *,
     fail_silently: bool = False,
-    connection: BaseEmailBackend | BlockingBackend | None = None,
+    connection: ConnectionLike | None = None,
     html_message: str | None = None,
     using: str | None = None,
 ) -> None:
@@ -535,7 +545,7 @@ def mail_admins(
         subject,
         message,
         fail_silently=fail_silently,
-        connection=connection,  # type: ignore[arg-type]
+        connection=_unwrapped(connection),
         html_message=html_message,
         using=using,
     )
@@ -546,7 +556,7 @@ def mail_managers(
     message: str,
     *,
     fail_silently: bool = False,
-    connection: BaseEmailBackend | BlockingBackend | None = None,
+    connection: ConnectionLike | None = None,
     html_message: str | None = None,
     using: str | None = None,
 ) -> None:
@@ -556,7 +566,7 @@ def mail_managers(
         subject,
         message,
         fail_silently=fail_silently,
-        connection=connection,  # type: ignore[arg-type]
+        connection=_unwrapped(connection),
         html_message=html_message,
         using=using,
     )
