@@ -30,12 +30,12 @@ import json
 import os
 import re
 import sys
-import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .exceptions import BadHeaderError, ConfigurationError, InvalidMailer
+from .threads import SharedLock
 
 __all__ = [
     "DEFAULTS",
@@ -393,7 +393,8 @@ class Settings:
     __slots__ = ("_configured", "_environment", "_lock")
 
     def __init__(self) -> None:
-        object.__setattr__(self, "_lock", threading.Lock())
+        # Reset in a forked child (see SharedLock): a parent thread may hold it.
+        object.__setattr__(self, "_lock", SharedLock())
         object.__setattr__(self, "_configured", {})
         object.__setattr__(self, "_environment", None)
 

@@ -28,7 +28,6 @@ import copy
 import email.message
 import email.policy
 import re
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, Unpack
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, Unpack
 from ..backends.base import BaseEmailBackend, accepted_result
 from ..backends.locmem import EmailBackend as _LocmemBackend
 from ..backends.locmem import _read_attached_files
+from ..threads import SharedLock
 from . import routing
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Outbox(list["EmailMessage"]):
 
     def __init__(self, messages: Iterable[EmailMessage] = ()) -> None:
         super().__init__(messages)
-        self._lock = threading.Lock()
+        self._lock = SharedLock()
         self._wire: dict[int, bytes] = {}
         #: The result of every send captured (one per message, in order).
         self.results: list[MessageResult] = []
