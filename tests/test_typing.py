@@ -62,9 +62,10 @@ get_connection("myapp.mail.Backend", region="eu-west-1")
 
 
 # ``connection=``: any object with the async backend interface (an asyncmail
-# backend, or a duck-typed one of the user's own); the blocking calls also
-# take a blocking view. Nothing else: not a string, not a half backend, not a
-# blocking view where an await will use it.
+# backend, or a duck-typed one of the user's own), or a blocking view of a
+# backend (as in Django, each message keeps the object given; the work runs
+# on the backend it wraps). Nothing else: not a string, not a half backend,
+# not a backend with blocking methods.
 CONNECTION_SNIPPET = """\
 from types import TracebackType
 from typing import Any, Self
@@ -147,7 +148,8 @@ async def main() -> None:
     await asend_mail("s", "b", None, ["a@example.com"], connection=own)
     await asend_mass_mail([], connection=OwnBackend())
     await amail_admins("s", "b", connection=backend)
-    await asend_mail("s", "b", None, ["a@example.com"], connection=view)  # error
+    await asend_mail("s", "b", None, ["a@example.com"], connection=view)
+    await asend_mail("s", "b", None, ["a@x"], connection=HalfBackend())  # error
     await asend_mass_mail([], connection=SyncBackend())  # error
     await amail_admins("s", "b", connection="smtp")  # error
 """

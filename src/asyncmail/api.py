@@ -159,8 +159,8 @@ def _create_mailer(
 ) -> BaseEmailBackend:
     """The backend of the mailer *alias*; every configuration error is an
     :class:`InvalidMailer` naming it."""
-    if "alias" in config["OPTIONS"]:
-        raise InvalidMailer("OPTIONS must not define 'alias'.", alias=alias)
+    # OPTIONS defining "alias" never get here: settings refuse them (every
+    # source of MAILERS goes through asyncmail.settings' validator).
     try:
         backend_class = _import_backend(config["BACKEND"])
     except ConfigurationError as exc:
@@ -327,7 +327,7 @@ async def asend_mail(
     fail_silently: bool = False,
     auth_user: str | None = None,
     auth_password: str | None = None,
-    connection: Connection | None = None,
+    connection: ConnectionLike | None = None,
     html_message: str | None = None,
     using: str | None = None,
 ) -> int:
@@ -361,7 +361,7 @@ async def asend_mass_mail(
     fail_silently: bool = False,
     auth_user: str | None = None,
     auth_password: str | None = None,
-    connection: Connection | None = None,
+    connection: ConnectionLike | None = None,
     using: str | None = None,
 ) -> int:
     """Send one message per ``(subject, message, from_email, recipient_list)``
@@ -394,7 +394,7 @@ async def _asend_server_message(
     message: str,
     *,
     fail_silently: bool,
-    connection: Connection | None,
+    connection: ConnectionLike | None,
     html_message: str | None,
     using: str | None,
 ) -> None:
@@ -420,7 +420,7 @@ async def amail_admins(
     message: str,
     *,
     fail_silently: bool = False,
-    connection: Connection | None = None,
+    connection: ConnectionLike | None = None,
     html_message: str | None = None,
     using: str | None = None,
 ) -> None:
@@ -442,7 +442,7 @@ async def amail_managers(
     message: str,
     *,
     fail_silently: bool = False,
-    connection: Connection | None = None,
+    connection: ConnectionLike | None = None,
     html_message: str | None = None,
     using: str | None = None,
 ) -> None:

@@ -8,10 +8,11 @@ interface fits :class:`Connection`: every asyncmail backend (each is a
 own, subclass or not. A type checker refuses anything else (a string, a
 Django backend, an object missing ``send_messages``).
 
-The blocking calls also take the blocking view of a backend (what
-``with backend as conn:`` and ``backend.blocking()`` give): that is
-:data:`ConnectionLike`. :func:`async_connection` turns either into the
-backend that does the work, the one place that unwraps a view.
+Each also takes the blocking view of a backend (what ``with backend as
+conn:`` and ``backend.blocking()`` give): that is :data:`ConnectionLike`.
+As in Django, a message's ``connection`` stays the object the caller gave;
+:func:`async_connection` turns either kind into the backend that does the
+work, the one place that unwraps a view.
 """
 
 from __future__ import annotations

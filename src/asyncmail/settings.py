@@ -35,6 +35,13 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .exceptions import BadHeaderError, ConfigurationError, InvalidMailer
+from .options import (
+    check_bool,
+    check_port,
+    check_str,
+    check_timeout,
+    check_tls_mode,
+)
 from .threads import SharedLock
 
 __all__ = [
@@ -119,10 +126,13 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 # -- validators: each takes (name, value) and returns the normalised value ----
 
 
-def _str(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{name} must be a str, not {type(value).__name__}")
-    return value
+# The shared ones (asyncmail.options): the same checks and messages as the
+# backends' options; bound here by name, as _from_environment tells the
+# kinds apart by them.
+_str = check_str
+_bool = check_bool
+_port = check_port
+_timeout = check_timeout
 
 
 def _optional_str(name: str, value: Any) -> str | None:
@@ -131,30 +141,6 @@ def _optional_str(name: str, value: Any) -> str | None:
     if isinstance(value, os.PathLike):
         return str(os.fspath(value))
     return _str(name, value)
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{name} must be True or False, not {value!r}")
-    return value
-
-
-def _port(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        raise ConfigurationError(
-            f"{name} must be an int from 1 to 65535, not {value!r}"
-        )
-    return value
-
-
-def _timeout(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(
-            f"{name} must be a positive number of seconds or None, not {value!r}"
-        )
-    return float(value)
 
 
 def _charset(name: str, value: Any) -> str:
@@ -465,10 +451,7 @@ class Settings:
             merged = {**self._configured, **checked}
             use_tls = merged.get("EMAIL_USE_TLS", self._effective("EMAIL_USE_TLS"))
             use_ssl = merged.get("EMAIL_USE_SSL", self._effective("EMAIL_USE_SSL"))
-            if use_tls and use_ssl:
-                raise ConfigurationError(
-                    "EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive; set one"
-                )
+            check_tls_mode(use_tls, use_ssl, names=("EMAIL_USE_TLS", "EMAIL_USE_SSL"))
             self._configured.update(checked)
 
     def _effective(self, name: str) -> Any:

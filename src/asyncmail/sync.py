@@ -48,7 +48,6 @@ import anyio
 from anyio.from_thread import BlockingPortal
 
 from . import api
-from .connection import async_connection
 from .lazytext import freeze_call
 
 if TYPE_CHECKING:
@@ -56,7 +55,7 @@ if TYPE_CHECKING:
 
     from .address import AddressLike
     from .backends.base import BaseEmailBackend, MessageSource
-    from .connection import Connection, ConnectionLike
+    from .connection import ConnectionLike
     from .results import ResultCallback
 
 __all__ = [
@@ -470,14 +469,9 @@ class BlockingBackend:
 
 
 # -- the blocking twins of asyncmail.api ----------------------------------------
-#
-# Each takes what its async twin takes, and also a blocking view as
-# ``connection=`` (ConnectionLike): the view is unwrapped here, so the async
-# twin sees the backend it wraps, as its signature says.
-
-
-def _unwrapped(connection: ConnectionLike | None) -> Connection | None:
-    return None if connection is None else async_connection(connection)
+# Each has its async twin's signature; ``connection=`` is a ConnectionLike
+# (a backend or its blocking view) in both, passed on as it is: as in
+# Django, each message's ``connection`` is the object the caller gave.
 
 
 def send_mail(
@@ -503,7 +497,7 @@ def send_mail(
         fail_silently=fail_silently,
         auth_user=auth_user,
         auth_password=auth_password,
-        connection=_unwrapped(connection),
+        connection=connection,
         html_message=html_message,
         using=using,
     )
@@ -525,7 +519,7 @@ def send_mass_mail(
         fail_silently=fail_silently,
         auth_user=auth_user,
         auth_password=auth_password,
-        connection=_unwrapped(connection),
+        connection=connection,
         using=using,
     )
 
@@ -545,7 +539,7 @@ def mail_admins(
         subject,
         message,
         fail_silently=fail_silently,
-        connection=_unwrapped(connection),
+        connection=connection,
         html_message=html_message,
         using=using,
     )
@@ -566,7 +560,7 @@ def mail_managers(
         subject,
         message,
         fail_silently=fail_silently,
-        connection=_unwrapped(connection),
+        connection=connection,
         html_message=html_message,
         using=using,
     )
