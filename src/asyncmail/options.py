@@ -17,7 +17,7 @@ The run-time checks are here too, once: one validator per kind of value
 (:func:`check_str`, :func:`check_bool`, :func:`check_port`,
 :func:`check_timeout`, :func:`check_seconds`, :func:`check_count`,
 :func:`check_tls_mode`), shared by the EMAIL_* settings
-(:mod:`asyncmail.settings`), the MAILERS rules (:mod:`asyncmail.api`) and
+(:mod:`asyncmail.settings`), the MAILERS rules (:mod:`asyncmail.mailers`) and
 the backends' options. Each takes the name the user wrote (``EMAIL_PORT``,
 ``$EMAIL_PORT``, ``port``) and raises a
 :class:`~asyncmail.exceptions.ConfigurationError` naming it and the bad

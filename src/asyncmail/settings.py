@@ -196,11 +196,11 @@ def _address(name: str, value: Any) -> str:
 def _backend(name: str, value: Any) -> str:
     """A dotted path that imports as an asyncmail backend class: checked
     now, so that a typo fails at configure() rather than at the first send."""
-    from .api import _import_backend
+    from .mailers import import_backend
 
     path = _str(name, value)
     try:
-        _import_backend(path)
+        import_backend(path)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{name}: {exc}") from exc.__cause__
     return path
@@ -210,7 +210,7 @@ def _mailers(name: str, value: Any) -> dict[str, dict[str, Any]]:
     """Django 6.1's MAILERS: alias -> {"BACKEND": path, "OPTIONS": {...}}.
 
     Only the shape is checked here; each backend checks its OPTIONS when the
-    mailer is created (see :func:`asyncmail.api.get_connection`). Errors in
+    mailer is created (see :func:`asyncmail.mailers.get_connection`). Errors in
     an entry are :class:`~asyncmail.exceptions.InvalidMailer` naming it.
     """
     if not isinstance(value, Mapping):

@@ -141,7 +141,7 @@ def add_command(commands: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from ..api import _import_backend, get_connection
+    from ..api import get_connection
     from ..bulk import (
         BulkSend,
         Progress,
@@ -152,6 +152,7 @@ async def run(args: argparse.Namespace) -> int:
         file_format,
         read_template,
     )
+    from ..mailers import import_backend
 
     read = read_template
     path: Path = args.rows
@@ -176,7 +177,7 @@ async def run(args: argparse.Namespace) -> int:
             templates.check_columns(reader.columns, path)
         options = _connection_flags(args)
         backend_path = args.backend or settings.EMAIL_BACKEND
-        parameters = inspect.signature(_import_backend(backend_path)).parameters
+        parameters = inspect.signature(import_backend(backend_path)).parameters
         if "max_connections" in parameters:
             options["max_connections"] = args.connections
         if args.rate_limit is not None:
