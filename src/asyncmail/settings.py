@@ -20,6 +20,12 @@ Where asyncmail differs from Django's defaults it is on purpose and listed
 here: ``EMAIL_SUBJECT_PREFIX`` is ``""`` (Django: ``"[Django] "``), and
 ``EMAIL_TIMEOUT`` is 60 seconds (Django: no timeout, which lets a stuck
 server hang a caller forever); ``None`` still means "no timeout".
+
+Why one module of some 500 lines: it has one job, the effective value of
+each setting, and its parts are the table of settings (defaults,
+validators, environment parsing, one row per name) and the object that
+reads it; the checks of values are shared with the backends' options in
+:mod:`asyncmail.options`, the Django side is :mod:`asyncmail.django.bridge`.
 """
 
 from __future__ import annotations
