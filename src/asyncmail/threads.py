@@ -23,11 +23,13 @@ threads). Two helpers cover what they need beyond one loop:
     to leave ~40 "AnyIO worker thread"s behind.
 
 The concurrency vocabulary above the protocol layer is anyio's (task
-groups, cancel scopes, ``to_thread``, timeouts), as the blocking portal in
-:mod:`asyncmail.sync` is; asyncio's own names appear only where anyio has
-none: loop hooks (a default executor, a task with a given context, signal
-handlers) and, here, waking a waiter on another thread's loop
-(``call_soon_threadsafe``).
+groups, cancel scopes, ``to_thread``, sleeps, timeouts), as the blocking
+portal in :mod:`asyncmail.portal` is: structured concurrency, and the same
+names whichever loop runs the code. asyncio's own names appear only where
+anyio has none: loop hooks (a default executor, a task run in a given
+context, signal handlers), a task that outlives its call (the web inbox's
+HTTP server), the SMTP protocol layer (transports and protocols) and, here,
+waking a waiter on another thread's loop (``call_soon_threadsafe``).
 """
 
 from __future__ import annotations
