@@ -9,13 +9,14 @@ runs in a worker thread, off the event loop.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
+
+from ..threads import SharedLock
 
 __all__ = ["MemoryStore", "SQLiteStore", "Store", "StoredMessage"]
 
@@ -121,7 +122,7 @@ class SQLiteStore(Store):
     ) -> None:
         super().__init__(max_messages=max_messages, max_bytes=max_bytes)
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = SharedLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         with self._lock, self._db:
             self._db.execute(
