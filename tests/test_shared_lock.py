@@ -16,6 +16,7 @@ import textwrap
 import threading
 import time
 
+import anyio.to_thread
 import pytest
 
 from asyncmail.threads import SharedLock
@@ -239,3 +240,77 @@ def test_locks_held_by_another_thread_are_free_in_a_forked_child() -> None:
         "child child.example",
         "parent 0 parent.example",
     ]
+
+
+def test_the_fqdn_is_looked_up_once_for_every_loop_and_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Concurrent first look-ups from two event loops and a blocking caller
+    share one: the others wait for the lock (the loops without blocking)."""
+    import socket
+
+    from asyncmail import dnsname
+
+    lookups: list[str] = []
+    release = threading.Event()
+
+    def getfqdn(name: str = "") -> str:
+        lookups.append(threading.current_thread().name)
+        assert release.wait(WAIT)
+        return "shared.example"
+
+    monkeypatch.setattr(dnsname, "_fqdn", None)
+    monkeypatch.setattr(socket, "getfqdn", getfqdn)
+    found: list[str] = []
+
+    async def on_a_loop() -> None:
+        found.append(await dnsname.aget_fqdn())
+
+    threads = [
+        threading.Thread(target=asyncio.run, args=(on_a_loop(),)),
+        threading.Thread(target=asyncio.run, args=(on_a_loop(),)),
+        threading.Thread(target=lambda: found.append(dnsname.get_fqdn())),
+    ]
+    threads[0].start()
+    _wait_for(lambda: lookups, "the first look-up")
+    for thread in threads[1:]:
+        thread.start()
+    _wait_for(lambda: len(dnsname._lock._waiters) == 2, "two waiters")
+    release.set()
+    for thread in threads:
+        thread.join(WAIT)
+    assert found == ["shared.example"] * 3
+    assert len(lookups) == 1
+    assert not dnsname._lock.locked()
+
+
+@pytest.mark.anyio
+async def test_a_blocking_fqdn_read_on_the_loop_awaiting_it_does_not_hang(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """get_fqdn() called on the loop whose task holds the look-up (e.g. a
+    message rendered there meanwhile) looks up by itself instead of waiting
+    for a task that cannot resume."""
+    import socket
+
+    from asyncmail import dnsname
+
+    release = threading.Event()
+    started = threading.Event()
+    calls: list[int] = []
+
+    def getfqdn(name: str = "") -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            started.set()
+            assert release.wait(WAIT)
+        return "own.example"
+
+    monkeypatch.setattr(dnsname, "_fqdn", None)
+    monkeypatch.setattr(socket, "getfqdn", getfqdn)
+    first = asyncio.get_running_loop().create_task(dnsname.aget_fqdn())
+    assert await anyio.to_thread.run_sync(started.wait, WAIT)
+    assert dnsname.get_fqdn() == "own.example"  # not blocked by the holder
+    release.set()
+    assert await first == "own.example"
+    assert len(calls) == 2
