@@ -16,6 +16,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
+from ..options import check_count
 from ..threads import SharedLock
 
 __all__ = ["MemoryStore", "SQLiteStore", "Store", "StoredMessage"]
@@ -39,8 +40,9 @@ class Store:
     content does, for cheap polling."""
 
     def __init__(self, *, max_messages: int = 1000, max_bytes: int = 200 << 20) -> None:
-        if max_messages < 1 or max_bytes < 1:
-            raise ValueError("max_messages and max_bytes must be positive")
+        # ConfigurationError is a ValueError, as this raised before.
+        check_count("max_messages", max_messages, minimum=1)
+        check_count("max_bytes", max_bytes, minimum=1)
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.version = 0
