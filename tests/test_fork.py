@@ -227,3 +227,42 @@ def test_prefork_children_never_use_the_parents_connection(
     assert parent_raw.count(b"QUIT") == 1
     assert parent_raw.endswith(b"QUIT\r\n")
     assert b"child" not in parent_raw
+
+
+@UVLOOP
+def test_child_gets_worker_threads_of_its_own(
+    server: SMTPServer, no_uvloop: bool
+) -> None:
+    """The library loop's worker threads (blocking DNS look-ups and the like)
+    are the parent's: a child that forked while they waited for work starts
+    its own instead of queueing for threads it does not have."""
+    out = run(
+        server,
+        """
+        from asyncmail.sync import run_blocking
+
+        async def in_worker():
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(None, threading.current_thread)
+
+        parent_worker = run_blocking(in_worker)
+        assert parent_worker.name == "asyncmail-worker", parent_worker.name
+        assert mail("parent before") == 1
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                worker = run_blocking(in_worker)
+                code = 0 if worker.name == "asyncmail-worker" else 2
+                if code == 0 and mail("child") != 1:
+                    code = 3
+            finally:
+                os._exit(code)
+        print("child exit", wait_child(pid))
+        print("parent worker", run_blocking(in_worker).name)
+        """,
+        no_uvloop=no_uvloop,
+    )
+
+    assert out == "child exit 0\nparent worker asyncmail-worker\n"
+    assert subjects(server) == ["child", "parent before"]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import smtplib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -369,3 +371,21 @@ async def test_web_port_in_use_is_an_oserror_and_nothing_listens() -> None:
         with pytest.raises(OSError, match="in use"):
             await inbox.start()
         assert inbox.smtp._server is None  # the SMTP side never started
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"max_messages": 0},
+            "max_messages must be at least 1 (a whole number), not 0",
+        ),
+        ({"max_bytes": -5}, "max_bytes must be at least 1 (a whole number), not -5"),
+        ({"max_messages": 2.5}, "max_messages must be at least 1"),
+    ],
+)
+def test_store_limits_are_checked_naming_the_option(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        MemoryStore(**options)

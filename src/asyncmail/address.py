@@ -25,6 +25,12 @@ stdlib's lenient header parser:
 Because the envelope address is taken from the very same :class:`Mailbox`
 that renders the header, the envelope recipient always equals the header's
 addr-spec.
+
+Why one module of some 440 lines: it has one job, the grammar of an
+address, and its parts (the tokenizer, the domain and local-part rules, the
+Mailbox that renders both the header and the envelope) are one grammar read
+together; split, each rule would be checked in one file and relied upon in
+another.
 """
 
 from __future__ import annotations

@@ -10,28 +10,25 @@ Used for the domain of generated Message-IDs and as the default EHLO name.
 :func:`socket.getfqdn` can block for seconds on a slow resolver, so async code
 calls :func:`aget_fqdn` (which does the lookup in a worker thread) and the
 pure message code only ever reads the cached value via :func:`get_fqdn`.
-Concurrent first calls share one look-up (one thread, not one each).
+Concurrent first calls share one look-up (one thread, not one each):
+the others await :data:`_lock`, the process's one cross-loop lock.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import os
 import re
 import socket
-import threading
 
 import idna
 
-from .threads import run_sync
+from .threads import SharedLock, run_sync
 
 __all__ = ["aget_fqdn", "ascii_hostname", "get_fqdn"]
 
-_lock = threading.Lock()
+#: Held while the FQDN is looked up (reset in a forked child, as every
+#: SharedLock is): concurrent first calls share one look-up.
+_lock = SharedLock()
 _fqdn: str | None = None
-#: The look-up under way: its name, or None if it failed (look up again).
-_pending: concurrent.futures.Future[str | None] | None = None
 _HOST_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,252}[A-Za-z0-9])?\Z")
 
 
@@ -79,43 +76,26 @@ def get_fqdn() -> str:
     """The cached, IDNA-encoded FQDN (looked up now, blocking, if not yet known)."""
     global _fqdn  # noqa: PLW0603 - a process-wide cache, set once
     if _fqdn is None:
-        with _lock:
+        try:
+            _lock.acquire()
+        except RuntimeError:
+            # This thread's own loop is awaiting the look-up (waiting for it
+            # here could never end): look up too; the answer is the same.
+            return _lookup()
+        try:
             if _fqdn is None:
                 _fqdn = _lookup()
+        finally:
+            _lock.release()
     return _fqdn
 
 
 async def aget_fqdn() -> str:
     """The cached FQDN; the first call looks it up in a worker thread, and
     calls made meanwhile (from any loop) wait for that same look-up."""
-    global _pending  # noqa: PLW0603 - the one look-up in flight
-    if _fqdn is not None:
-        return _fqdn
-    with _lock:
-        pending = _pending
-        first = pending is None
-        if pending is None:
-            pending = _pending = concurrent.futures.Future()
-    if not first:
-        shared = await asyncio.wrap_future(pending)
-        return shared if shared is not None else await run_sync(get_fqdn)
-    try:
-        name = await run_sync(get_fqdn)
-    except BaseException:
-        pending.set_result(None)  # e.g. this caller was cancelled
-        raise
-    finally:
-        with _lock:
-            _pending = None
-    pending.set_result(name)
-    return name
-
-
-def _after_fork_in_child() -> None:
-    # A parent thread may have held the lock, or a look-up been under way.
-    global _lock, _pending  # noqa: PLW0603
-    _lock = threading.Lock()
-    _pending = None
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
+    global _fqdn  # noqa: PLW0603 - a process-wide cache, set once
+    if _fqdn is None:
+        async with _lock:  # a caller cancelled meanwhile leaves it to the next
+            if _fqdn is None:
+                _fqdn = await run_sync(_lookup)
+    return _fqdn

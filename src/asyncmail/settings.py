@@ -20,6 +20,12 @@ Where asyncmail differs from Django's defaults it is on purpose and listed
 here: ``EMAIL_SUBJECT_PREFIX`` is ``""`` (Django: ``"[Django] "``), and
 ``EMAIL_TIMEOUT`` is 60 seconds (Django: no timeout, which lets a stuck
 server hang a caller forever); ``None`` still means "no timeout".
+
+Why one module of some 500 lines: it has one job, the effective value of
+each setting, and its parts are the table of settings (defaults,
+validators, environment parsing, one row per name) and the object that
+reads it; the checks of values are shared with the backends' options in
+:mod:`asyncmail.options`, the Django side is :mod:`asyncmail.django.bridge`.
 """
 
 from __future__ import annotations
@@ -30,12 +36,19 @@ import json
 import os
 import re
 import sys
-import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .exceptions import BadHeaderError, ConfigurationError, InvalidMailer
+from .options import (
+    check_bool,
+    check_port,
+    check_str,
+    check_timeout,
+    check_tls_mode,
+)
+from .threads import SharedLock
 
 __all__ = [
     "DEFAULTS",
@@ -119,10 +132,13 @@ _FALSE = frozenset({"0", "false", "no", "off", ""})
 # -- validators: each takes (name, value) and returns the normalised value ----
 
 
-def _str(name: str, value: object) -> str:
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{name} must be a str, not {type(value).__name__}")
-    return value
+# The shared ones (asyncmail.options): the same checks and messages as the
+# backends' options; bound here by name, as _from_environment tells the
+# kinds apart by them.
+_str = check_str
+_bool = check_bool
+_port = check_port
+_timeout = check_timeout
 
 
 def _optional_str(name: str, value: Any) -> str | None:
@@ -131,30 +147,6 @@ def _optional_str(name: str, value: Any) -> str | None:
     if isinstance(value, os.PathLike):
         return str(os.fspath(value))
     return _str(name, value)
-
-
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{name} must be True or False, not {value!r}")
-    return value
-
-
-def _port(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        raise ConfigurationError(
-            f"{name} must be an int from 1 to 65535, not {value!r}"
-        )
-    return value
-
-
-def _timeout(name: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigurationError(
-            f"{name} must be a positive number of seconds or None, not {value!r}"
-        )
-    return float(value)
 
 
 def _charset(name: str, value: Any) -> str:
@@ -210,11 +202,11 @@ def _address(name: str, value: Any) -> str:
 def _backend(name: str, value: Any) -> str:
     """A dotted path that imports as an asyncmail backend class: checked
     now, so that a typo fails at configure() rather than at the first send."""
-    from .api import _import_backend
+    from .mailers import import_backend
 
     path = _str(name, value)
     try:
-        _import_backend(path)
+        import_backend(path)
     except ConfigurationError as exc:
         raise ConfigurationError(f"{name}: {exc}") from exc.__cause__
     return path
@@ -224,7 +216,7 @@ def _mailers(name: str, value: Any) -> dict[str, dict[str, Any]]:
     """Django 6.1's MAILERS: alias -> {"BACKEND": path, "OPTIONS": {...}}.
 
     Only the shape is checked here; each backend checks its OPTIONS when the
-    mailer is created (see :func:`asyncmail.api.get_connection`). Errors in
+    mailer is created (see :func:`asyncmail.mailers.get_connection`). Errors in
     an entry are :class:`~asyncmail.exceptions.InvalidMailer` naming it.
     """
     if not isinstance(value, Mapping):
@@ -393,7 +385,8 @@ class Settings:
     __slots__ = ("_configured", "_environment", "_lock")
 
     def __init__(self) -> None:
-        object.__setattr__(self, "_lock", threading.Lock())
+        # Reset in a forked child (see SharedLock): a parent thread may hold it.
+        object.__setattr__(self, "_lock", SharedLock())
         object.__setattr__(self, "_configured", {})
         object.__setattr__(self, "_environment", None)
 
@@ -464,10 +457,7 @@ class Settings:
             merged = {**self._configured, **checked}
             use_tls = merged.get("EMAIL_USE_TLS", self._effective("EMAIL_USE_TLS"))
             use_ssl = merged.get("EMAIL_USE_SSL", self._effective("EMAIL_USE_SSL"))
-            if use_tls and use_ssl:
-                raise ConfigurationError(
-                    "EMAIL_USE_TLS and EMAIL_USE_SSL are mutually exclusive; set one"
-                )
+            check_tls_mode(use_tls, use_ssl, names=("EMAIL_USE_TLS", "EMAIL_USE_SSL"))
             self._configured.update(checked)
 
     def _effective(self, name: str) -> Any:

@@ -20,11 +20,12 @@ the same without blocking the caller's event loop.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import inspect
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
+import anyio.to_thread
 import django
 from django.core.mail import EmailMessage as DjangoEmailMessage
 from django.core.mail.backends.base import BaseEmailBackend as DjangoBaseEmailBackend
@@ -266,20 +267,21 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
         if not email_messages:
             return 0
         messages = self.prepare(email_messages)
-        return await asyncio.to_thread(
+        send = functools.partial(
             run_blocking,
             self.smtp_backend.send_messages,
             messages,
             fail_silently=self.fail_silently,
         )
+        return await anyio.to_thread.run_sync(send)
 
     async def aopen(self) -> bool | None:
         """:meth:`open` for async code."""
-        return await asyncio.to_thread(self.open)
+        return await anyio.to_thread.run_sync(self.open)
 
     async def aclose(self) -> None:
         """:meth:`close` for async code."""
-        await asyncio.to_thread(self.close)
+        await anyio.to_thread.run_sync(self.close)
 
     def prepare(
         self, email_messages: Iterable[DjangoEmailMessage]

@@ -39,7 +39,6 @@ about the deprecated ``EMAIL_*`` names on every external read).
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -51,6 +50,7 @@ from django.utils.functional import Promise, empty
 
 from ..exceptions import ConfigurationError
 from ..settings import _VALIDATORS, DEFAULTS
+from ..threads import SharedLock
 
 __all__ = ["BACKENDS", "django_setting", "translate_backend"]
 
@@ -106,7 +106,7 @@ _NOT_FOUND: Final = (False, None)
 # name -> (Django's settings object, its raw value, the answer); dropped on
 # setting_changed.
 _memo: dict[str, tuple[Any, Any, tuple[bool, Any]]] = {}
-_memo_lock = threading.Lock()
+_memo_lock = SharedLock()
 
 
 def translate_backend(path: Any, where: str) -> Any:

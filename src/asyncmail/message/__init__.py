@@ -49,7 +49,7 @@ from .payload import STREAM_THRESHOLD, Base64Payload
 from .raw import RawMessage
 
 if TYPE_CHECKING:
-    from ..backends.base import BaseEmailBackend
+    from ..connection import ConnectionLike
 
 __all__ = [
     "DEFAULT_ATTACHMENT_MIME_TYPE",
@@ -206,7 +206,7 @@ class EmailMessage(BaseMessage):
         to: Iterable[AddressLike] | None = None,
         *,
         bcc: Iterable[AddressLike] | None = None,
-        connection: BaseEmailBackend | None = None,
+        connection: ConnectionLike | None = None,
         attachments: Iterable[EmailAttachment | tuple[Any, ...] | email.message.Message]
         | None = None,
         headers: dict[str, Any] | None = None,
@@ -446,7 +446,7 @@ class EmailMultiAlternatives(EmailMessage):
         to: Iterable[AddressLike] | None = None,
         *,
         bcc: Iterable[AddressLike] | None = None,
-        connection: BaseEmailBackend | None = None,
+        connection: ConnectionLike | None = None,
         attachments: Iterable[EmailAttachment | tuple[Any, ...] | email.message.Message]
         | None = None,
         headers: dict[str, Any] | None = None,

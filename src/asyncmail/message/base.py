@@ -24,7 +24,7 @@ from ..lazytext import is_lazy_text, resolve_text
 from ..settings import settings
 
 if TYPE_CHECKING:
-    from ..backends.base import BaseEmailBackend
+    from ..connection import ConnectionLike
     from ..results import MessageResult
     from .mime import RenderedMessage
 
@@ -56,7 +56,7 @@ class BaseMessage:
         *,
         cc: Iterable[AddressLike] | None = None,
         bcc: Iterable[AddressLike] | None = None,
-        connection: BaseEmailBackend | None = None,
+        connection: ConnectionLike | None = None,
     ) -> None:
         self.to: list[AddressLike] = _address_list_argument("to", to)
         self.cc: list[AddressLike] = _address_list_argument("cc", cc)

@@ -22,7 +22,7 @@ from .foreign import foreign_bytes
 from .mime import RenderedMessage
 
 if TYPE_CHECKING:
-    from ..backends.base import BaseEmailBackend
+    from ..connection import ConnectionLike
 
 __all__ = ["RawMessage"]
 
@@ -89,7 +89,7 @@ class RawMessage(BaseMessage):
         to: Iterable[AddressLike] | None = None,
         *,
         bcc: Iterable[AddressLike] | None = None,
-        connection: BaseEmailBackend | None = None,
+        connection: ConnectionLike | None = None,
     ) -> None:
         super().__init__(from_email, to, bcc=bcc, connection=connection)
         if not isinstance(data, bytes):

@@ -19,9 +19,10 @@ Resolution, in order:
 
 from __future__ import annotations
 
-import threading
 from contextvars import ContextVar
 from typing import TYPE_CHECKING
+
+from ..threads import SharedLock
 
 if TYPE_CHECKING:
     from ..backends.base import BaseEmailBackend
@@ -31,7 +32,7 @@ __all__ = ["AmbiguousCaptureError", "active_outbox", "capturing"]
 
 _current: ContextVar[Outbox | None] = ContextVar("asyncmail_outbox", default=None)
 _active: list[Outbox] = []  # every outbox capturing now, in any context
-_lock = threading.Lock()
+_lock = SharedLock()
 
 
 class AmbiguousCaptureError(RuntimeError):

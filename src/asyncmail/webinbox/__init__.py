@@ -22,6 +22,8 @@ import sys
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+import anyio
+
 from ..server import DebugServer, ReceivedMessage, _Handler
 from .store import MemoryStore, SQLiteStore, Store, StoredMessage
 
@@ -163,6 +165,8 @@ class WebInbox:
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # the caller's job
         self._listener = listener
+        # A task that outlives this call (stop() ends it): asyncio's, as
+        # anyio has no unstructured tasks.
         self._task = asyncio.get_running_loop().create_task(
             self._server.serve(sockets=[listener])
         )
@@ -172,7 +176,7 @@ class WebInbox:
                 listener.close()
                 self._task.result()  # raises why it could not start
                 raise RuntimeError("the web inbox could not start")
-            await asyncio.sleep(0.01)
+            await anyio.sleep(0.01)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -191,7 +195,7 @@ class WebInbox:
     async def serve_forever(self) -> None:
         await self.start()
         try:
-            await asyncio.Event().wait()
+            await anyio.sleep_forever()
         finally:
             await self.stop()
 
@@ -235,7 +239,7 @@ async def run_from_cli(args: Any) -> int:
     )
     sys.stdout.flush()
     try:
-        await asyncio.Event().wait()
+        await anyio.sleep_forever()
     finally:
         await inbox.stop()
     return 0

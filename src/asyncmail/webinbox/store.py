@@ -9,13 +9,15 @@ runs in a worker thread, off the event loop.
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
+
+from ..options import check_count
+from ..threads import SharedLock
 
 __all__ = ["MemoryStore", "SQLiteStore", "Store", "StoredMessage"]
 
@@ -38,8 +40,9 @@ class Store:
     content does, for cheap polling."""
 
     def __init__(self, *, max_messages: int = 1000, max_bytes: int = 200 << 20) -> None:
-        if max_messages < 1 or max_bytes < 1:
-            raise ValueError("max_messages and max_bytes must be positive")
+        # ConfigurationError is a ValueError, as this raised before.
+        check_count("max_messages", max_messages, minimum=1)
+        check_count("max_bytes", max_bytes, minimum=1)
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.version = 0
@@ -121,7 +124,7 @@ class SQLiteStore(Store):
     ) -> None:
         super().__init__(max_messages=max_messages, max_bytes=max_bytes)
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = SharedLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False)
         with self._lock, self._db:
             self._db.execute(
