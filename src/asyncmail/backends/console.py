@@ -9,12 +9,12 @@ they never appear in a message.
 from __future__ import annotations
 
 import sys
-import threading
 from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio.to_thread
 
 from ..exceptions import MailError
+from ..threads import SharedLock
 from .base import BaseEmailBackend, accepted_result
 
 if TYPE_CHECKING:
@@ -32,9 +32,10 @@ class EmailBackend(BaseEmailBackend):
     def __init__(self, *, stream: TextIO | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.stream = stream
-        # Writes run in worker threads, from whichever event loop sends: a
-        # thread lock keeps concurrent messages from interleaving.
-        self._write_lock = threading.Lock()
+        # Writes run in worker threads, from whichever event loop sends: one
+        # lock keeps concurrent messages from interleaving (and is free again
+        # in a forked child).
+        self._write_lock = SharedLock()
 
     def format(self, message: EmailMessage) -> str:
         """The text written for one message (blocking: it may read files

@@ -9,10 +9,8 @@ Writes go through aiofiles, off the event loop.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
-import weakref
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +21,7 @@ import anyio.to_thread
 
 from ..exceptions import ConfigurationError, MailError
 from ..settings import settings
+from ..threads import SharedLock
 from .base import accepted_result
 from .console import EmailBackend as ConsoleBackend
 
@@ -52,9 +51,9 @@ class EmailBackend(ConsoleBackend):
             )
         self.file_path = Path(path).absolute()
         self._filename: Path | None = None
-        self._locks: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, asyncio.Lock
-        ] = weakref.WeakKeyDictionary()
+        # One lock for every loop and thread that sends through this backend,
+        # so that concurrent messages are appended whole, one after the other.
+        self._append_lock = SharedLock()
 
     @property
     def filename(self) -> Path | None:
@@ -90,10 +89,7 @@ class EmailBackend(ConsoleBackend):
     async def deliver(self, message: EmailMessage) -> MessageResult:
         text = await anyio.to_thread.run_sync(self.format, message)
         assert self._filename is not None
-        # One lock per event loop (asyncio locks belong to one loop), so that
-        # concurrent messages are appended whole, one after the other.
-        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-        async with lock:
+        async with self._append_lock:
             try:
                 async with aiofiles.open(self._filename, "a", encoding="utf-8") as file:
                     await file.write(text)
