@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ import pytest
 
 from asyncmail import EmailMessage, MessageResult, Outcome
 from asyncmail.backends.smtp import EmailBackend
-from scriptserver import DEFAULT_EXTENSIONS, ScriptServer
+from scriptserver import DEFAULT_EXTENSIONS, ScriptServer, reply
 
 PIPELINING = pytest.mark.parametrize(
     "pipelining", [True, False], ids=["pipelined", "sequential"]
@@ -106,3 +107,19 @@ def outcomes(msg: EmailMessage) -> dict[str, Outcome]:
 def mail_commands(server: ScriptServer) -> list[str]:
     """Every MAIL FROM command the server received, all sessions."""
     return [c for c in server.commands if c.upper().startswith("MAIL FROM")]
+
+
+def hold_each_message(server: ScriptServer, seconds: float = 0.05) -> None:
+    """Answer every final dot (250) only after *seconds*, so that sends
+    overlap."""
+    server.on(".", reply("250 2.0.0 OK", delay=seconds), times=None)
+
+
+def senders(server: ScriptServer) -> Counter[str]:
+    """How many times each sender's message was accepted."""
+    return Counter(item.mail_from for item in server.accepted)
+
+
+def mails_per_session(server: ScriptServer) -> list[int]:
+    """How many transactions each session started (MAIL commands)."""
+    return [session.verbs().count("MAIL") for session in server.sessions]
