@@ -93,6 +93,15 @@ def make_backend(server: ScriptServer, **options: Any) -> EmailBackend:
     return EmailBackend(host=server.host, port=server.port, **settings)
 
 
+def backend_for(port: int, **options: Any) -> EmailBackend:
+    """An SMTP backend for a test server on 127.0.0.1:*port*: no retries
+    unless asked, a fixed EHLO name. *options* win."""
+    options.setdefault("timeout", 10)
+    options.setdefault("retries", 0)
+    options.setdefault("local_hostname", "client.example")
+    return EmailBackend(host="127.0.0.1", port=port, **options)
+
+
 def result_of(msg: EmailMessage) -> MessageResult:
     """The result the last send recorded on *msg* (there must be one)."""
     assert msg.result is not None

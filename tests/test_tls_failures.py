@@ -32,8 +32,15 @@ from asyncmail import (
 from asyncmail.backends.base import BackendState
 from asyncmail.backends.smtp import EmailBackend
 from asyncmail.exceptions import is_transient
-from helpers import make_backend, message, outcomes, result_of, unused_port
-from hostile import FROM, TO, backend_for
+from helpers import (
+    backend_for,
+    make_backend,
+    message,
+    outcomes,
+    result_of,
+    unused_port,
+)
+from hostile import FROM, TO
 from scriptserver import DEFAULT_EXTENSIONS, ScriptServer
 
 pytestmark = pytest.mark.anyio
