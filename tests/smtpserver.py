@@ -128,8 +128,6 @@ class SMTPServer(SMTPTestServer):
             host=hostname,
         )
         self._server_context = implicit_tls_context or starttls_context
-        # One list: the records are the tests' Received, not ReceivedMail.
-        self.recorder = Recorder(messages=self.messages)  # type: ignore[arg-type]
         self._require_starttls = require_starttls
         self._auth_require_tls = auth_require_tls
         self._options = smtp_options
@@ -137,6 +135,20 @@ class SMTPServer(SMTPTestServer):
     @property
     def hostname(self) -> str:
         return self.host
+
+    # The messages are the recorder's (tests' Received records, which a test
+    # may replace with a list of its own): SMTPTestServer's attribute is
+    # this property here, and its constructor sets up the recorder.
+    @property  # type: ignore[override]
+    def messages(self) -> list[Received]:
+        return self.recorder.messages
+
+    @messages.setter
+    def messages(self, value: list[Received]) -> None:
+        if hasattr(self, "recorder"):
+            self.recorder.messages = value
+        else:
+            self.recorder = Recorder(messages=value)
 
     def _protocol(self) -> SMTP:
         return self._factory()
