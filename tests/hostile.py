@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from asyncmail import EmailMessage
-from asyncmail.backends.smtp import EmailBackend
+from helpers import backend_for
 from smtpserver import SMTPServer
 
 FROM = "sender@example.com"
@@ -26,14 +25,6 @@ LINE_SEPARATORS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
 #: but tab (CR and LF only as the CRLF line end), DEL.
 _RAW_CONTROL = re.compile(rb"[\x00-\x08\x0b-\x0c\x0e-\x1f\x7f]")
 _BCC_LINE = re.compile(rb"(?im)^(?:resent-)?bcc[ \t]*:")
-
-
-def backend_for(port: int, **options: Any) -> EmailBackend:
-    """An SMTP backend for the test server: no retries unless asked."""
-    options.setdefault("timeout", 10)
-    options.setdefault("retries", 0)
-    options.setdefault("local_hostname", "client.example")
-    return EmailBackend(host="127.0.0.1", port=port, **options)
 
 
 def control(marker: str = "control") -> EmailMessage:

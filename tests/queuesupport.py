@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from smtpserver import unused_port
+from helpers import unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

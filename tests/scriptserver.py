@@ -13,6 +13,12 @@ final dot). For ``DATA`` and ``"."`` *match* is looked up in the
 transaction's envelope (its MAIL and RCPT lines), so a rule can target one
 message of a batch.
 
+``ScriptServer(starttls=True)`` offers STARTTLS with a certificate for
+127.0.0.1 from a throw-away trustme CA (``client_context`` trusts it): after
+its 220 the session continues encrypted (EHLO again, no STARTTLS offered),
+and rules apply inside TLS as before. An Act for STARTTLS with
+``handshake=False`` stalls the handshake instead (reads and says nothing).
+
 Commands sent together (pipelining) are answered one by one, in order. The
 server records, per session, every command line, the raw DATA bytes (before
 un-stuffing) and the messages it accepted (answered 2xx to the final dot).
@@ -21,6 +27,8 @@ un-stuffing) and the messages it accepted (answered 2xx to the final dot).
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -46,7 +54,9 @@ class Act:
     *endless*, send "250-" lines without end; then close the connection if
     *close*. An Act with no lines sends nothing (silence: the server just
     reads on). For ``"."`` only, *body_bytes* makes the server read that many
-    bytes of the body and close mid-body.
+    bytes of the body and close mid-body. For ``STARTTLS`` only, a 220 with
+    *handshake* False does not start TLS: the server reads what comes and
+    answers nothing, so the client's handshake can only time out.
     """
 
     lines: tuple[str, ...] = ()
@@ -58,6 +68,7 @@ class Act:
     close: bool = False
     body_bytes: int | None = None
     hook: Callable[[], object] | None = None
+    handshake: bool = True
 
     @property
     def code(self) -> int | None:
@@ -96,6 +107,7 @@ class Session:
     commands: list[str] = field(default_factory=list)
     data: list[bytes] = field(default_factory=list)  # each DATA body received
     accepted: list[Accepted] = field(default_factory=list)
+    tls: bool = False  # STARTTLS completed: what followed was encrypted
 
     def verbs(self) -> list[str]:
         return [command.split(" ", 1)[0].upper() for command in self.commands]
@@ -113,13 +125,37 @@ def _address(command: str) -> str:
     return command[start + 1 : end] if 0 <= start < end else ""
 
 
+@functools.cache
+def _test_tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for 127.0.0.1 and a client context
+    trusting its CA (one throw-away CA for the whole run)."""
+    import trustme
+
+    authority = trustme.CA()
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1", "localhost").configure_cert(server)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    authority.configure_trust(client)
+    return server, client
+
+
 class ScriptServer:
     """The scripted server. Use as a context manager (starts and stops it)."""
 
-    def __init__(self, extensions: tuple[str, ...] = DEFAULT_EXTENSIONS) -> None:
+    def __init__(
+        self,
+        extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
+        *,
+        starttls: bool = False,
+    ) -> None:
         self.host = "127.0.0.1"
         self.port = 0
         self.extensions = list(extensions)
+        #: With starttls: the server's TLS context, and one that trusts it.
+        self.server_context: ssl.SSLContext | None = None
+        self.client_context: ssl.SSLContext | None = None
+        if starttls:
+            self.server_context, self.client_context = _test_tls()
         self.rules: list[Rule] = []
         self.sessions: list[Session] = []
         self.live = 0  # sessions open right now
@@ -204,8 +240,10 @@ class ScriptServer:
                 return rule.act
         return default
 
-    def _ehlo(self) -> Act:
+    def _ehlo(self, session: Session) -> Act:
         lines = ["scripted.example", *self.extensions]
+        if self.server_context is not None and not session.tls:
+            lines.append("STARTTLS")
         return reply(*(f"250-{line}" for line in lines[:-1]), f"250 {lines[-1]}")
 
     async def _session(
@@ -220,7 +258,7 @@ class ScriptServer:
         self.max_live = max(self.max_live, self.live)
         try:
             await self._converse(session, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except asyncio.CancelledError:
             pass  # shutting down (asyncio 3.11 logs a cancelled handler task)
@@ -250,7 +288,14 @@ class ScriptServer:
             verb = command.split(" ", 1)[0].upper()
             subject = command
             if verb == "EHLO":
-                default = self._ehlo()
+                default = self._ehlo(session)
+            elif verb == "STARTTLS":
+                offered = self.server_context is not None and not session.tls
+                default = reply(
+                    "220 2.0.0 Ready to start TLS"
+                    if offered
+                    else "454 4.7.0 TLS not available"
+                )
             elif verb in ("HELO", "NOOP"):
                 default = reply("250 2.0.0 OK")
             elif verb == "AUTH":
@@ -285,6 +330,14 @@ class ScriptServer:
                 txn = _Transaction()
             if not await self._perform(writer, act):
                 return
+            if verb == "STARTTLS" and act.code == 220:
+                if not act.handshake or self.server_context is None:
+                    while await reader.read(1 << 16):  # a stalled handshake
+                        pass
+                    return
+                await writer.start_tls(self.server_context)
+                session.tls = True
+                txn = _Transaction()  # RFC 3207: the client starts over
             if verb == "DATA" and act.code == 354:
                 if not await self._receive(session, txn, reader, writer):
                     return

@@ -1,7 +1,8 @@
 """A real SMTP server for the tests: aiosmtpd on 127.0.0.1, port 0.
 
-It runs its own event loop in a thread, so async tests (on any loop) and
-blocking tests can both talk to it. It records what it received: every
+It is the library's :class:`asyncmail.testing.SMTPTestServer` (its own event
+loop in a thread, so async tests on any loop and blocking tests can both
+talk to it), with what only the tests need on top. It records: every
 envelope with the raw message bytes (as the server saw them after
 dot-unstuffing), every session, and every byte a client sent (all of it, and
 separately what arrived before TLS was up, i.e. in clear text on the wire).
@@ -15,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, Envelope, LoginPassword, Session
+
+from asyncmail.testing import SMTPTestServer
 
 
 @dataclass
@@ -41,7 +42,6 @@ class Recorder:
     """What the server saw, shared with the test."""
 
     messages: list[Received] = field(default_factory=list)
-    sessions: int = 0
     #: Raw bytes the server read, per session (decrypted after STARTTLS).
     raw: list[bytearray] = field(default_factory=list)
     #: The part of ``raw`` that travelled unencrypted, per session.
@@ -103,35 +103,13 @@ class _Handler:
         return "250 2.0.0 Ok: queued"
 
 
-class _RecordingSMTP(SMTP):
-    recorder: Recorder
-    live: set[_RecordingSMTP]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        if not getattr(self, "_counted", False):  # STARTTLS calls it again
-            self._counted = True
-            self.recorder.sessions += 1
-            self._raw = bytearray()
-            self.recorder.raw.append(self._raw)
-            self._plaintext = bytearray()
-            self.recorder.plaintext.append(self._plaintext)
-            self.live.add(self)
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.live.discard(self)
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        self._raw += data
-        transport = self.transport
-        if transport is not None and transport.get_extra_info("ssl_object") is None:
-            self._plaintext += data
-        super().data_received(data)
-
-
-class SMTPServer:
-    """Start with :meth:`start`, stop with :meth:`stop` (or use as a context)."""
+class SMTPServer(SMTPTestServer):
+    """The library's test server (its thread, loop, session count, AUTH
+    check and shutdown), recording what the tests look at beyond it: every
+    byte each session sent, clear and encrypted, and the stalls and
+    refusals of :class:`Recorder`. TLS contexts come from the test (its own
+    CA and names); credentials only offer AUTH (they do not require it,
+    unlike ``SMTPTestServer``); other keyword options go to aiosmtpd."""
 
     def __init__(
         self,
@@ -144,136 +122,80 @@ class SMTPServer:
         hostname: str = "127.0.0.1",
         **smtp_options: Any,
     ) -> None:
-        self.recorder = Recorder()
-        self.hostname = hostname
-        self.port = 0
-        self._starttls_context = starttls_context
-        self._implicit_tls_context = implicit_tls_context
+        super().__init__(
+            implicit_tls=implicit_tls_context is not None,
+            credentials=credentials,
+            host=hostname,
+        )
+        self._server_context = implicit_tls_context or starttls_context
         self._require_starttls = require_starttls
-        self._credentials = credentials
         self._auth_require_tls = auth_require_tls
-        self._smtp_options = smtp_options
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._live: set[_RecordingSMTP] = set()
-        self._server: asyncio.AbstractServer | None = None
-        self._thread: threading.Thread | None = None
+        self._options = smtp_options
 
     @property
+    def hostname(self) -> str:
+        return self.host
+
+    # The messages are the recorder's (tests' Received records, which a test
+    # may replace with a list of its own): SMTPTestServer's attribute is
+    # this property here, and its constructor sets up the recorder.
+    @property  # type: ignore[override]
     def messages(self) -> list[Received]:
         return self.recorder.messages
 
-    @property
-    def sessions(self) -> int:
-        return self.recorder.sessions
+    @messages.setter
+    def messages(self, value: list[Received]) -> None:
+        if hasattr(self, "recorder"):
+            self.recorder.messages = value
+        else:
+            self.recorder = Recorder(messages=value)
 
-    def _authenticator(self) -> Callable[..., AuthResult] | None:
-        if self._credentials is None:
-            return None
-        user, password = self._credentials
-
-        def check(
-            server: SMTP,
-            session: Session,
-            envelope: Envelope,
-            mechanism: str,
-            data: Any,
-        ) -> AuthResult:
-            ok = (
-                isinstance(data, LoginPassword)
-                and data.login.decode() == user
-                and data.password.decode() == password
-            )
-            return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
-
-        return check
+    def _protocol(self) -> SMTP:
+        return self._factory()
 
     def _factory(self) -> SMTP:
-        recorder = self.recorder
+        """One protocol per connection: the hook a test's server subclass
+        overrides to change it (test_oauth2.py's mechanisms)."""
+        return super()._protocol()
 
-        class Protocol(_RecordingSMTP):
-            pass
+    def _handler(self) -> object:
+        return _Handler(self.recorder)
 
-        Protocol.recorder = recorder
-        Protocol.live = self._live
-        options: dict[str, Any] = {
-            "hostname": "test.example",
-            "ident": "asyncmail test server",
-            "tls_context": self._starttls_context,
-            "require_starttls": self._require_starttls,
-            "auth_require_tls": self._auth_require_tls,
-            "enable_SMTPUTF8": True,
-        }
-        authenticator = self._authenticator()
-        if authenticator is not None:
-            options["authenticator"] = authenticator
-        options.update(self._smtp_options)
-        return Protocol(_Handler(recorder), **options)
-
-    def start(self) -> SMTPServer:
-        ready = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            server = loop.run_until_complete(
-                loop.create_server(
-                    self._factory,
-                    host=self.hostname,
-                    port=0,
-                    ssl=self._implicit_tls_context,
-                )
-            )
-            self._server = server
-            self.port = server.sockets[0].getsockname()[1]
-            ready.set()
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(
-            target=run, name="test-smtp-server", daemon=True
+    def _smtp_options(self) -> dict[str, Any]:
+        options = super()._smtp_options()
+        options.update(
+            hostname="test.example",
+            tls_context=None if self.implicit_tls else self._server_context,
+            require_starttls=self._require_starttls,
+            auth_require_tls=self._auth_require_tls,
         )
-        self._thread.start()
-        ready.wait(10)
-        return self
+        options.update(self._options)
+        return options
 
-    def stop(self) -> None:
-        """Close every session (even a stalled one) and stop the thread."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        self._loop = self._thread = None
+    def _protocol_class(self) -> type[SMTP]:
+        recorder = self.recorder
+        base = super()._protocol_class()
 
-        async def shut_down() -> None:
-            assert self._server is not None
-            self._server.close()
-            for protocol in list(self._live):
-                transport = protocol.transport
-                if isinstance(transport, asyncio.WriteTransport):
-                    transport.abort()
-            current = asyncio.current_task()
-            tasks = [task for task in asyncio.all_tasks() if task is not current]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._server.wait_closed()
+        class Recording(base):  # type: ignore[valid-type,misc]
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                if not hasattr(self, "_raw"):  # STARTTLS calls it again
+                    self._raw = bytearray()
+                    recorder.raw.append(self._raw)
+                    self._plaintext = bytearray()
+                    recorder.plaintext.append(self._plaintext)
+                super().connection_made(transport)
 
-        asyncio.run_coroutine_threadsafe(shut_down(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
+            def data_received(self, data: bytes) -> None:
+                self._raw += data
+                transport = self.transport
+                if (
+                    transport is not None
+                    and transport.get_extra_info("ssl_object") is None
+                ):
+                    self._plaintext += data
+                super().data_received(data)
 
-    def __enter__(self) -> SMTPServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def unused_port() -> int:
-    """A port on 127.0.0.1 with nothing listening (connecting is refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+        return Recording
 
 
 class SilentServer:

@@ -47,7 +47,8 @@ from asyncmail.backends import filebased, locmem, smtp
 from asyncmail.backends.base import BackendState, BaseEmailBackend
 from asyncmail.backends.console import SEPARATOR
 from asyncmail.sync import BlockingBackend
-from smtpserver import SMTPServer, unused_port
+from helpers import unused_port
+from smtpserver import SMTPServer
 
 FROM = "sender@example.com"
 TO = "to@example.com"

@@ -112,7 +112,7 @@ def test_body_from_standard_input(
 def test_server_down_is_exit_status_1_with_the_reason(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from smtpserver import unused_port
+    from helpers import unused_port
 
     port = unused_port()
     args = [*SEND, "--host", "127.0.0.1", "--port", str(port), "--timeout", "5"]

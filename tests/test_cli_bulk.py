@@ -22,8 +22,8 @@ import pytest
 
 import asyncmail
 from asyncmail.cli import main
+from helpers import unused_port
 from sink import SinkServer
-from smtpserver import unused_port
 
 ENVIRONMENT = {k: v for k, v in os.environ.items() if not k.startswith("EMAIL_")}
 

@@ -51,8 +51,9 @@ from asyncmail import (  # noqa: E402
 )
 from asyncmail.backends.base import BaseEmailBackend  # noqa: E402
 from asyncmail.backends.smtp import EmailBackend as SMTPBackend  # noqa: E402
+from helpers import unused_port  # noqa: E402
 from scriptserver import ScriptServer  # noqa: E402
-from smtpserver import SMTPServer, unused_port  # noqa: E402
+from smtpserver import SMTPServer  # noqa: E402
 
 DJANGO_61 = django.VERSION >= (6, 1)
 needs_django_61 = pytest.mark.skipif(not DJANGO_61, reason="compares with Django 6.1")

@@ -21,8 +21,9 @@ from asyncmail import (
     send_mail,
 )
 from asyncmail.cli import main
+from helpers import unused_port
 from scriptserver import ScriptServer, reply
-from smtpserver import SilentServer, SMTPServer, unused_port
+from smtpserver import SilentServer, SMTPServer
 
 
 def _send(**options: object) -> asyncmail.MailError:

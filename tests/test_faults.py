@@ -5,16 +5,16 @@ the server accepted, refused temporarily, refused permanently, or whether the
 outcome is unknown (lost after the final dot: never resent). Nothing may be
 reported sent that the scripted server did not accept, and a broken
 connection is never reused. Transaction faults run on the pipelined path
-(the server offers PIPELINING) and on the sequential one.
+(the server offers PIPELINING) and on the sequential one; every row runs in
+clear text and inside STARTTLS (the scripted server's trustme certificate,
+the client's ordinary ``use_tls``) with the same outcome, and the TLS faults
+of the STARTTLS step run over STARTTLS only.
 """
 
 from __future__ import annotations
 
-import socket
-import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,9 +33,11 @@ from asyncmail import (
     SMTPConnectError,
     SMTPResponseError,
     SMTPTimeoutError,
+    TLSError,
 )
 from asyncmail.backends.smtp import EmailBackend
-from scriptserver import CLOSE, DEFAULT_EXTENSIONS, SILENCE, Act, ScriptServer, reply
+from helpers import make_backend, message, outcomes, scripted, unused_port
+from scriptserver import CLOSE, SILENCE, Act, ScriptServer, reply
 
 ACCEPTED, TEMPORARY = Outcome.ACCEPTED, Outcome.TEMPORARY
 PERMANENT, UNKNOWN = Outcome.PERMANENT, Outcome.UNKNOWN
@@ -44,42 +46,6 @@ TRICKLE = 1.0  # seconds per byte
 
 
 # -- helpers -------------------------------------------------------------------
-
-
-def message(n: int = 1, to: Sequence[str] | None = None) -> EmailMessage:
-    """Message *n*: from sender<n>@, to rcpt<n>@, with a unique Message-ID."""
-    return EmailMessage(
-        f"Message {n}",
-        f"Body of message {n}.\n.A line starting with a dot.\n",
-        f"sender{n}@example.com",
-        list(to or [f"rcpt{n}@example.com"]),
-        headers={"Message-ID": f"<{uuid.uuid4().hex}.{n}@faults.example>"},
-    )
-
-
-def make_backend(server: ScriptServer, **options: Any) -> EmailBackend:
-    settings: dict[str, Any] = {
-        "timeout": 5.0,
-        "retries": 0,
-        "retry_backoff": 0.01,
-        "local_hostname": "client.example",
-    }
-    settings.update(options)
-    return EmailBackend(host=server.host, port=server.port, **settings)
-
-
-@contextmanager
-def scripted(pipelining: bool = True, auth: bool = False) -> Iterator[ScriptServer]:
-    extensions = [e for e in DEFAULT_EXTENSIONS if pipelining or e != "PIPELINING"]
-    if auth:
-        extensions.append("AUTH PLAIN")
-    with ScriptServer(tuple(extensions)) as server:
-        yield server
-
-
-def outcomes(msg: EmailMessage) -> dict[str, Outcome]:
-    assert msg.result is not None
-    return {address: r.outcome for address, r in msg.result.recipients.items()}
 
 
 def accepted_copies(server: ScriptServer, msg: EmailMessage) -> list[tuple[str, ...]]:
@@ -101,6 +67,11 @@ def check_truth(server: ScriptServer, messages: Sequence[EmailMessage]) -> None:
                 assert copies[address] == 1, f"{address} reported sent, not accepted"
             elif result.outcome in (TEMPORARY, PERMANENT):
                 assert copies[address] == 0, f"{address} reported refused, accepted"
+    # Over STARTTLS, no transaction travelled in clear text.
+    tls = server.client_context is not None
+    for session in server.sessions:
+        if "MAIL" in session.verbs():
+            assert session.tls is tls, "a transaction on the wrong transport"
 
 
 async def send(
@@ -115,12 +86,6 @@ async def send(
         return exc.sent, exc
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # -- the faults ----------------------------------------------------------------
 
 
@@ -132,6 +97,9 @@ class Fault:
     and succeed (nothing was delivered and the failure is transient).
     *breaks*: the connection must not be used again. *in_session*: the fault
     hits an established session (the transaction), not the connection set-up.
+    *transports*: where the row runs, in clear text ("plain") and inside
+    STARTTLS ("starttls"); every row runs on both and must give the same
+    outcome, except the TLS faults, which only exist over STARTTLS.
     """
 
     name: str
@@ -146,6 +114,7 @@ class Fault:
     in_session: bool = True
     options: dict[str, Any] = field(default_factory=dict)
     auth: bool = False
+    transports: tuple[str, ...] = ("plain", "starttls")
 
     def __str__(self) -> str:
         return self.name
@@ -386,17 +355,73 @@ FAULTS = [
     Fault(
         "endless-reply-to-dot", ".", Act(endless=True), UNKNOWN, DeliveryUnknownError
     ),
+    # TLS: the STARTTLS step itself (only over STARTTLS; the handshake reset
+    # by the peer and an old TLS version are in test_tls_failures.py, on a
+    # raw socket, for implicit TLS too; a certificate for another host is in
+    # test_smtp.py).
+    Fault(
+        "close-at-handshake",
+        "STARTTLS",
+        reply("220 2.0.0 Ready to start TLS", handshake=False, close=True),
+        PERMANENT,  # a broken handshake is a TLS failure: never retried
+        TLSError,
+        in_session=False,
+        transports=("starttls",),
+    ),
+    Fault(
+        "handshake-stalled",
+        "STARTTLS",
+        reply("220 2.0.0 Ready to start TLS", handshake=False),
+        TEMPORARY,  # a timeout, like a reply that never comes
+        SMTPTimeoutError,
+        retried=True,
+        in_session=False,
+        options=QUICK,
+        transports=("starttls",),
+    ),
+    Fault(
+        "close-after-STARTTLS",
+        "STARTTLS",
+        CLOSE,  # no 220: the client's handshake meets the end of the stream
+        PERMANENT,
+        TLSError,
+        in_session=False,
+        transports=("starttls",),
+    ),
+    Fault(
+        "STARTTLS-454",
+        "STARTTLS",
+        reply("454 4.7.0 TLS not available due to temporary reason"),
+        PERMANENT,  # use_tls requires TLS: a refusal is not retried (as today)
+        SMTPResponseError,
+        code=454,
+        enhanced="4.7.0",
+        in_session=False,
+        transports=("starttls",),
+    ),
 ]
 
 
+def _transport_id(transport: str) -> str:
+    """The id suffix: none in clear text (the table's original ids)."""
+    return "" if transport == "plain" else f"-{transport}"
+
+
 def _cases(faults: list[Fault], *, session_only: bool = False) -> list[Any]:
+    """(fault, pipelining, starttls) for every row, path and transport."""
     cases = []
     for fault in faults:
         if session_only and not fault.in_session:
             continue
         modes = ("pipelined", "sequential") if fault.in_session else ("pipelined",)
         cases.extend(
-            pytest.param(fault, mode == "pipelined", id=f"{fault}-{mode}")
+            pytest.param(
+                fault,
+                mode == "pipelined",
+                transport == "starttls",
+                id=f"{fault}-{mode}{_transport_id(transport)}",
+            )
+            for transport in fault.transports
             for mode in modes
         )
     return cases
@@ -428,9 +453,11 @@ def check_refusal(msg: EmailMessage, fault: Fault, address: str) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("fault", "pipelining"), CASES)
-async def test_fault_without_retries(fault: Fault, pipelining: bool) -> None:
-    with scripted(pipelining, fault.auth) as server:
+@pytest.mark.parametrize(("fault", "pipelining", "starttls"), CASES)
+async def test_fault_without_retries(
+    fault: Fault, pipelining: bool, starttls: bool
+) -> None:
+    with scripted(pipelining, fault.auth, starttls=starttls) as server:
         server.on(fault.verb, fault.act)
         backend = make_backend(server, **fault.options)
         msg = message()
@@ -458,11 +485,13 @@ async def test_fault_without_retries(fault: Fault, pipelining: bool) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("fault", "pipelining"), CASES)
-async def test_fault_with_retries(fault: Fault, pipelining: bool) -> None:
+@pytest.mark.parametrize(("fault", "pipelining", "starttls"), CASES)
+async def test_fault_with_retries(
+    fault: Fault, pipelining: bool, starttls: bool
+) -> None:
     """Transient failures before the end of data are retried (and succeed the
     second time, as the fault fires once); the rest are not."""
-    with scripted(pipelining, fault.auth) as server:
+    with scripted(pipelining, fault.auth, starttls=starttls) as server:
         server.on(fault.verb, fault.act)
         backend = make_backend(server, retries=2, **fault.options)
         msg = message()
@@ -495,9 +524,11 @@ async def test_fault_with_retries(fault: Fault, pipelining: bool) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("fault", "pipelining"), CASES)
-async def test_fault_fail_silently(fault: Fault, pipelining: bool) -> None:
-    with scripted(pipelining, fault.auth) as server:
+@pytest.mark.parametrize(("fault", "pipelining", "starttls"), CASES)
+async def test_fault_fail_silently(
+    fault: Fault, pipelining: bool, starttls: bool
+) -> None:
+    with scripted(pipelining, fault.auth, starttls=starttls) as server:
         server.on(fault.verb, fault.act)
         backend = make_backend(server, fail_silently=True, **fault.options)
         msg = message()
@@ -509,14 +540,14 @@ async def test_fault_fail_silently(fault: Fault, pipelining: bool) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("fault", "pipelining"), SESSION_CASES)
+@pytest.mark.parametrize(("fault", "pipelining", "starttls"), SESSION_CASES)
 async def test_broken_connection_is_never_reused(
-    fault: Fault, pipelining: bool
+    fault: Fault, pipelining: bool, starttls: bool
 ) -> None:
     """The next message of an open backend goes over a new session when the
     fault broke the connection, and over the same one (after RSET) when the
     server merely refused."""
-    with scripted(pipelining) as server:
+    with scripted(pipelining, starttls=starttls) as server:
         server.on(fault.verb, fault.act)
         backend = make_backend(server, **fault.options)
         first, second = message(1), message(2)
@@ -541,18 +572,23 @@ async def test_broken_connection_is_never_reused(
 
 
 RECONNECT_CASES = [
-    pytest.param(fault, id=fault.name)
+    pytest.param(
+        fault, transport == "starttls", id=f"{fault}{_transport_id(transport)}"
+    )
     for fault in FAULTS
     if not fault.in_session and fault.retried
+    for transport in fault.transports
 ]
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("fault", RECONNECT_CASES)
-async def test_fault_while_reconnecting_is_retried(fault: Fault) -> None:
+@pytest.mark.parametrize(("fault", "starttls"), RECONNECT_CASES)
+async def test_fault_while_reconnecting_is_retried(
+    fault: Fault, starttls: bool
+) -> None:
     """An open backend whose connection broke reconnects for the next
     message; a transient fault while reconnecting is retried like any other."""
-    with scripted() as server:
+    with scripted(starttls=starttls) as server:
         server.on(fault.verb, fault.act, skip=1)  # the first session is fine
         server.on(".", CLOSE, match="rcpt1@")  # breaks the first session
         backend = make_backend(server, retries=2, **fault.options)
@@ -574,11 +610,11 @@ async def test_fault_while_reconnecting_is_retried(fault: Fault) -> None:
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("silent", [False, True], ids=["raises", "silent"])
-@pytest.mark.parametrize(("fault", "pipelining"), SESSION_CASES)
+@pytest.mark.parametrize(("fault", "pipelining", "starttls"), SESSION_CASES)
 async def test_batch_third_message_faulty(
-    fault: Fault, pipelining: bool, silent: bool
+    fault: Fault, pipelining: bool, starttls: bool, silent: bool
 ) -> None:
-    with scripted(pipelining) as server:
+    with scripted(pipelining, starttls=starttls) as server:
         server.on(fault.verb, fault.act, match="3@example.com")
         backend = make_backend(server, **fault.options)
         messages = [message(n) for n in range(1, 6)]
@@ -798,7 +834,7 @@ async def test_deadline_bounds_retries_of_slow_replies() -> None:
 async def test_connection_refused(silent: bool) -> None:
     backend = EmailBackend(
         host="127.0.0.1",
-        port=free_port(),
+        port=unused_port(),
         timeout=2.0,
         retries=1,
         retry_backoff=0.01,

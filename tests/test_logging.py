@@ -12,8 +12,8 @@ import asyncmail
 from asyncmail import EmailMessage
 from asyncmail.backends.smtp import EmailBackend
 from asyncmail.testing import SMTPTestServer
+from helpers import unused_port
 from scriptserver import CLOSE, ScriptServer, reply
-from smtpserver import unused_port
 
 BODY = "The secret body text 7f3a"
 PASSWORD = "hunter2-password"

@@ -26,7 +26,7 @@ import asyncmail
 from asyncmail import EmailMessage, observability
 from asyncmail.backends.smtp import EmailBackend
 from asyncmail.testing import SMTPTestServer
-from smtpserver import unused_port
+from helpers import unused_port
 
 
 class Telemetry:

@@ -14,7 +14,7 @@ import asyncmail
 from asyncmail import ConfigurationError, SMTPAuthenticationError, get_connection
 from asyncmail.cli import main
 from asyncmail.settings import MASK, is_secret_name, mask_secrets
-from hostile import backend_for
+from helpers import backend_for
 from smtpserver import SMTPServer
 
 pytestmark = pytest.mark.anyio

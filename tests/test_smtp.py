@@ -42,7 +42,8 @@ from asyncmail import (
 )
 from asyncmail.backends import smtp
 from asyncmail.backends.smtp import EmailBackend, wire_payload
-from smtpserver import SilentServer, SMTPServer, unused_port
+from helpers import unused_port
+from smtpserver import SilentServer, SMTPServer
 from wire import dot_stuff
 
 pytestmark = pytest.mark.anyio

@@ -48,8 +48,8 @@ from asyncmail import (
 from asyncmail.backends.smtp import EmailBackend
 from asyncmail.exceptions import is_transient
 from asyncmail.results import Outcome, RecipientResult
+from helpers import unused_port
 from scriptserver import CLOSE, DEFAULT_EXTENSIONS, SILENCE, Act, ScriptServer, reply
-from smtpserver import unused_port
 
 FROM = "sender@example.com"
 

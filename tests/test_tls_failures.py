@@ -3,7 +3,10 @@ connection during the handshake, or that speaks only an old TLS version,
 with STARTTLS and with implicit TLS. The error is asyncmail's TLSError with
 the reason, never an empty SMTPConnectError; it is not transient, so the
 backend does not retry it (the server sees one connection), and nothing of
-the message is sent."""
+the message is sent. A client certificate file that does not exist is a
+ConfigurationError before any connection. (The STARTTLS step's faults, a
+dropped or stalled handshake, are rows of the fault table in
+test_faults.py.)"""
 
 from __future__ import annotations
 
@@ -19,12 +22,30 @@ from typing import Any
 import pytest
 import trustme
 
-from asyncmail import EmailMessage, SMTPConnectError, TLSError
+from asyncmail import (
+    ConfigurationError,
+    EmailMessage,
+    Outcome,
+    SMTPConnectError,
+    TLSError,
+)
+from asyncmail.backends.base import BackendState
+from asyncmail.backends.smtp import EmailBackend
 from asyncmail.exceptions import is_transient
-from hostile import FROM, TO, backend_for
-from smtpserver import unused_port
+from helpers import (
+    backend_for,
+    make_backend,
+    message,
+    outcomes,
+    result_of,
+    unused_port,
+)
+from hostile import FROM, TO
+from scriptserver import DEFAULT_EXTENSIONS, ScriptServer
 
 pytestmark = pytest.mark.anyio
+
+PERMANENT = Outcome.PERMANENT
 
 
 class HandshakeBreaker:
@@ -152,3 +173,60 @@ async def test_a_refused_connection_is_still_a_transient_connect_error() -> None
         await backend.open()
     assert not isinstance(info.value, TLSError)
     assert is_transient(info.value)
+
+
+# -- a missing ssl_certfile --------------------------------------------------
+
+TLS_MODES = pytest.mark.parametrize("mode", ["use_tls", "use_ssl"])
+
+
+def tls_backend(
+    server: ScriptServer, mode: str, tmp_path: Path, **options: Any
+) -> EmailBackend:
+    return make_backend(
+        server, ssl_certfile=str(tmp_path / "missing.pem"), **{mode: True}, **options
+    )
+
+
+@TLS_MODES
+async def test_missing_certfile_is_a_configuration_error(
+    mode: str, tmp_path: Path
+) -> None:
+    with ScriptServer((*DEFAULT_EXTENSIONS, "STARTTLS")) as server:
+        backend = tls_backend(server, mode, tmp_path)
+        msg = message(1)
+
+        with pytest.raises(ConfigurationError, match="ssl_certfile") as info:
+            await backend.send_messages([msg])
+        assert not isinstance(info.value, OSError)
+        assert backend.pool is None
+        assert backend.state is BackendState.CLOSED
+        assert backend.open_error is None  # raised: the caller has it
+        # Not stuck half-open: opening again tries again, and fails again.
+        with pytest.raises(ConfigurationError):
+            await backend.open()
+        assert backend.pool is None
+
+    assert server.sessions == []  # the context fails before connecting
+    assert info.value.sent == 0
+    assert result_of(msg).error is info.value
+    assert outcomes(msg) == {"rcpt1@example.com": PERMANENT}
+
+
+@TLS_MODES
+async def test_missing_certfile_fails_silently(mode: str, tmp_path: Path) -> None:
+    with ScriptServer((*DEFAULT_EXTENSIONS, "STARTTLS")) as server:
+        backend = tls_backend(server, mode, tmp_path, fail_silently=True)
+        msg = message(1)
+
+        assert await backend.send_messages([msg]) == 0
+        error = result_of(msg).error  # send_messages connects per message
+        assert isinstance(error, ConfigurationError)
+        assert backend.pool is None
+        assert await backend.open() is None  # tried again, failed again
+        assert isinstance(backend.open_error, ConfigurationError)
+        assert backend.pool is None
+
+    assert server.sessions == []
+    assert result_of(msg).error is error
+    assert outcomes(msg) == {"rcpt1@example.com": PERMANENT}

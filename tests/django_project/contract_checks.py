@@ -42,7 +42,8 @@ from django.utils.translation import gettext_lazy
 import asyncmail
 import asyncmail.django
 from asyncmail.django import EmailBackend
-from smtpserver import SMTPServer, unused_port
+from helpers import unused_port
+from smtpserver import SMTPServer
 
 DJANGO_6 = django.VERSION >= (6, 0)
 FIXED = {"Date": "Tue, 01 Dec 2026 10:00:00 +0000", "Message-ID": "<fixed@example.com>"}

@@ -29,8 +29,10 @@ from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from aiosmtpd.smtp import SMTP as SMTPProtocol  # noqa: N811 - a class
-    from aiosmtpd.smtp import Envelope, Session
+    from aiosmtpd.smtp import AuthResult, Envelope, Session
 
     from ..backends.smtp import EmailBackend as SMTPBackend
 
@@ -246,7 +248,15 @@ class SMTPTestServer:
         self.client_context = client_context
 
     def _protocol(self) -> SMTPProtocol:
-        from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+        """One aiosmtpd protocol per connection (the server's factory)."""
+        protocol_class = self._protocol_class()
+        protocol: SMTPProtocol = protocol_class(self._handler(), **self._smtp_options())
+        return protocol
+
+    def _protocol_class(self) -> type[SMTPProtocol]:
+        """aiosmtpd's SMTP protocol, counting sessions and tracking the live
+        ones (so that :meth:`stop` can close even a stalled one)."""
+        from aiosmtpd.smtp import SMTP
 
         owner = self
 
@@ -263,6 +273,14 @@ class SMTPTestServer:
                 owner._live.discard(self)
                 super().connection_lost(exc)
 
+        return Protocol
+
+    def _handler(self) -> object:
+        """The aiosmtpd handler: what the server answers and records."""
+        return _Handler(self)
+
+    def _smtp_options(self) -> dict[str, Any]:
+        """aiosmtpd's SMTP options for this server's TLS and AUTH settings."""
         options: dict[str, Any] = {
             "hostname": "asyncmail-test-server",
             "ident": "asyncmail test server",
@@ -271,28 +289,34 @@ class SMTPTestServer:
             "require_starttls": self.tls,
             "auth_require_tls": self.tls,  # implicit TLS: encrypted already
         }
-        if self.credentials is not None:
-            user, password = self.credentials
+        authenticator = self._authenticator()
+        if authenticator is not None:
+            options["authenticator"] = authenticator
+        return options
 
-            def check(
-                server: SMTPProtocol,
-                session: Session,
-                envelope: Envelope,
-                mechanism: str,
-                data: Any,
-            ) -> AuthResult:
-                ok = (
-                    isinstance(data, LoginPassword)
-                    and data.login.decode() == user
-                    and data.password.decode() == password
-                )
-                return AuthResult(
-                    success=ok, handled=False, auth_data=data if ok else None
-                )
+    def _authenticator(self) -> Callable[..., AuthResult] | None:
+        """Checks AUTH PLAIN/LOGIN against :attr:`credentials` (None: no AUTH)."""
+        if self.credentials is None:
+            return None
+        from aiosmtpd.smtp import AuthResult, LoginPassword
 
-            options["authenticator"] = check
-        protocol: SMTPProtocol = Protocol(_Handler(self), **options)
-        return protocol
+        user, password = self.credentials
+
+        def check(
+            server: SMTPProtocol,
+            session: Session,
+            envelope: Envelope,
+            mechanism: str,
+            data: Any,
+        ) -> AuthResult:
+            ok = (
+                isinstance(data, LoginPassword)
+                and data.login.decode() == user
+                and data.password.decode() == password
+            )
+            return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
+
+        return check
 
     def start(self) -> Self:
         """Start listening (returns once the port is bound)."""
