@@ -13,63 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .schema import schema
 from .store import Dialect, QueueError, Store
 
 __all__ = ["CHANNEL", "POSTGRES", "SCHEMA", "listen", "open_postgres"]
 
 CHANNEL = "asyncmail_outbox"
 
-SCHEMA = (
+SCHEMA = schema(
+    "postgresql",
     # Concurrent CREATE ... IF NOT EXISTS can still race on the catalog:
     # serialise schema set-up with an advisory lock (released at commit).
-    "SELECT pg_advisory_xact_lock(7326021)",
-    """CREATE TABLE IF NOT EXISTS asyncmail_outbox (
-        id BIGSERIAL PRIMARY KEY,
-        key TEXT NOT NULL UNIQUE,
-        state TEXT NOT NULL,
-        priority INTEGER NOT NULL,
-        due_at DOUBLE PRECISION NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION,
-        sender TEXT NOT NULL,
-        recipients TEXT NOT NULL,
-        pending TEXT NOT NULL,
-        outcomes TEXT NOT NULL,
-        message_id TEXT,
-        subject TEXT,
-        attempts INTEGER NOT NULL,
-        claims INTEGER NOT NULL,
-        lease_owner TEXT,
-        lease_until DOUBLE PRECISION,
-        last_error TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS asyncmail_outbox_due "
-    "ON asyncmail_outbox (state, priority DESC, due_at, id)",
-    "CREATE INDEX IF NOT EXISTS asyncmail_outbox_owner "
-    "ON asyncmail_outbox (lease_owner)",
-    """CREATE TABLE IF NOT EXISTS asyncmail_data (
-        key TEXT PRIMARY KEY,
-        data BYTEA NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS asyncmail_results (
-        id BIGSERIAL PRIMARY KEY,
-        message BIGINT NOT NULL,
-        attempt INTEGER NOT NULL,
-        at DOUBLE PRECISION NOT NULL,
-        recipient TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        code INTEGER,
-        enhanced_status TEXT,
-        text TEXT,
-        reply TEXT,
-        worker TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS asyncmail_results_message "
-    "ON asyncmail_results (message)",
-    """CREATE TABLE IF NOT EXISTS asyncmail_rate (
-        name TEXT PRIMARY KEY,
-        next_at DOUBLE PRECISION NOT NULL
-    )""",
+    first=("SELECT pg_advisory_xact_lock(7326021)",),
 )
 
 POSTGRES = Dialect(

@@ -16,59 +16,12 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from .schema import schema
 from .store import Dialect, QueueError, Store
 
 __all__ = ["SCHEMA", "SQLITE", "open_sqlite", "sqlite_path"]
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS asyncmail_outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        key TEXT NOT NULL UNIQUE,
-        state TEXT NOT NULL,
-        priority INTEGER NOT NULL,
-        due_at REAL NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL,
-        sender TEXT NOT NULL,
-        recipients TEXT NOT NULL,
-        pending TEXT NOT NULL,
-        outcomes TEXT NOT NULL,
-        message_id TEXT,
-        subject TEXT,
-        attempts INTEGER NOT NULL,
-        claims INTEGER NOT NULL,
-        lease_owner TEXT,
-        lease_until REAL,
-        last_error TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS asyncmail_outbox_due "
-    "ON asyncmail_outbox (state, priority DESC, due_at, id)",
-    "CREATE INDEX IF NOT EXISTS asyncmail_outbox_owner "
-    "ON asyncmail_outbox (lease_owner)",
-    """CREATE TABLE IF NOT EXISTS asyncmail_data (
-        key TEXT PRIMARY KEY,
-        data BLOB NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS asyncmail_results (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        message INTEGER NOT NULL,
-        attempt INTEGER NOT NULL,
-        at REAL NOT NULL,
-        recipient TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        code INTEGER,
-        enhanced_status TEXT,
-        text TEXT,
-        reply TEXT,
-        worker TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS asyncmail_results_message "
-    "ON asyncmail_results (message)",
-    """CREATE TABLE IF NOT EXISTS asyncmail_rate (
-        name TEXT PRIMARY KEY,
-        next_at REAL NOT NULL
-    )""",
-)
+SCHEMA = schema("sqlite")
 
 SQLITE = Dialect(name="sqlite", schema=SCHEMA, begin="BEGIN IMMEDIATE")
 

@@ -241,22 +241,24 @@ class Store(Engine):
             sql(
                 "UPDATE asyncmail_outbox SET state = 'dead', lease_owner = NULL, "
                 "last_error = 'workers stopped while holding it ' || claims || "
-                "' times: a poison message', updated_at = ? WHERE state = 'claimed' "
-                "AND lease_until < ? AND claims >= ?"
+                "' times: a poison message', updated_at = ? WHERE lease_owner IS NOT "
+                "NULL AND lease_until < ? AND state = 'claimed' AND claims >= ?"
             ),
             (now, now, policy.max_claims),
         )
         cursor.execute(
             sql(
                 "UPDATE asyncmail_outbox SET state = 'queued', lease_owner = NULL "
-                "WHERE state = 'claimed' AND lease_until < ?"
+                "WHERE lease_owner IS NOT NULL AND lease_until < ? AND state = "
+                "'claimed'"
             ),
             (now,),
         )
         cursor.execute(
             sql(
                 "SELECT id, pending, outcomes, attempts, lease_owner FROM "
-                "asyncmail_outbox WHERE state = 'inflight' AND lease_until < ?"
+                "asyncmail_outbox WHERE lease_owner IS NOT NULL AND lease_until < ? "
+                "AND state = 'inflight'"
             ),
             (now,),
         )
@@ -316,12 +318,29 @@ class Store(Engine):
         """Write an attempt's results and the message's next state; False if
         the claim was lost meanwhile (nothing written). Concurrent calls
         share the statements and the commit."""
-        written: bool = await self.run_merged(self._finish_many, (settlement, owner))
+        [written] = await self.finish_many([settlement], owner)
         return written
+
+    async def finish_many(
+        self, settlements: Sequence[Settlement], owner: str
+    ) -> list[bool]:
+        """:meth:`finish` for many messages of *owner* at once: one
+        transaction (shared with concurrent calls)."""
+        written: list[bool] = await self.run_merged(
+            self._finish_merged, [(s, owner) for s in settlements]
+        )
+        return written
+
+    def _finish_merged(
+        self, cursor: Any, calls: list[list[tuple[Settlement, str]]]
+    ) -> list[Any]:
+        flat = [item for call in calls for item in call]
+        done = iter(self._finish_many(cursor, flat))
+        return [[next(done) for _ in call] for call in calls]
 
     def _finish_many(
         self, cursor: Any, items: list[tuple[Settlement, str]]
-    ) -> list[Any]:
+    ) -> list[bool]:
         sql = self.dialect.sql
         now = time.time()
         done: set[int] = set()
