@@ -14,6 +14,7 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
 from .schema import schema
@@ -23,7 +24,46 @@ __all__ = ["SCHEMA", "SQLITE", "open_sqlite", "sqlite_path"]
 
 SCHEMA = schema("sqlite")
 
-SQLITE = Dialect(name="sqlite", schema=SCHEMA, begin="BEGIN IMMEDIATE")
+_UPDATE = (
+    "UPDATE asyncmail_outbox SET state = ?, pending = ?, outcomes = ?, due_at = ?, "
+    "attempts = ?, last_error = ?, lease_owner = NULL, updated_at = ? WHERE id = ?"
+)
+_OWNERS = "SELECT id, lease_owner FROM asyncmail_outbox WHERE id IN (?)"
+_RESULT = (
+    "INSERT INTO asyncmail_results (message, attempt, at, recipient, outcome, code, "
+    "enhanced_status, text, reply, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def write_results(
+    cursor: Any,
+    rows: list[tuple[Any, ...]],
+    results: list[tuple[Any, ...]],
+    now: float,
+) -> set[int]:
+    """The store's ``write_results`` for SQLite: the transaction holds the
+    write lock (``BEGIN IMMEDIATE``), so the leases read first cannot change
+    before the prepared statements write, row after row."""
+    written: set[int] = set()
+    for start in range(0, len(rows), 500):
+        chunk = rows[start : start + 500]
+        marks = ", ".join("?" * len(chunk))  # placeholders only
+        cursor.execute(_OWNERS.replace("?", marks), [row[0] for row in chunk])
+        owners = dict(cursor.fetchall())
+        written.update(row[0] for row in chunk if owners.get(row[0]) == row[1])
+    cursor.executemany(
+        _UPDATE, [(*row[2:], now, row[0]) for row in rows if row[0] in written]
+    )
+    cursor.executemany(_RESULT, [r for r in results if r[0] in written])
+    return written
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    schema=SCHEMA,
+    write_results=write_results,
+    begin="BEGIN IMMEDIATE",
+)
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 

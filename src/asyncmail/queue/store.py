@@ -212,25 +212,23 @@ class Store(Engine):
         rows = sorted(cursor.fetchall(), key=lambda r: (-int(r[6]), float(r[8]), r[0]))
         data: dict[str, bytes] = {}
         for keys in _chunks([r[1] for r in rows], 500):
+            where, params = self._among("key", keys)
             cursor.execute(
-                sql(
-                    "SELECT key, data FROM asyncmail_data WHERE key IN "
-                    f"({', '.join('?' * len(keys))})"
-                ),
-                list(keys),
+                sql(f"SELECT key, data FROM asyncmail_data WHERE {where}"), params
             )
             data.update((key, bytes(value)) for key, value in cursor.fetchall())
+        loads = json.loads
         return [
             Job(
-                id=int(r[0]),
-                key=r[1],
-                sender=r[2],
-                recipients=json.loads(r[3]),
-                pending=json.loads(r[4]),
-                data=data[r[1]],
-                attempts=int(r[5]),
-                priority=int(r[6]),
-                outcomes=json.loads(r[7]),
+                int(r[0]),
+                r[1],
+                r[2],
+                loads(r[3]),
+                loads(r[4]),
+                data[r[1]],
+                int(r[5]),
+                int(r[6]),
+                loads(r[7]),
             )
             for r in rows
         ]
@@ -303,16 +301,24 @@ class Store(Engine):
             owners.setdefault(owner, []).append(ident)
         for owner, idents in owners.items():
             for chunk in _chunks(idents, 500):
+                where, params = self._among("id", chunk)
                 cursor.execute(
                     self.dialect.sql(
                         "UPDATE asyncmail_outbox SET state = 'inflight' WHERE "
                         "lease_owner = ? AND state IN ('claimed', 'inflight') AND "
-                        f"id IN ({', '.join('?' * len(chunk))}) RETURNING id"
+                        f"{where} RETURNING id"
                     ),
-                    [owner, *chunk],
+                    [owner, *params],
                 )
                 marked.update((int(row[0]), owner) for row in cursor.fetchall())
         return [item in marked for item in items]
+
+    def _among(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column IN (...)``, as one array parameter where the database
+        has arrays (one statement text for any count: prepared once)."""
+        if self.dialect.arrays:
+            return f"{column} = ANY(?)", [list(values)]
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
     async def finish(self, settlement: Settlement, owner: str) -> bool:
         """Write an attempt's results and the message's next state; False if
@@ -341,56 +347,27 @@ class Store(Engine):
     def _finish_many(
         self, cursor: Any, items: list[tuple[Settlement, str]]
     ) -> list[bool]:
-        sql = self.dialect.sql
         now = time.time()
-        done: set[int] = set()
-        for chunk in _chunks(items, 200):
-            row = (
-                "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), "
-                "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), "
-                "CAST(? AS INTEGER), CAST(? AS TEXT))"
+        dumps = json.dumps
+        rows = [
+            (
+                s.job.id,
+                owner,
+                s.state.value,
+                dumps(s.pending),
+                dumps(s.outcomes),
+                s.due_at,
+                s.attempt,
+                s.error,
             )
-            params: list[Any] = []
-            for s, owner in chunk:
-                params += (
-                    s.job.id,
-                    owner,
-                    s.state.value,
-                    json.dumps(s.pending),
-                    json.dumps(s.outcomes),
-                    s.due_at,
-                    s.attempt,
-                    s.error,
-                )
-            cursor.execute(
-                sql(
-                    "WITH v (id, owner, state, pending, outcomes, due_at, attempts, "
-                    f"last_error) AS (VALUES {', '.join([row] * len(chunk))}) "
-                    "UPDATE asyncmail_outbox SET state = v.state, pending = "
-                    "v.pending, outcomes = v.outcomes, due_at = v.due_at, attempts "
-                    "= v.attempts, last_error = v.last_error, lease_owner = NULL, "
-                    "updated_at = ? FROM v WHERE asyncmail_outbox.id = v.id AND "
-                    "asyncmail_outbox.lease_owner = v.owner RETURNING "
-                    "asyncmail_outbox.id"
-                ),
-                [*params, now],
-            )
-            done.update(int(found[0]) for found in cursor.fetchall())
+            for s, owner in items
+        ]
         results = [
             (s.job.id, s.attempt, now, *result, s.reply, owner)
             for s, owner in items
-            if s.job.id in done
             for result in s.results
         ]
-        for rows in _chunks(results, 100):
-            cursor.execute(
-                sql(
-                    "INSERT INTO asyncmail_results (message, attempt, at, recipient, "
-                    "outcome, code, enhanced_status, text, reply, worker) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
-                ),
-                [value for result in rows for value in result],
-            )
+        done = self.dialect.write_results(cursor, rows, results, now)
         return [s.job.id in done for s, _ in items]
 
     async def heartbeat(self, owner: str, lease: float) -> int:
