@@ -1,11 +1,12 @@
-"""One claimed message through a backend, and the shared rate limit.
+"""One claimed message through a backend, its results, the shared rate limit.
 
 :func:`deliver` sends one :class:`~asyncmail.queue.model.Job` and returns its
 result, or None when the claim was left to its lease. Just before the end of
 data is written the message is marked in flight, durably (through
 :data:`asyncmail.backends.smtp.end_of_data_hook`; other backends are marked
 before they are handed the message), so a worker that dies after that point
-leaves it unknown, never resent. :class:`SharedRate` hands out send slots
+leaves it unknown, never resent. :func:`write_results` records what
+attempts decided, many messages at once. :class:`SharedRate` hands out send slots
 reserved in the store, so a rate limit holds across every worker on it.
 """
 
@@ -23,11 +24,11 @@ from ..backends import smtp
 from ..backends.base import BaseEmailBackend, failed_result
 from ..exceptions import MailError, is_transient
 from ..message import RawMessage
-from ..results import MessageResult, Outcome
-from .model import Job
+from ..results import MessageResult, Outcome, ResultCallback, record
+from .model import Job, QueueError, RetryPolicy, settle
 from .store import Store
 
-__all__ = ["SharedRate", "deliver"]
+__all__ = ["SharedRate", "deliver", "write_results"]
 
 log = logging.getLogger("asyncmail.queue")
 
@@ -99,6 +100,58 @@ async def deliver(
         log.warning("%s: message %s left to its lease: %s", owner, job.id, mark.error)
         return None
     return result
+
+
+async def write_results(
+    store: Store,
+    batch: list[tuple[Job, MessageResult]],
+    owner: str,
+    policy: RetryPolicy,
+    on_result: ResultCallback | None,
+) -> int:
+    """Write *batch*'s results and their messages' next states (one call,
+    one transaction), then publish each result; return how many were
+    written. A message whose claim was lost meanwhile is not written (its
+    new holder decides); if the store keeps failing, the messages stay in
+    flight and their leases decide (unknown, never resent)."""
+    now = time.time()
+    settlements = [
+        settle(
+            job,
+            recipients={
+                address: (r.outcome.value, r.code, r.enhanced_status, r.text)
+                for address, r in result.recipients.items()
+            },
+            reply=result.reply,
+            error=str(result.error) if result.error is not None else "",
+            policy=policy,
+            now=now,
+        )
+        for job, result in batch
+    ]
+    for attempt in range(5):
+        try:
+            written = await store.finish_many(settlements, owner)
+        except QueueError as exc:
+            log.warning("%s: recording %d result(s) failed: %s", owner, len(batch), exc)
+            await anyio.sleep(0.2 * (attempt + 1))
+            continue
+        break
+    else:
+        return 0
+    count = 0
+    for (job, result), ok in zip(batch, written, strict=True):
+        if not ok:
+            log.warning(
+                "%s: message %s was claimed by another worker meanwhile", owner, job.id
+            )
+            continue
+        count += 1
+        try:
+            record(result, on_result)
+        except Exception:
+            log.exception("%s: on_result callback failed", owner)
+    return count
 
 
 class SharedRate:

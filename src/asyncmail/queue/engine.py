@@ -6,6 +6,10 @@ the thread is busy run together in one transaction, committed once: a web
 process enqueueing from many requests at once pays one commit per batch, not
 per message. If one call of a batch fails, the batch is rolled back and its
 calls run again one transaction each, so a bad call fails alone.
+
+This module is a little over 400 lines because it is one mechanism: the
+thread, its batching of calls, their one transaction and the retry of a
+failed batch call by call only make sense read together.
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .engine import Dialect
+from .model import QueueError
 from .schema import schema
-from .store import Dialect, QueueError, Store
+from .store import Store
 
 __all__ = ["CHANNEL", "POSTGRES", "SCHEMA", "listen", "open_postgres"]
 

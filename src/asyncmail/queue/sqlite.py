@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from .engine import Dialect
+from .model import QueueError
 from .schema import schema
-from .store import Dialect, QueueError, Store
+from .store import Store
 
 __all__ = ["SCHEMA", "SQLITE", "open_sqlite", "sqlite_path"]
 

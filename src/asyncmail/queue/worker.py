@@ -24,6 +24,19 @@ machines, can share one store:
 
 :meth:`Worker.stop` (SIGTERM/SIGINT for the command) stops claiming, finishes
 the deliveries under way, gives back the claims not started, and returns.
+
+Inside a worker three kinds of task keep the connections busy: the producer
+claims the next batch when half of the last one was taken; ``concurrency``
+consumers (one a connection) each take the most urgent claimed message,
+send it, hand its result over and take the next at once; one settler writes
+the results handed over, many per transaction. A result not yet written
+leaves its message in flight and leased (the heartbeat extends it), so a
+worker dying before the write leaves the message unknown, never resent.
+What one message goes through is in :mod:`.delivery`.
+
+This module is over 400 lines because it is one class: the worker's options,
+its lifecycle and those three loops share the worker's state (the claimed
+queue, the counts that pace claims, the wake-up events) and are read together.
 """
 
 from __future__ import annotations
@@ -33,7 +46,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections import deque
 from types import TracebackType
@@ -43,9 +55,9 @@ import anyio
 
 from ..backends.base import BaseEmailBackend
 from ..exceptions import ConfigurationError, MailError
-from ..results import MessageResult, ResultCallback, record
-from .delivery import SharedRate, deliver
-from .model import Job, LeaseLostError, QueueError, RetryPolicy, settle
+from ..results import MessageResult, ResultCallback
+from .delivery import SharedRate, deliver, write_results
+from .model import Job, LeaseLostError, QueueError, RetryPolicy
 from .store import Store
 
 __all__ = ["Worker"]
@@ -434,47 +446,10 @@ class Worker:
         self._opened_backend = True  # opened by a delivery: closed by run()
 
     async def _settle(self, batch: list[tuple[Job, MessageResult]]) -> None:
-        """Record *batch*'s results and their messages' next states."""
-        now = time.time()
-        settlements = [
-            settle(
-                job,
-                recipients={
-                    address: (r.outcome.value, r.code, r.enhanced_status, r.text)
-                    for address, r in result.recipients.items()
-                },
-                reply=result.reply,
-                error=str(result.error) if result.error is not None else "",
-                policy=self.policy,
-                now=now,
-            )
-            for job, result in batch
-        ]
-        for attempt in range(5):
-            try:
-                written = await self.store.finish_many(settlements, self.name)
-            except QueueError as exc:
-                log.warning(
-                    "%s: recording %d result(s) failed: %s", self.name, len(batch), exc
-                )
-                await anyio.sleep(0.2 * (attempt + 1))
-                continue
-            break
-        else:
-            return  # in flight or claimed: their leases decide (unknown or again)
-        for (job, result), ok in zip(batch, written, strict=True):
-            if not ok:
-                log.warning(
-                    "%s: message %s was claimed by another worker meanwhile",
-                    self.name,
-                    job.id,
-                )
-                continue
-            self.delivered += 1
-            try:
-                record(result, self.on_result)
-            except Exception:
-                log.exception("%s: on_result callback failed", self.name)
+        """Record *batch*'s results (see :func:`.delivery.write_results`)."""
+        self.delivered += await write_results(
+            self.store, batch, self.name, self.policy, self.on_result
+        )
 
 
 __all__ += ["LeaseLostError"]
