@@ -26,15 +26,28 @@ __all__ = ["SCHEMA", "SQLITE", "open_sqlite", "sqlite_path"]
 
 SCHEMA = schema("sqlite")
 
-_UPDATE = (
-    "UPDATE asyncmail_outbox SET state = ?, pending = ?, outcomes = ?, due_at = ?, "
-    "attempts = ?, last_error = ?, lease_owner = NULL, updated_at = ? WHERE id = ?"
+# Each call into SQLite gives up the GIL and must take it back from a busy
+# event loop (up to the interpreter's switch interval, 5 ms): the writes below
+# are a few statements for a whole batch, not one (or one row read) per
+# message.
+_VALUES_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_COUNT_OWNED = (
+    "SELECT COUNT(*) FROM asyncmail_outbox AS o JOIN (VALUES {values}) AS v "
+    "ON o.id = v.column1 AND o.lease_owner = v.column2"
+)
+_UPDATE_ALL = (
+    "WITH v (id, owner, state, pending, outcomes, due_at, attempts, last_error) AS "
+    "(VALUES {values}) UPDATE asyncmail_outbox SET state = v.state, pending = "
+    "v.pending, outcomes = v.outcomes, due_at = v.due_at, attempts = v.attempts, "
+    "last_error = v.last_error, lease_owner = NULL, updated_at = ? FROM v WHERE "
+    "asyncmail_outbox.id = v.id AND asyncmail_outbox.lease_owner = v.owner"
 )
 _OWNERS = "SELECT id, lease_owner FROM asyncmail_outbox WHERE id IN (?)"
-_RESULT = (
+_RESULTS = (
     "INSERT INTO asyncmail_results (message, attempt, at, recipient, outcome, code, "
-    "enhanced_status, text, reply, worker) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "enhanced_status, text, reply, worker) VALUES {values}"
 )
+_RESULT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def write_results(
@@ -43,20 +56,40 @@ def write_results(
     results: list[tuple[Any, ...]],
     now: float,
 ) -> set[int]:
-    """The store's ``write_results`` for SQLite: the transaction holds the
-    write lock (``BEGIN IMMEDIATE``), so the leases read first cannot change
-    before the prepared statements write, row after row."""
+    """The store's ``write_results`` for SQLite. The transaction holds the
+    write lock (``BEGIN IMMEDIATE``), so the leases counted first cannot
+    change before the update: when every message is still its owner's (the
+    usual case) one update and one insert write the batch."""
     written: set[int] = set()
-    for start in range(0, len(rows), 500):
-        chunk = rows[start : start + 500]
-        marks = ", ".join("?" * len(chunk))  # placeholders only
-        cursor.execute(_OWNERS.replace("?", marks), [row[0] for row in chunk])
-        owners = dict(cursor.fetchall())
-        written.update(row[0] for row in chunk if owners.get(row[0]) == row[1])
-    cursor.executemany(
-        _UPDATE, [(*row[2:], now, row[0]) for row in rows if row[0] in written]
-    )
-    cursor.executemany(_RESULT, [r for r in results if r[0] in written])
+    for start in range(0, len(rows), 100):
+        chunk = rows[start : start + 100]
+        values = ", ".join([_VALUES_ROW] * len(chunk))
+        params = [value for row in chunk for value in row]
+        owned = ", ".join(["(?, ?)"] * len(chunk))
+        cursor.execute(
+            _COUNT_OWNED.format(values=owned),
+            [value for row in chunk for value in row[:2]],
+        )
+        if int(cursor.fetchone()[0]) == len(chunk):
+            ids = {row[0] for row in chunk}
+        else:  # some claims were lost meanwhile: find which
+            marks = ", ".join("?" * len(chunk))  # placeholders only
+            cursor.execute(_OWNERS.replace("?", marks), [row[0] for row in chunk])
+            owners = dict(cursor.fetchall())
+            ids = {row[0] for row in chunk if owners.get(row[0]) == row[1]}
+            kept = [row for row in chunk if row[0] in ids]
+            values = ", ".join([_VALUES_ROW] * len(kept))
+            params = [value for row in kept for value in row]
+        if ids:
+            cursor.execute(_UPDATE_ALL.format(values=values), [*params, now])
+        written |= ids
+    kept_results = [r for r in results if r[0] in written]
+    for start in range(0, len(kept_results), 90):
+        chunk = kept_results[start : start + 90]
+        cursor.execute(
+            _RESULTS.format(values=", ".join([_RESULT_ROW] * len(chunk))),
+            [value for row in chunk for value in row],
+        )
     return written
 
 

@@ -199,14 +199,27 @@ class Store(OutboxAdmin):
         owners: dict[str, list[int]] = {}
         for ident, owner in items:
             owners.setdefault(owner, []).append(ident)
+        sql = self.dialect.sql
         for owner, idents in owners.items():
             for chunk in chunks(idents, 500):
                 where, params = self._among("id", chunk)
+                # No RETURNING: a row read is a call into the database (on
+                # SQLite, a wait for the GIL); all marked is the usual case.
                 cursor.execute(
-                    self.dialect.sql(
+                    sql(
                         "UPDATE asyncmail_outbox SET state = 'inflight' WHERE "
                         "lease_owner = ? AND state IN ('claimed', 'inflight') AND "
-                        f"{where} RETURNING id"
+                        f"{where}"
+                    ),
+                    [owner, *params],
+                )
+                if cursor.rowcount == len(chunk):
+                    marked.update((ident, owner) for ident in chunk)
+                    continue
+                cursor.execute(  # some claims were lost: which are ours
+                    sql(
+                        "SELECT id FROM asyncmail_outbox WHERE lease_owner = ? AND "
+                        f"state = 'inflight' AND {where}"
                     ),
                     [owner, *params],
                 )
