@@ -821,3 +821,66 @@ async def test_postgresql_notify_wakes_an_idle_worker(
                 await anyio.sleep(0.02)
     assert [m.rcpt_tos for m in server.messages] == [["user1@example.com"]]
     reset_postgres(url)
+
+
+@pytest.mark.anyio
+async def test_batched_marks_and_results_write_only_what_is_still_leased(
+    outbox_url: str,
+) -> None:
+    """Marks and results are written many per statement; within one batch a
+    message whose claim was lost meanwhile is neither marked nor settled,
+    and the others are."""
+    import asyncio
+
+    from asyncmail.queue.model import settle
+
+    store = open_store(outbox_url)
+    await enqueue(store, [message(n) for n in range(4)])
+    policy = RetryPolicy()
+    jobs = sorted(await store.claim("w1", 4, 60.0, policy), key=lambda j: j.id)
+    for job in jobs[:2]:  # lost: the next claim hands them to another worker
+        await store.abandon("w1", job.id, "paused too long")
+    taken = await store.claim("w2", 4, 60.0, policy)
+    assert {job.id for job in taken} == {job.id for job in jobs[:2]}
+    marks = await asyncio.gather(
+        *(store.mark_inflight(job, "w1") for job in jobs), return_exceptions=True
+    )
+    assert [isinstance(m, LeaseLostError) for m in marks] == [True, True, False, False]
+    settlements = [
+        settle(
+            job,
+            recipients={job.pending[0]: ("accepted", 250, "2.0.0", "queued")},
+            reply="250 2.0.0 queued",
+            error="",
+            policy=policy,
+            now=time.time(),
+        )
+        for job in jobs
+    ]
+    assert await store.finish_many(settlements, "w1") == [False, False, True, True]
+    rows = {row.id: row for row in await store.messages(ids=[j.id for j in jobs])}
+    assert [rows[job.id].state for job in jobs] == [
+        State.CLAIMED,
+        State.CLAIMED,
+        State.SENT,
+        State.SENT,
+    ]
+    assert [rows[job.id].lease_owner for job in jobs] == ["w2", "w2", None, None]
+    results = [await store.results(job.id) for job in jobs]
+    assert [len(found) for found in results] == [0, 0, 1, 1]
+    assert results[2][0].code == 250
+    assert results[2][0].worker == "w1"
+    # All still leased (the usual case): one batch writes every one of them.
+    settlements = [
+        settle(
+            job,
+            recipients={job.pending[0]: ("permanent", 550, "5.1.1", "no such user")},
+            reply="550 5.1.1 no such user",
+            error="",
+            policy=policy,
+            now=time.time(),
+        )
+        for job in taken
+    ]
+    assert await store.finish_many(settlements, "w2") == [True, True]
+    assert (await store.counts())[State.FAILED] == 2

@@ -28,22 +28,20 @@ import anyio.to_thread
 
 from ..address import envelope_address
 from ..exceptions import InvalidMessageError
-from .store import (
+from .inserts import INSERT, INSERT_DATA, insert_rows
+from .model import (
     FINAL_STATES,
-    INSERT,
-    INSERT_DATA,
     Job,
     LeaseLostError,
     NewMessage,
     QueueError,
     RetryPolicy,
     State,
-    Store,
     StoredMessage,
     StoredResult,
-    insert_rows,
     new_key,
 )
+from .store import Store
 
 if TYPE_CHECKING:
     from ..message import BaseMessage as EmailMessage  # any sendable message

@@ -26,7 +26,7 @@ import sys
 import time
 from typing import Any
 
-from .store import FINAL_STATES, RetryPolicy, State
+from .model import FINAL_STATES, RetryPolicy, State
 
 __all__ = ["add_commands"]
 

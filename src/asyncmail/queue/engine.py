@@ -6,6 +6,10 @@ the thread is busy run together in one transaction, committed once: a web
 process enqueueing from many requests at once pays one commit per batch, not
 per message. If one call of a batch fails, the batch is rolled back and its
 calls run again one transaction each, so a bad call fails alone.
+
+This module is a little over 400 lines because it is one mechanism: the
+thread, its batching of calls, their one transaction and the retry of a
+failed batch call by call only make sense read together.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 from ..exceptions import MailError
 from .model import QueueError
 
-__all__ = ["Connection", "Dialect", "Engine", "Merge"]
+__all__ = ["Connection", "Dialect", "Engine", "Merge", "WriteResults"]
 
 T = TypeVar("T")
 
@@ -35,12 +39,24 @@ class Connection(Protocol):  # the DB-API 2 subset used here
     def close(self) -> None: ...
 
 
+WriteResults = Callable[
+    [Any, list[tuple[Any, ...]], list[tuple[Any, ...]], float], set[int]
+]
+
+
 @dataclass(frozen=True)
 class Dialect:
     """What differs between the databases."""
 
     name: str
     schema: tuple[str, ...]
+    #: ``write_results(cursor, rows, results, now)``: write the attempts'
+    #: next states (``(id, owner, state, pending, outcomes, due_at,
+    #: attempts, last_error)``) of the messages still leased to that owner,
+    #: and those messages' per-recipient results (``(message, attempt, at,
+    #: recipient, outcome, code, enhanced_status, text, reply, worker)``);
+    #: return the ids written.
+    write_results: WriteResults
     #: The inner SELECT of a claim (picks due messages; SKIP LOCKED on PG).
     lock_clause: str = ""
     placeholder: str = "?"
@@ -49,6 +65,10 @@ class Dialect:
     begin: str | None = None
     #: Run after an insert, in its transaction (PostgreSQL wakes the workers).
     notify: str | None = None
+    #: Whether a list can be one (array) parameter: ``id = ANY(?)``.
+    arrays: bool = False
+    #: Whether a transaction's statements are pipelined (psycopg 3).
+    pipeline: bool = False
 
     def sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
@@ -257,7 +277,27 @@ class Engine:
         self, connection: Connection, calls: list[_Call]
     ) -> list[tuple[_Call, Any]]:
         """Run *calls* in one transaction and commit: plain calls in order,
-        merged ones together, at the place of the first of their kind."""
+        merged ones together, at the place of the first of their kind.
+
+        A batch of merged calls only (the hot path: marks, results,
+        inserts) is pipelined where the driver can (psycopg's pipeline
+        mode): statements go out without waiting for the previous one's
+        answer, the server is waited for only where a result is read and at
+        the commit. Plain calls may read ``rowcount``, which a pipeline
+        leaves unknown, so a batch with one runs unpipelined."""
+        pipeline = getattr(connection, "pipeline", None)
+        if (
+            pipeline is None
+            or not self.dialect.pipeline
+            or any(call.merge is None for call in calls)
+        ):
+            return self._run_in(connection, calls)
+        with pipeline():
+            return self._run_in(connection, calls)
+
+    def _run_in(
+        self, connection: Connection, calls: list[_Call]
+    ) -> list[tuple[_Call, Any]]:
         cursor = connection.cursor()
         if self.dialect.begin:
             cursor.execute(self.dialect.begin)

@@ -13,68 +13,73 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .store import Dialect, QueueError, Store
+from .engine import Dialect
+from .model import QueueError
+from .schema import schema
+from .store import Store
 
 __all__ = ["CHANNEL", "POSTGRES", "SCHEMA", "listen", "open_postgres"]
 
 CHANNEL = "asyncmail_outbox"
 
-SCHEMA = (
+SCHEMA = schema(
+    "postgresql",
     # Concurrent CREATE ... IF NOT EXISTS can still race on the catalog:
     # serialise schema set-up with an advisory lock (released at commit).
-    "SELECT pg_advisory_xact_lock(7326021)",
-    """CREATE TABLE IF NOT EXISTS asyncmail_outbox (
-        id BIGSERIAL PRIMARY KEY,
-        key TEXT NOT NULL UNIQUE,
-        state TEXT NOT NULL,
-        priority INTEGER NOT NULL,
-        due_at DOUBLE PRECISION NOT NULL,
-        created_at DOUBLE PRECISION NOT NULL,
-        updated_at DOUBLE PRECISION,
-        sender TEXT NOT NULL,
-        recipients TEXT NOT NULL,
-        pending TEXT NOT NULL,
-        outcomes TEXT NOT NULL,
-        message_id TEXT,
-        subject TEXT,
-        attempts INTEGER NOT NULL,
-        claims INTEGER NOT NULL,
-        lease_owner TEXT,
-        lease_until DOUBLE PRECISION,
-        last_error TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS asyncmail_outbox_due "
-    "ON asyncmail_outbox (state, priority DESC, due_at, id)",
-    "CREATE INDEX IF NOT EXISTS asyncmail_outbox_owner "
-    "ON asyncmail_outbox (lease_owner)",
-    """CREATE TABLE IF NOT EXISTS asyncmail_data (
-        key TEXT PRIMARY KEY,
-        data BYTEA NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS asyncmail_results (
-        id BIGSERIAL PRIMARY KEY,
-        message BIGINT NOT NULL,
-        attempt INTEGER NOT NULL,
-        at DOUBLE PRECISION NOT NULL,
-        recipient TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        code INTEGER,
-        enhanced_status TEXT,
-        text TEXT,
-        reply TEXT,
-        worker TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS asyncmail_results_message "
-    "ON asyncmail_results (message)",
-    """CREATE TABLE IF NOT EXISTS asyncmail_rate (
-        name TEXT PRIMARY KEY,
-        next_at DOUBLE PRECISION NOT NULL
-    )""",
+    first=("SELECT pg_advisory_xact_lock(7326021)",),
 )
+
+# One statement, one round trip, one text whatever the count (prepared once
+# by psycopg): the rows come as arrays, the updates return the messages still
+# leased to their owner, and only those get their results inserted.
+_WRITE_RESULTS = """
+WITH v AS (
+    SELECT * FROM unnest(
+        %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],
+        %s::double precision[], %s::integer[], %s::text[]
+    ) AS v (id, owner, state, pending, outcomes, due_at, attempts, last_error)
+), done AS (
+    UPDATE asyncmail_outbox AS o SET state = v.state, pending = v.pending,
+        outcomes = v.outcomes, due_at = v.due_at, attempts = v.attempts,
+        last_error = v.last_error, lease_owner = NULL, updated_at = %s
+    FROM v WHERE o.id = v.id AND o.lease_owner = v.owner
+    RETURNING o.id
+), added AS (
+    INSERT INTO asyncmail_results (message, attempt, at, recipient, outcome,
+        code, enhanced_status, text, reply, worker)
+    SELECT r.message, r.attempt, r.at, r.recipient, r.outcome, r.code,
+        r.enhanced_status, r.text, r.reply, r.worker
+    FROM unnest(
+        %s::bigint[], %s::integer[], %s::double precision[], %s::text[],
+        %s::text[], %s::integer[], %s::text[], %s::text[], %s::text[], %s::text[]
+    ) WITH ORDINALITY AS r (message, attempt, at, recipient, outcome, code,
+        enhanced_status, text, reply, worker, n)
+    WHERE r.message IN (SELECT id FROM done)
+    ORDER BY r.n
+)
+SELECT id FROM done
+"""
+
+
+def write_results(
+    cursor: Any,
+    rows: list[tuple[Any, ...]],
+    results: list[tuple[Any, ...]],
+    now: float,
+) -> set[int]:
+    """The store's ``write_results`` for PostgreSQL (one statement)."""
+    columns = [list(column) for column in zip(*rows, strict=True)] or [[]] * 8
+    values = [list(column) for column in zip(*results, strict=True)] or [[]] * 10
+    cursor.execute(_WRITE_RESULTS, [*columns, now, *values])
+    return {int(row[0]) for row in cursor.fetchall()}
+
 
 POSTGRES = Dialect(
     name="postgresql",
     schema=SCHEMA,
+    write_results=write_results,
+    arrays=True,
+    pipeline=True,
     lock_clause=" FOR UPDATE SKIP LOCKED",
     placeholder="%s",
     greatest="GREATEST",

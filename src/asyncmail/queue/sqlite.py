@@ -14,63 +14,91 @@ import contextlib
 import os
 import sqlite3
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs
 
-from .store import Dialect, QueueError, Store
+from .engine import Dialect
+from .model import QueueError
+from .schema import schema
+from .store import Store
 
 __all__ = ["SCHEMA", "SQLITE", "open_sqlite", "sqlite_path"]
 
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS asyncmail_outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        key TEXT NOT NULL UNIQUE,
-        state TEXT NOT NULL,
-        priority INTEGER NOT NULL,
-        due_at REAL NOT NULL,
-        created_at REAL NOT NULL,
-        updated_at REAL,
-        sender TEXT NOT NULL,
-        recipients TEXT NOT NULL,
-        pending TEXT NOT NULL,
-        outcomes TEXT NOT NULL,
-        message_id TEXT,
-        subject TEXT,
-        attempts INTEGER NOT NULL,
-        claims INTEGER NOT NULL,
-        lease_owner TEXT,
-        lease_until REAL,
-        last_error TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS asyncmail_outbox_due "
-    "ON asyncmail_outbox (state, priority DESC, due_at, id)",
-    "CREATE INDEX IF NOT EXISTS asyncmail_outbox_owner "
-    "ON asyncmail_outbox (lease_owner)",
-    """CREATE TABLE IF NOT EXISTS asyncmail_data (
-        key TEXT PRIMARY KEY,
-        data BLOB NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS asyncmail_results (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        message INTEGER NOT NULL,
-        attempt INTEGER NOT NULL,
-        at REAL NOT NULL,
-        recipient TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        code INTEGER,
-        enhanced_status TEXT,
-        text TEXT,
-        reply TEXT,
-        worker TEXT
-    )""",
-    "CREATE INDEX IF NOT EXISTS asyncmail_results_message "
-    "ON asyncmail_results (message)",
-    """CREATE TABLE IF NOT EXISTS asyncmail_rate (
-        name TEXT PRIMARY KEY,
-        next_at REAL NOT NULL
-    )""",
-)
+SCHEMA = schema("sqlite")
 
-SQLITE = Dialect(name="sqlite", schema=SCHEMA, begin="BEGIN IMMEDIATE")
+# Each call into SQLite gives up the GIL and must take it back from a busy
+# event loop (up to the interpreter's switch interval, 5 ms): the writes below
+# are a few statements for a whole batch, not one (or one row read) per
+# message.
+_VALUES_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_COUNT_OWNED = (
+    "SELECT COUNT(*) FROM asyncmail_outbox AS o JOIN (VALUES {values}) AS v "
+    "ON o.id = v.column1 AND o.lease_owner = v.column2"
+)
+_UPDATE_ALL = (
+    "WITH v (id, owner, state, pending, outcomes, due_at, attempts, last_error) AS "
+    "(VALUES {values}) UPDATE asyncmail_outbox SET state = v.state, pending = "
+    "v.pending, outcomes = v.outcomes, due_at = v.due_at, attempts = v.attempts, "
+    "last_error = v.last_error, lease_owner = NULL, updated_at = ? FROM v WHERE "
+    "asyncmail_outbox.id = v.id AND asyncmail_outbox.lease_owner = v.owner"
+)
+_OWNERS = "SELECT id, lease_owner FROM asyncmail_outbox WHERE id IN (?)"
+_RESULTS = (
+    "INSERT INTO asyncmail_results (message, attempt, at, recipient, outcome, code, "
+    "enhanced_status, text, reply, worker) VALUES {values}"
+)
+_RESULT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def write_results(
+    cursor: Any,
+    rows: list[tuple[Any, ...]],
+    results: list[tuple[Any, ...]],
+    now: float,
+) -> set[int]:
+    """The store's ``write_results`` for SQLite. The transaction holds the
+    write lock (``BEGIN IMMEDIATE``), so the leases counted first cannot
+    change before the update: when every message is still its owner's (the
+    usual case) one update and one insert write the batch."""
+    written: set[int] = set()
+    for start in range(0, len(rows), 100):
+        chunk = rows[start : start + 100]
+        values = ", ".join([_VALUES_ROW] * len(chunk))
+        params = [value for row in chunk for value in row]
+        owned = ", ".join(["(?, ?)"] * len(chunk))
+        cursor.execute(
+            _COUNT_OWNED.format(values=owned),
+            [value for row in chunk for value in row[:2]],
+        )
+        if int(cursor.fetchone()[0]) == len(chunk):
+            ids = {row[0] for row in chunk}
+        else:  # some claims were lost meanwhile: find which
+            marks = ", ".join("?" * len(chunk))  # placeholders only
+            cursor.execute(_OWNERS.replace("?", marks), [row[0] for row in chunk])
+            owners = dict(cursor.fetchall())
+            ids = {row[0] for row in chunk if owners.get(row[0]) == row[1]}
+            kept = [row for row in chunk if row[0] in ids]
+            values = ", ".join([_VALUES_ROW] * len(kept))
+            params = [value for row in kept for value in row]
+        if ids:
+            cursor.execute(_UPDATE_ALL.format(values=values), [*params, now])
+        written |= ids
+    kept_results = [r for r in results if r[0] in written]
+    for start in range(0, len(kept_results), 90):
+        chunk = kept_results[start : start + 90]
+        cursor.execute(
+            _RESULTS.format(values=", ".join([_RESULT_ROW] * len(chunk))),
+            [value for row in chunk for value in row],
+        )
+    return written
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    schema=SCHEMA,
+    write_results=write_results,
+    begin="BEGIN IMMEDIATE",
+)
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 

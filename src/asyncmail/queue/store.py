@@ -2,7 +2,10 @@
 
 The same SQL (and the same logic deciding what happens to a message after an
 attempt) serves SQLite and PostgreSQL; :mod:`.sqlite` and :mod:`.postgres`
-only say how to connect and what differs in the dialect.
+say how to connect and what differs in the dialect (placeholders, arrays,
+and the one batch write of results each does its own fastest way). The
+tables are in :mod:`.schema`, the enqueue statements in :mod:`.inserts`, the
+operators' side (listings, retry, purge) in :mod:`.admin`.
 
 Every database call runs on the store's own thread, with group commit (see
 :mod:`.engine`); the records and the rule deciding a message's next state
@@ -26,105 +29,27 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
-from .engine import Dialect, Engine
+from .admin import OutboxAdmin
+from .inserts import chunks, insert_many
 from .model import (
-    FINAL_STATES,
     Job,
     LeaseLostError,
     NewMessage,
-    QueueError,
     RetryPolicy,
     Settlement,
-    State,
-    StoredMessage,
-    StoredResult,
-    new_key,
-    settle,
 )
 
-T = TypeVar("T")
-
-__all__ = [
-    "FINAL_STATES",
-    "INSERT",
-    "INSERT_DATA",
-    "Dialect",
-    "Job",
-    "LeaseLostError",
-    "NewMessage",
-    "QueueError",
-    "RetryPolicy",
-    "State",
-    "Store",
-    "StoredMessage",
-    "StoredResult",
-    "insert_rows",
-    "new_key",
-    "settle",
-]
+__all__ = ["Store"]
 
 
-INSERT = (
-    "INSERT INTO asyncmail_outbox (key, state, priority, due_at, created_at, "
-    "sender, recipients, pending, message_id, subject, outcomes, attempts, "
-    "claims, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '') "
-    "ON CONFLICT (key) DO NOTHING"
-)
-# The message bytes live in a table of their own: the many updates of a
-# message's state then never rewrite them.
-INSERT_DATA = (
-    "INSERT INTO asyncmail_data (key, data) VALUES (?, ?) ON CONFLICT (key) DO NOTHING"
-)
-
-_ONE_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '{}', 0, 0, '')"
-assert _ONE_ROW in INSERT
-
-_MESSAGE_COLUMNS = (
-    "id, key, state, priority, due_at, created_at, sender, recipients, pending, "
-    "outcomes, attempts, claims, message_id, subject, last_error, lease_owner"
-)
-
-
-def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
-    return [items[start : start + size] for start in range(0, len(items), size)]
-
-
-def insert_rows(cursor: Any, dialect: Dialect, rows: Sequence[NewMessage]) -> None:
-    """Insert *rows* on *cursor* (any transaction: the caller's own, for the
-    transactional outbox). A key already stored is skipped (idempotency)."""
-    cursor.executemany(dialect.sql(INSERT), [row.params() for row in rows])
-    cursor.executemany(dialect.sql(INSERT_DATA), [(row.key, row.data) for row in rows])
-    if dialect.notify:
-        cursor.execute(dialect.notify)
-
-
-def _stored(row: Sequence[Any]) -> StoredMessage:
-    return StoredMessage(
-        id=int(row[0]),
-        key=row[1],
-        state=State(row[2]),
-        priority=int(row[3]),
-        due_at=float(row[4]),
-        created_at=float(row[5]),
-        sender=row[6],
-        recipients=json.loads(row[7]),
-        pending=json.loads(row[8]),
-        outcomes=json.loads(row[9]),
-        attempts=int(row[10]),
-        claims=int(row[11]),
-        message_id=row[12] or "",
-        subject=row[13] or "",
-        last_error=row[14] or "",
-        lease_owner=row[15],
-    )
-
-
-class Store(Engine):
+class Store(OutboxAdmin):
     """An outbox: durable messages, claims, results, a shared rate limit.
 
-    Open one with :func:`asyncmail.queue.open_store`. Every method is
+    Open one with :func:`asyncmail.queue.open_store`. What workers do is
+    here; what operators do (counts, listings, retry, purge) is inherited
+    from :class:`~asyncmail.queue.admin.OutboxAdmin`. Every method is
     async (the work runs on the store's thread, see :mod:`.engine`) and safe
     to call from any thread and any event loop.
     """
@@ -150,32 +75,7 @@ class Store(Engine):
         return ids
 
     def _insert_many(self, cursor: Any, calls: list[list[NewMessage]]) -> list[Any]:
-        rows = [row for call in calls for row in call]
-        sql = self.dialect.sql
-        for chunk in _chunks(rows, 256):
-            values = ", ".join([_ONE_ROW] * len(chunk))
-            cursor.execute(
-                sql(INSERT.replace(_ONE_ROW, values)),
-                [value for row in chunk for value in row.params()],
-            )
-            cursor.execute(
-                sql(INSERT_DATA.replace("(?, ?)", ", ".join(["(?, ?)"] * len(chunk)))),
-                [value for row in chunk for value in (row.key, row.data)],
-            )
-        if self.dialect.notify:
-            cursor.execute(self.dialect.notify)
-        found: dict[str, int] = {}
-        keys = list(dict.fromkeys(row.key for row in rows))
-        for some in _chunks(keys, 500):
-            cursor.execute(
-                sql(
-                    "SELECT key, id FROM asyncmail_outbox WHERE key IN "
-                    f"({', '.join('?' * len(some))})"
-                ),
-                list(some),
-            )
-            found.update((key, int(ident)) for key, ident in cursor.fetchall())
-        return [[found[row.key] for row in call] for call in calls]
+        return insert_many(cursor, self.dialect, calls)
 
     # -- workers --------------------------------------------------------------------
 
@@ -211,26 +111,24 @@ class Store(Engine):
         )
         rows = sorted(cursor.fetchall(), key=lambda r: (-int(r[6]), float(r[8]), r[0]))
         data: dict[str, bytes] = {}
-        for keys in _chunks([r[1] for r in rows], 500):
+        for keys in chunks([r[1] for r in rows], 500):
+            where, params = self._among("key", keys)
             cursor.execute(
-                sql(
-                    "SELECT key, data FROM asyncmail_data WHERE key IN "
-                    f"({', '.join('?' * len(keys))})"
-                ),
-                list(keys),
+                sql(f"SELECT key, data FROM asyncmail_data WHERE {where}"), params
             )
             data.update((key, bytes(value)) for key, value in cursor.fetchall())
+        loads = json.loads
         return [
             Job(
-                id=int(r[0]),
-                key=r[1],
-                sender=r[2],
-                recipients=json.loads(r[3]),
-                pending=json.loads(r[4]),
-                data=data[r[1]],
-                attempts=int(r[5]),
-                priority=int(r[6]),
-                outcomes=json.loads(r[7]),
+                int(r[0]),
+                r[1],
+                r[2],
+                loads(r[3]),
+                loads(r[4]),
+                data[r[1]],
+                int(r[5]),
+                int(r[6]),
+                loads(r[7]),
             )
             for r in rows
         ]
@@ -241,22 +139,24 @@ class Store(Engine):
             sql(
                 "UPDATE asyncmail_outbox SET state = 'dead', lease_owner = NULL, "
                 "last_error = 'workers stopped while holding it ' || claims || "
-                "' times: a poison message', updated_at = ? WHERE state = 'claimed' "
-                "AND lease_until < ? AND claims >= ?"
+                "' times: a poison message', updated_at = ? WHERE lease_owner IS NOT "
+                "NULL AND lease_until < ? AND state = 'claimed' AND claims >= ?"
             ),
             (now, now, policy.max_claims),
         )
         cursor.execute(
             sql(
                 "UPDATE asyncmail_outbox SET state = 'queued', lease_owner = NULL "
-                "WHERE state = 'claimed' AND lease_until < ?"
+                "WHERE lease_owner IS NOT NULL AND lease_until < ? AND state = "
+                "'claimed'"
             ),
             (now,),
         )
         cursor.execute(
             sql(
                 "SELECT id, pending, outcomes, attempts, lease_owner FROM "
-                "asyncmail_outbox WHERE state = 'inflight' AND lease_until < ?"
+                "asyncmail_outbox WHERE lease_owner IS NOT NULL AND lease_until < ? "
+                "AND state = 'inflight'"
             ),
             (now,),
         )
@@ -299,79 +199,88 @@ class Store(Engine):
         owners: dict[str, list[int]] = {}
         for ident, owner in items:
             owners.setdefault(owner, []).append(ident)
+        sql = self.dialect.sql
         for owner, idents in owners.items():
-            for chunk in _chunks(idents, 500):
+            for chunk in chunks(idents, 500):
+                where, params = self._among("id", chunk)
+                # No RETURNING: a row read is a call into the database (on
+                # SQLite, a wait for the GIL); all marked is the usual case.
                 cursor.execute(
-                    self.dialect.sql(
+                    sql(
                         "UPDATE asyncmail_outbox SET state = 'inflight' WHERE "
                         "lease_owner = ? AND state IN ('claimed', 'inflight') AND "
-                        f"id IN ({', '.join('?' * len(chunk))}) RETURNING id"
+                        f"{where}"
                     ),
-                    [owner, *chunk],
+                    [owner, *params],
+                )
+                if cursor.rowcount == len(chunk):
+                    marked.update((ident, owner) for ident in chunk)
+                    continue
+                cursor.execute(  # some claims were lost: which are ours
+                    sql(
+                        "SELECT id FROM asyncmail_outbox WHERE lease_owner = ? AND "
+                        f"state = 'inflight' AND {where}"
+                    ),
+                    [owner, *params],
                 )
                 marked.update((int(row[0]), owner) for row in cursor.fetchall())
         return [item in marked for item in items]
+
+    def _among(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """``column IN (...)``, as one array parameter where the database
+        has arrays (one statement text for any count: prepared once)."""
+        if self.dialect.arrays:
+            return f"{column} = ANY(?)", [list(values)]
+        return f"{column} IN ({', '.join('?' * len(values))})", list(values)
 
     async def finish(self, settlement: Settlement, owner: str) -> bool:
         """Write an attempt's results and the message's next state; False if
         the claim was lost meanwhile (nothing written). Concurrent calls
         share the statements and the commit."""
-        written: bool = await self.run_merged(self._finish_many, (settlement, owner))
+        [written] = await self.finish_many([settlement], owner)
         return written
+
+    async def finish_many(
+        self, settlements: Sequence[Settlement], owner: str
+    ) -> list[bool]:
+        """:meth:`finish` for many messages of *owner* at once: one
+        transaction (shared with concurrent calls)."""
+        written: list[bool] = await self.run_merged(
+            self._finish_merged, [(s, owner) for s in settlements]
+        )
+        return written
+
+    def _finish_merged(
+        self, cursor: Any, calls: list[list[tuple[Settlement, str]]]
+    ) -> list[Any]:
+        flat = [item for call in calls for item in call]
+        done = iter(self._finish_many(cursor, flat))
+        return [[next(done) for _ in call] for call in calls]
 
     def _finish_many(
         self, cursor: Any, items: list[tuple[Settlement, str]]
-    ) -> list[Any]:
-        sql = self.dialect.sql
+    ) -> list[bool]:
         now = time.time()
-        done: set[int] = set()
-        for chunk in _chunks(items, 200):
-            row = (
-                "(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS TEXT), "
-                "CAST(? AS TEXT), CAST(? AS TEXT), CAST(? AS DOUBLE PRECISION), "
-                "CAST(? AS INTEGER), CAST(? AS TEXT))"
+        dumps = json.dumps
+        rows = [
+            (
+                s.job.id,
+                owner,
+                s.state.value,
+                dumps(s.pending),
+                dumps(s.outcomes),
+                s.due_at,
+                s.attempt,
+                s.error,
             )
-            params: list[Any] = []
-            for s, owner in chunk:
-                params += (
-                    s.job.id,
-                    owner,
-                    s.state.value,
-                    json.dumps(s.pending),
-                    json.dumps(s.outcomes),
-                    s.due_at,
-                    s.attempt,
-                    s.error,
-                )
-            cursor.execute(
-                sql(
-                    "WITH v (id, owner, state, pending, outcomes, due_at, attempts, "
-                    f"last_error) AS (VALUES {', '.join([row] * len(chunk))}) "
-                    "UPDATE asyncmail_outbox SET state = v.state, pending = "
-                    "v.pending, outcomes = v.outcomes, due_at = v.due_at, attempts "
-                    "= v.attempts, last_error = v.last_error, lease_owner = NULL, "
-                    "updated_at = ? FROM v WHERE asyncmail_outbox.id = v.id AND "
-                    "asyncmail_outbox.lease_owner = v.owner RETURNING "
-                    "asyncmail_outbox.id"
-                ),
-                [*params, now],
-            )
-            done.update(int(found[0]) for found in cursor.fetchall())
+            for s, owner in items
+        ]
         results = [
             (s.job.id, s.attempt, now, *result, s.reply, owner)
             for s, owner in items
-            if s.job.id in done
             for result in s.results
         ]
-        for rows in _chunks(results, 100):
-            cursor.execute(
-                sql(
-                    "INSERT INTO asyncmail_results (message, attempt, at, recipient, "
-                    "outcome, code, enhanced_status, text, reply, worker) VALUES "
-                    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
-                ),
-                [value for result in rows for value in result],
-            )
+        done = self.dialect.write_results(cursor, rows, results, now)
         return [s.job.id in done for s, _ in items]
 
     async def heartbeat(self, owner: str, lease: float) -> int:
@@ -472,187 +381,3 @@ class Store(Engine):
             return max(0.0, start - now)
 
         return await self.run(take)
-
-    # -- inspection and administration ----------------------------------------------
-
-    async def counts(self) -> dict[State, int]:
-        """How many messages are in each state."""
-
-        def count(cursor: Any) -> dict[State, int]:
-            cursor.execute(
-                "SELECT state, COUNT(*) FROM asyncmail_outbox GROUP BY state"
-            )
-            found = {State(state): int(n) for state, n in cursor.fetchall()}
-            return {state: found.get(state, 0) for state in State}
-
-        return await self.run(count)
-
-    async def messages(
-        self,
-        states: Iterable[State] = (),
-        *,
-        ids: Iterable[int] = (),
-        limit: int = 100,
-    ) -> list[StoredMessage]:
-        """Messages in *states* (or with *ids*; all when neither), oldest first."""
-        wanted = [state.value for state in states]
-        numbers = [int(i) for i in ids]
-
-        def select(cursor: Any) -> list[StoredMessage]:
-            clauses: list[str] = []
-            params: list[Any] = []
-            if wanted:
-                clauses.append(f"state IN ({', '.join('?' * len(wanted))})")
-                params += wanted
-            if numbers:
-                clauses.append(f"id IN ({', '.join('?' * len(numbers))})")
-                params += numbers
-            where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-            cursor.execute(
-                self.dialect.sql(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM asyncmail_outbox{where} "
-                    "ORDER BY id LIMIT ?"
-                ),
-                (*params, limit),
-            )
-            return [_stored(row) for row in cursor.fetchall()]
-
-        return await self.run(select)
-
-    async def get(self, ident: int | str) -> StoredMessage | None:
-        """The message with this id or idempotency key."""
-
-        def select(cursor: Any) -> StoredMessage | None:
-            column = "id" if isinstance(ident, int) else "key"
-            cursor.execute(
-                self.dialect.sql(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM asyncmail_outbox "
-                    f"WHERE {column} = ?"
-                ),
-                (ident,),
-            )
-            row = cursor.fetchone()
-            return None if row is None else _stored(row)
-
-        return await self.run(select)
-
-    async def results(self, message: int) -> list[StoredResult]:
-        """Every recorded per-recipient result of *message*, in order."""
-
-        def select(cursor: Any) -> list[StoredResult]:
-            cursor.execute(
-                self.dialect.sql(
-                    "SELECT message, attempt, at, recipient, outcome, code, "
-                    "enhanced_status, text, reply, worker FROM asyncmail_results "
-                    "WHERE message = ? ORDER BY attempt, id"
-                ),
-                (message,),
-            )
-            return [
-                StoredResult(
-                    int(r[0]),
-                    int(r[1]),
-                    float(r[2]),
-                    r[3],
-                    r[4],
-                    r[5],
-                    r[6],
-                    r[7] or "",
-                    r[8] or "",
-                    r[9] or "",
-                )
-                for r in cursor.fetchall()
-            ]
-
-        return await self.run(select)
-
-    async def retry(
-        self, *, ids: Iterable[int] = (), states: Iterable[State] = ()
-    ) -> int:
-        """Queue again, now, the messages with *ids* or in *states* (final
-        states only), for their recipients not accepted. Unknown messages are
-        retried only when asked for by id or by the ``unknown`` state: they
-        may have been delivered already."""
-        numbers = [int(i) for i in ids]
-        wanted = [state.value for state in states]
-        for state in states:
-            if state not in FINAL_STATES or state is State.SENT:
-                raise QueueError(f"Cannot retry messages that are {state.value}")
-
-        def again(cursor: Any) -> int:
-            sql = self.dialect.sql
-            clauses: list[str] = []
-            params: list[Any] = []
-            if numbers:
-                clauses.append(f"id IN ({', '.join('?' * len(numbers))})")
-                params += numbers
-            if wanted:
-                clauses.append(f"state IN ({', '.join('?' * len(wanted))})")
-                params += wanted
-            if not clauses:
-                return 0
-            cursor.execute(
-                sql(
-                    "SELECT id, recipients, outcomes, state FROM asyncmail_outbox "
-                    f"WHERE ({' OR '.join(clauses)}) AND state NOT IN "
-                    "('queued', 'claimed', 'inflight', 'sent')"
-                ),
-                params,
-            )
-            updates = []
-            now = time.time()
-            for ident, recipients, outcomes, _state in cursor.fetchall():
-                done = json.loads(outcomes)
-                pending = [
-                    a for a in json.loads(recipients) if done.get(a) != "accepted"
-                ]
-                kept = {a: o for a, o in done.items() if o == "accepted"}
-                updates.append((json.dumps(pending), json.dumps(kept), now, int(ident)))
-            cursor.executemany(
-                sql(
-                    "UPDATE asyncmail_outbox SET state = 'queued', pending = ?, "
-                    "outcomes = ?, due_at = ?, claims = 0, attempts = 0, "
-                    "last_error = '' WHERE id = ?"
-                ),
-                updates,
-            )
-            return len(updates)
-
-        count = await self.run(again)
-        for listener in list(self.listeners):
-            listener()
-        return count
-
-    async def purge(self, states: Iterable[State], *, older_than: float = 0.0) -> int:
-        """Delete messages in final *states* (and their results) settled more
-        than *older_than* seconds ago; return how many."""
-        wanted = [state.value for state in states]
-        for state in states:
-            if state not in FINAL_STATES:
-                raise QueueError(f"Cannot purge messages that are {state.value}")
-        if not wanted:
-            return 0
-
-        def delete(cursor: Any) -> int:
-            sql = self.dialect.sql
-            marks = ", ".join("?" * len(wanted))
-            params = (*wanted, time.time() - older_than)
-            where = f"state IN ({marks}) AND updated_at <= ?"
-            cursor.execute(
-                sql(
-                    "DELETE FROM asyncmail_results WHERE message IN (SELECT id "
-                    f"FROM asyncmail_outbox WHERE {where})"
-                ),
-                params,
-            )
-            cursor.execute(
-                sql(
-                    "DELETE FROM asyncmail_data WHERE key IN (SELECT key "
-                    f"FROM asyncmail_outbox WHERE {where})"
-                ),
-                params,
-            )
-            cursor.execute(sql(f"DELETE FROM asyncmail_outbox WHERE {where}"), params)
-            return int(cursor.rowcount)
-
-        return await self.run(delete)

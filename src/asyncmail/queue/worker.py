@@ -24,6 +24,19 @@ machines, can share one store:
 
 :meth:`Worker.stop` (SIGTERM/SIGINT for the command) stops claiming, finishes
 the deliveries under way, gives back the claims not started, and returns.
+
+Inside a worker three kinds of task keep the connections busy: the producer
+claims the next batch when half of the last one was taken; ``concurrency``
+consumers (one a connection) each take the most urgent claimed message,
+send it, hand its result over and take the next at once; one settler writes
+the results handed over, many per transaction. A result not yet written
+leaves its message in flight and leased (the heartbeat extends it), so a
+worker dying before the write leaves the message unknown, never resent.
+What one message goes through is in :mod:`.delivery`.
+
+This module is over 400 lines because it is one class: the worker's options,
+its lifecycle and those three loops share the worker's state (the claimed
+queue, the counts that pace claims, the wake-up events) and are read together.
 """
 
 from __future__ import annotations
@@ -33,7 +46,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections import deque
 from types import TracebackType
@@ -41,73 +53,18 @@ from typing import Any, Self
 
 import anyio
 
-from ..backends.base import BaseEmailBackend, failed_result
-from ..exceptions import ConfigurationError, MailError, is_transient
-from ..message import RawMessage, RenderedMessage
-from ..results import MessageResult, Outcome, ResultCallback, record
-from .store import (
-    Job,
-    LeaseLostError,
-    QueueError,
-    RetryPolicy,
-    Store,
-    settle,
-)
+from ..backends.base import BaseEmailBackend
+from ..exceptions import ConfigurationError, MailError
+from ..results import MessageResult, ResultCallback
+from .delivery import SharedRate, deliver, write_results
+from .model import Job, LeaseLostError, QueueError, RetryPolicy
+from .store import Store
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("asyncmail.queue")
 
 DEFAULT_BACKEND = "asyncmail.backends.smtp.EmailBackend"
-
-
-class _Queued(RawMessage):
-    """A message from the outbox: its bytes were rendered and checked by
-    asyncmail when it was enqueued, so they are sent as they are, without
-    being checked again."""
-
-    def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
-        data = self.data
-        head = data[: data.find(b"\r\n\r\n") + 1]
-        eight_bit = not data.isascii()
-        if eight_bit and not allow_8bit:
-            return super().render(allow_8bit=allow_8bit)  # the clear error
-        return RenderedMessage((data,), eight_bit, not head.isascii(), "")
-
-
-class _SharedRate:
-    """Send slots reserved from the store, a few at a time."""
-
-    def __init__(
-        self, store: Store, name: str, rate: float, burst: int, chunk: int
-    ) -> None:
-        self.store = store
-        self.name = name
-        self.rate = rate
-        self.burst = burst
-        self.chunk = chunk
-        self._slots: deque[float] = deque()
-        self._lock: asyncio.Lock | None = None
-
-    async def wait(self) -> None:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        interval = 1.0 / self.rate
-        async with self._lock:
-            while True:
-                if not self._slots:
-                    delay = await self.store.reserve(
-                        self.name, self.rate, self.burst, self.chunk
-                    )
-                    start = time.monotonic() + delay
-                    self._slots.extend(start + i * interval for i in range(self.chunk))
-                at = self._slots.popleft()
-                # A slot missed by more than one interval (this process was
-                # busy or paused) is dropped, never used late: late slots
-                # used together would be a burst the limit does not allow.
-                if time.monotonic() - at <= interval:
-                    break
-        await anyio.sleep(max(0.0, at - time.monotonic()))
 
 
 class Worker:
@@ -133,6 +90,9 @@ class Worker:
         name is made up, and a dead worker's claims wait for their lease.
     :param on_result: called with each message's result.
     """
+
+    #: Seconds the result writer waits for more results to write together.
+    SETTLE_DELAY = 0.005
 
     def __init__(
         self,
@@ -180,7 +140,7 @@ class Worker:
         self.rate = (
             None
             if rate_limit is None
-            else _SharedRate(
+            else SharedRate(
                 self.store,
                 rate_name,
                 float(rate_limit),
@@ -199,6 +159,14 @@ class Worker:
         self._group: anyio.abc.TaskGroup | None = None
         self._opened_backend = False
         self._woken = False
+        #: Claimed jobs not yet taken by a connection (most urgent first).
+        self._jobs: deque[Job] = deque()
+        self._job_ready = anyio.Event()
+        self._producing = False
+        #: Delivered messages whose results are not written yet.
+        self._unsettled: list[tuple[Job, MessageResult]] = []
+        self._settle_ready = anyio.Event()
+        self._settler_closing = False
 
     def __repr__(self) -> str:
         return f"<Worker {self.name} on {self.store!r}>"
@@ -216,7 +184,7 @@ class Worker:
                 loop.call_soon_threadsafe(self._set_events)
 
     def _set_events(self) -> None:
-        for event in (self._stop_event, self._wake, self._progress):
+        for event in (self._stop_event, self._wake, self._progress, self._job_ready):
             if event is not None:
                 event.set()
 
@@ -280,24 +248,40 @@ class Worker:
         self.store.listeners.append(self._poke)
         if self.recover_own:
             await self.store.recover(self.name, self.policy)
-        send, receive = anyio.create_memory_object_stream[Job](self.batch)
+        self._settle_ready = anyio.Event()
+        self._settler_closing = False
+        self._job_ready = anyio.Event()
+        self._jobs = deque()
+        self._producing = True
         unstarted: list[int] = []
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._heartbeat)
                 if self.store.dialect.name == "postgresql":
                     outer.start_soon(self._listen)
-                async with anyio.create_task_group() as inner:
-                    for _ in range(self.concurrency):
-                        inner.start_soon(self._consume, receive.clone(), unstarted)
-                    receive.close()
-                    async with send:
-                        await self._produce(send, until_idle)
+                async with anyio.create_task_group() as settling:
+                    settling.start_soon(self._settler)
+                    async with anyio.create_task_group() as inner:
+                        for _ in range(self.concurrency):
+                            inner.start_soon(self._consume, unstarted)
+                        try:
+                            await self._produce(until_idle)
+                        finally:
+                            self._producing = False
+                            self._job_ready.set()
+                    self._settler_closing = True
+                    self._settle_ready.set()
                 outer.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 with contextlib.suppress(Exception):
                     self.store.listeners.remove(self._poke)
+                if self._unsettled:  # cancelled: write what was delivered
+                    batch, self._unsettled = self._unsettled, []
+                    with contextlib.suppress(Exception):
+                        await self._settle(batch)
+                unstarted += [job.id for job in self._jobs]
+                self._jobs.clear()
                 with contextlib.suppress(MailError):
                     await self.store.release(self.name, unstarted)
                 if self._opened_backend:  # opened here: closed here
@@ -305,13 +289,15 @@ class Worker:
                     with contextlib.suppress(Exception):
                         await backend.close()
 
-    async def _produce(
-        self, send: anyio.abc.ObjectSendStream[Job], until_idle: bool
-    ) -> None:
+    async def _produce(self, until_idle: bool) -> None:
+        """Claim due messages while there is room: a new batch is claimed
+        when half of the last one was taken, so the connections never wait
+        for a claim."""
         assert self._wake is not None
+        threshold = max(1, self.batch // 2)
         while not self._stopping:
             room = self.batch - self._outstanding
-            if room < max(1, self.batch // 2):
+            if room < threshold:
                 await self._wait_progress()
                 continue
             self._woken = False
@@ -330,8 +316,8 @@ class Worker:
                 continue
             self._reset_breaker()
             self._outstanding += len(jobs)
-            for job in jobs:
-                await send.send(job)
+            self._jobs.extend(jobs)
+            self._job_ready.set()
 
     async def _wait_progress(self) -> None:
         self._progress = anyio.Event()
@@ -372,39 +358,80 @@ class Worker:
                 log.warning("%s: LISTEN failed, retrying: %s", self.name, exc)
             await anyio.sleep(self.poll_interval)
 
-    async def _consume(
-        self, receive: anyio.abc.ObjectReceiveStream[Job], unstarted: list[int]
-    ) -> None:
-        async with receive:
-            async for job in receive:
-                if self._stopping:
-                    unstarted.append(job.id)
+    async def _consume(self, unstarted: list[int]) -> None:
+        """One connection's loop: take the most urgent claimed job, send it,
+        hand its result to the settler, take the next."""
+        jobs = self._jobs
+        while True:
+            if self._stopping:
+                while jobs:
+                    unstarted.append(jobs.popleft().id)
                     self._done()
-                    continue
-                try:
-                    await self._deliver(job)
-                except Exception as exc:
-                    # A bug or a misbehaving backend: the message is let go as
-                    # if this worker had died (taken again, dead after
-                    # max_claims); the worker and the other deliveries go on.
-                    log.exception("%s: delivering message %s failed", self.name, job.id)
-                    with contextlib.suppress(MailError):
-                        await self.store.abandon(
-                            self.name, job.id, f"{type(exc).__name__}: {exc}"
-                        )
-                finally:
-                    self._done()
+            if not jobs:
+                if not self._producing:
+                    return
+                event = self._job_ready
+                if event.is_set():
+                    self._job_ready = event = anyio.Event()
+                await event.wait()
+                continue
+            job = jobs.popleft()
+            result: MessageResult | None = None
+            try:
+                result = await self._deliver(job)
+            except Exception as exc:
+                # A bug or a misbehaving backend: the message is let go as
+                # if this worker had died (taken again, dead after
+                # max_claims); the worker and the other deliveries go on.
+                log.exception("%s: delivering message %s failed", self.name, job.id)
+                with contextlib.suppress(MailError):
+                    await self.store.abandon(
+                        self.name, job.id, f"{type(exc).__name__}: {exc}"
+                    )
+            if result is None:
+                self._done()
+            else:
+                # The result is written by the settler while this connection
+                # goes on with the next message: the message stays leased
+                # (the heartbeat covers it) and in flight until the write
+                # commits, so a worker dying meanwhile leaves it unknown,
+                # never resent.
+                self._unsettled.append((job, result))
+                self._settle_ready.set()
+                self._done()
+
+    async def _settler(self) -> None:
+        """Write the results of delivered messages, many per call (one
+        transaction): after the first result it waits a moment
+        (:attr:`SETTLE_DELAY`) for the others under way to join it."""
+        while True:
+            if not self._unsettled:
+                if self._settler_closing:
+                    return
+                self._settle_ready = anyio.Event()
+                await self._settle_ready.wait()
+                continue
+            if len(self._unsettled) < self.concurrency and not self._settler_closing:
+                await anyio.sleep(self.SETTLE_DELAY)
+            batch, self._unsettled = self._unsettled, []
+            await self._settle(batch)
 
     def _done(self) -> None:
         self._outstanding -= 1
-        if self._progress is not None:
-            self._progress.set()
+        # Wake the producer only when it has something to do: room for a
+        # new claim, or (until_idle) nothing left.
+        progress = self._progress
+        if progress is not None and (
+            self._outstanding <= self.batch - max(1, self.batch // 2)
+            or self._outstanding == 0
+        ):
+            progress.set()
 
     # -- one message -------------------------------------------------------------------
 
-    async def _deliver(self, job: Job) -> None:
-        from ..backends import smtp
-
+    async def _deliver(self, job: Job) -> MessageResult | None:
+        """Send *job* (after a rate-limit slot); None when its claim was
+        left to its lease (nothing to record)."""
         backend = self.backend
         assert backend is not None
         if self.rate is not None:
@@ -412,92 +439,17 @@ class Worker:
                 await self.rate.wait()
             except QueueError as exc:
                 log.warning("%s: rate limit unavailable: %s", self.name, exc)
-                return  # the claim expires; the message is taken again
-        message = _Queued(job.data, job.sender, job.pending)
-        marked = False
-        abandoned: list[MailError] = []
+                return None  # the claim expires; the message is taken again
+        return await deliver(backend, self.store, job, self.name, self._opened)
 
-        async def mark() -> None:
-            nonlocal marked
-            if marked:
-                return
-            try:
-                await self.store.mark_inflight(job, self.name)
-            except MailError as exc:
-                abandoned.append(exc)
-                raise
-            marked = True
+    def _opened(self) -> None:
+        self._opened_backend = True  # opened by a delivery: closed by run()
 
-        result: MessageResult | None = None
-        token = smtp.end_of_data_hook.set(mark)
-        try:
-            if backend.state.value == "closed":
-                try:
-                    if await backend.open():
-                        self._opened_backend = True
-                except MailError as exc:
-                    outcome = (
-                        Outcome.TEMPORARY if is_transient(exc) else Outcome.PERMANENT
-                    )
-                    result = failed_result(message, exc, outcome)
-            if result is None:
-                if not isinstance(backend, smtp.EmailBackend):
-                    await mark()  # no end-of-data hook: in flight from now on
-                result = await backend.deliver_or_fail(message)
-        except MailError as exc:
-            if not abandoned:
-                raise
-            result = None
-            log.warning("%s: message %s not sent: %s", self.name, job.id, exc)
-        finally:
-            smtp.end_of_data_hook.reset(token)
-        if abandoned:
-            # Lost the claim, or the store failed before the end of data:
-            # nothing was delivered; whoever holds the message now decides.
-            log.warning(
-                "%s: message %s left to its lease: %s", self.name, job.id, abandoned[0]
-            )
-            return
-        assert result is not None
-        await self._settle(job, result)
-
-    async def _settle(self, job: Job, result: MessageResult) -> None:
-        recipients = {
-            address: (r.outcome.value, r.code, r.enhanced_status, r.text)
-            for address, r in result.recipients.items()
-        }
-        settlement = settle(
-            job,
-            recipients=recipients,
-            reply=result.reply,
-            error=str(result.error) if result.error is not None else "",
-            policy=self.policy,
-            now=time.time(),
+    async def _settle(self, batch: list[tuple[Job, MessageResult]]) -> None:
+        """Record *batch*'s results (see :func:`.delivery.write_results`)."""
+        self.delivered += await write_results(
+            self.store, batch, self.name, self.policy, self.on_result
         )
-        for attempt in range(5):
-            try:
-                written = await self.store.finish(settlement, self.name)
-            except QueueError as exc:
-                log.warning(
-                    "%s: recording message %s failed: %s", self.name, job.id, exc
-                )
-                await anyio.sleep(0.2 * (attempt + 1))
-                continue
-            if not written:
-                log.warning(
-                    "%s: message %s was claimed by another worker meanwhile",
-                    self.name,
-                    job.id,
-                )
-                return
-            break
-        else:
-            return  # in flight or claimed: its lease decides (unknown or again)
-        self.delivered += 1
-        try:
-            record(result, self.on_result)
-        except Exception:
-            log.exception("%s: on_result callback failed", self.name)
 
 
 __all__ += ["LeaseLostError"]
