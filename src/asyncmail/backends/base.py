@@ -85,6 +85,7 @@ class BackendState(enum.Enum):
     """Where a backend is in its lifecycle. A closed backend may open again."""
 
     CLOSED = "closed"
+    OPENING = "opening"  # open() is connecting
     OPEN = "open"
 
 
@@ -359,7 +360,7 @@ class BaseEmailBackend:
         if opened is not None:
             if opened:
                 self._close_when_done = True
-            await self.dispatch(source, tally.publish)
+            await self.dispatch(tally.deliverable(source), tally.publish)
 
     @contextlib.asynccontextmanager
     async def stream_results(
@@ -436,8 +437,8 @@ class BaseEmailBackend:
     async def deliver_or_fail(self, message: EmailMessage) -> MessageResult:
         """Deliver one message, turning what stops it into a failed result:
         one bad message fails alone, with its reason, and the batch goes on."""
-        if not message.recipients():
-            return MessageResult(message)
+        if (result := skipped(message)) is not None:
+            return result
         try:
             return await self.deliver(message)
         except Exception as exc:
@@ -451,6 +452,15 @@ class BaseEmailBackend:
         raise NotImplementedError(
             f"{type(self).__qualname__} must implement deliver() or send_messages()"
         )
+
+
+def skipped(message: EmailMessage) -> MessageResult | None:
+    """The one place that decides "no recipients: skipped": the skipped
+    result for a message with no recipients (nothing to send, not a
+    failure), None for a message to deliver."""
+    if message.recipients():
+        return None
+    return MessageResult(message)
 
 
 def failure_result(message: EmailMessage, exc: BaseException) -> MessageResult | None:
@@ -546,11 +556,20 @@ class _Tally:
     async def fail_all(self, messages: _Source, error: MailError) -> None:
         """Nothing could be sent: every message fails with *error*."""
         outcome = Outcome.TEMPORARY if is_transient(error) else Outcome.PERMANENT
+        async for message in self.deliverable(messages):
+            self.publish(failed_result(message, error, outcome))
+
+    async def deliverable(
+        self, messages: AsyncIterator[EmailMessage]
+    ) -> AsyncIterator[EmailMessage]:
+        """The messages to deliver: one without recipients is published as
+        skipped here (see :func:`skipped`) and never reaches a backend."""
         async for message in messages:
-            if message.recipients():
-                self.publish(failed_result(message, error, outcome))
+            result = skipped(message)
+            if result is None:
+                yield message
             else:
-                self.publish(MessageResult(message))
+                self.publish(result)
 
     def finish(self, silent: bool) -> int:
         if self.first_error is not None and not silent:
