@@ -447,6 +447,7 @@ class Transaction:
             )
         else:
             self.error = error
+        self.settled = True
 
     def cancelled(self, queued: list[Reply]) -> None:
         """The send was cancelled mid-exchange: record what is known, taking
@@ -460,7 +461,6 @@ class Transaction:
         elif not self.envelope_done:
             self.replies.extend(queued)
         self.fail(SMTPError("The send was cancelled before this message was completed"))
-        self.settled = True
 
     def _apply_received_envelope(self) -> None:
         """Record the refusals among the envelope replies received before an
