@@ -385,19 +385,19 @@ class BaseEmailBackend:
         """
         send, receive = anyio.create_memory_object_stream[MessageResult](math.inf)
         errors: list[Exception] = []
-        room = asyncio.Event()
+        room = [anyio.Event()]  # set when a result was read
 
         async def gated() -> AsyncIterator[EmailMessage]:
             source = _Source(email_messages)
             async for message in source:
                 while receive.statistics().current_buffer_used >= RESULTS_BUFFERED:
-                    room.clear()
-                    await room.wait()
+                    room[0] = anyio.Event()
+                    await room[0].wait()
                 yield message
 
         async def results() -> AsyncIterator[MessageResult]:
             async for result in receive:
-                room.set()
+                room[0].set()
                 yield result
 
         async def run() -> None:
