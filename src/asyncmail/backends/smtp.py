@@ -31,6 +31,12 @@ scopes, locks, sleeps): shielded cleanup and nested deadlines need cancel
 scopes, which asyncio lacks, and anyio runs the same code on asyncio and
 uvloop. The protocol layer (:mod:`asyncmail.smtp.connection`) is an
 asyncio protocol and stays asyncio.
+
+At about 700 lines this module is longer than the house's ~400: it is one
+class, :class:`EmailBackend`, whose two dozen documented options, their
+validation, the connection lifecycle and the attempt loop read best
+together; the protocol (:mod:`asyncmail.smtp`), one message's state
+(:mod:`.delivery`) and the retry rules (:mod:`.retry`) are elsewhere.
 """
 
 from __future__ import annotations
@@ -39,41 +45,39 @@ import asyncio
 import dataclasses
 import ssl
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
 from .. import observability
-from ..address import envelope_address
 from ..dkim import DKIMSigner, signer_from_option
 from ..dnsname import ascii_hostname
 from ..exceptions import (
     ConfigurationError,
     DeliveryUnknownError,
     MailError,
-    MessageRefusedError,
-    RecipientsRefusedError,
-    SendError,
     SMTPConnectError,
     SMTPError,
-    SMTPNotSupportedError,
     SMTPTimeoutError,
     is_transient,
 )
-from ..message import RenderedMessage, render_is_heavy
 from ..oauth2 import TokenProvider, token_provider_from_option
 from ..pool import ConnectionPool, Pooled, PoolLimits
 from ..ratelimit import RateLimiter
 from ..results import MessageResult, Outcome, RecipientResult, ResultCallback
 from ..settings import settings
 from ..smtp.connection import SMTPConnection, end_of_data_hook
-from ..smtp.errors import recipients_refused
 from ..smtp.session import SessionConfig, open_session
-from ..smtp.transaction import Transaction
-from ..smtp.wire import WirePayload, payload_size, valid_ehlo_name, wire_payload
+from ..smtp.wire import valid_ehlo_name
 from ..threads import run_sync
 from .base import BackendState, BaseEmailBackend, failure_result
+from .delivery import (
+    MAX_BUSY_WAITS,
+    Attempt,
+    Delivery,
+    payload_for,
+    prepare,
+)
 from .retry import Breaker, RetryPolicy
 
 if TYPE_CHECKING:
@@ -90,111 +94,6 @@ class _NotGiven:
 
 
 NOT_GIVEN: Final = _NotGiven()
-
-_REFUSED: Final = (Outcome.TEMPORARY, Outcome.PERMANENT)
-
-
-def _render_for_wire(message: EmailMessage) -> tuple[RenderedMessage, WirePayload]:
-    """Render a message and dot-stuff it (pure work, safe in a thread)."""
-    rendered = message.render()
-    return rendered, wire_payload(rendered)
-
-
-# -- the backend --------------------------------------------------------------------
-
-
-class _Attempt(NamedTuple):
-    """What one try at a message did."""
-
-    error: MailError | None
-    reply: str = ""
-    written: tuple[str, ...] = ()  # recipients its end of data was written for
-    fail_fast: bool = False  # the breaker is open: no retry
-    #: The server is at its connection limit (421 at the greeting while other
-    #: connections are open): wait for one of those, not counted as a try.
-    busy: bool = False
-
-
-@dataclass(slots=True)
-class _Prepared:
-    """A message rendered and addressed, ready for any connection."""
-
-    message: EmailMessage
-    sender: str
-    recipients: list[str]
-    rendered: RenderedMessage
-    data: WirePayload
-    smtputf8: bool  # a header or envelope address needs SMTPUTF8
-    # Rendered again without 8bit, if a server needs it: (payload, Message-ID).
-    seven_bit: tuple[WirePayload, str] | None = None
-    message_id: str = ""  # that of the rendering last sent
-
-
-#: How many times one message waits for a busy server's open connections
-#: (421 at the greeting) before the 421 counts as an ordinary failure.
-MAX_BUSY_WAITS: Final = 20
-
-
-@dataclass(slots=True)
-class _Delivery:
-    """One message on its way, across attempts: what is known so far.
-
-    Kept outside the call stack so that a cancelled send can still report,
-    from it, what happened to the message (:meth:`interrupted`).
-    """
-
-    prepared: _Prepared
-    pending: list[str]  # the recipients the next attempt is for
-    deadline: float | None = None  # loop time; set when sending starts
-    outcome: dict[str, RecipientResult] = field(default_factory=dict)
-    settled: set[str] = field(default_factory=set)  # data written: never retried
-    error: MailError | None = None
-    reply: str = ""
-    attempts: int = 0
-    transaction: Transaction | None = None  # the exchange under way, if any
-
-    def result(self) -> MessageResult:
-        prepared = self.prepared
-        ordered = {address: self.outcome[address] for address in prepared.recipients}
-        error = self.error
-        if all(result.accepted for result in ordered.values()):
-            error = None
-        elif isinstance(error, RecipientsRefusedError):
-            # Across attempts: the recipients refused in the end, not the last try's.
-            refused = {a: r for a, r in ordered.items() if r.outcome in _REFUSED}
-            if refused:
-                error = recipients_refused(refused, len(ordered))
-        return MessageResult(
-            prepared.message,
-            ordered,
-            error=error,
-            message_id=prepared.message_id,
-            reply=self.reply,
-            attempts=self.attempts,
-        )
-
-    def interrupted(self) -> MessageResult:
-        """The result of a message whose send is being cancelled: accepted
-        where the reply to its end of data arrived, unknown where the end of
-        data was written without a reply, not sent (temporary) otherwise."""
-        transaction = self.transaction
-        if transaction is not None:
-            self.outcome.update(transaction.recipients)
-            self.reply = transaction.reply or self.reply
-        cancelled = SMTPError("The send was interrupted before this message was sent")
-        for address in self.prepared.recipients:
-            if address not in self.outcome:
-                self.outcome[address] = RecipientResult.failure(
-                    address, Outcome.TEMPORARY, cancelled
-                )
-        if any(r.outcome is Outcome.UNKNOWN for r in self.outcome.values()):
-            self.error = DeliveryUnknownError(
-                "The send was interrupted after the end of data was written; "
-                "the message may have been delivered, so it is not resent"
-            )
-        elif self.error is None or not isinstance(self.error, SendError):
-            self.error = cancelled
-        return self.result()
 
 
 class EmailBackend(BaseEmailBackend):
@@ -618,94 +517,17 @@ class EmailBackend(BaseEmailBackend):
 
     # -- sending -------------------------------------------------------------------
 
-    async def _prepare(self, message: EmailMessage) -> _Prepared:
-        sender = envelope_address(message.from_email)
-        recipients: list[str] = []
-        for address in message.recipients():
-            key = envelope_address(address)  # raises for an invalid recipient
-            if key not in recipients:
-                recipients.append(key)
-        if self.dkim is not None:  # rendered 7-bit where it can be, and signed
-            rendered = await self.dkim.arender(message)
-            payload = wire_payload(rendered)
-        elif render_is_heavy(message):
-            # Big content: render (pure work) off the event loop, so that no
-            # send stalls the loop (benchmarks/worst_case.py has the figures).
-            rendered, payload = await anyio.to_thread.run_sync(
-                _render_for_wire, message
-            )
-        else:
-            rendered, payload = _render_for_wire(message)
-        smtputf8 = (
-            rendered.smtputf8
-            or not sender.isascii()
-            or not all(address.isascii() for address in recipients)
-        )
-        return _Prepared(
-            message,
-            sender,
-            recipients,
-            rendered,
-            payload,
-            smtputf8,
-            message_id=rendered.message_id,
-        )
-
-    def _payload(
-        self, prepared: _Prepared, connection: SMTPConnection
-    ) -> tuple[WirePayload, bool]:
-        """The payload for this connection: 8bit only where the server takes it.
-
-        Raises a MailError, before anything is written, when the connection
-        cannot carry the message (SMTPUTF8 or 8BITMIME missing, too large).
-        """
-        rendered = prepared.rendered
-        if prepared.smtputf8 and not connection.smtputf8:
-            raise SMTPNotSupportedError(
-                "The message needs SMTPUTF8 (a non-ASCII local part) but the "
-                "server does not support it"
-            )
-        if not rendered.eight_bit or connection.eight_bit_mime:
-            data, eight_bit = prepared.data, rendered.eight_bit
-            prepared.message_id = rendered.message_id
-        else:
-            if prepared.seven_bit is None:
-                try:
-                    seven_bit = prepared.message.render(allow_8bit=False)
-                    if seven_bit.eight_bit:  # e.g. a subclass's own message()
-                        raise ValueError("its 8-bit content cannot be re-encoded")
-                except ValueError as exc:  # e.g. a raw message's 8-bit body
-                    raise SMTPNotSupportedError(
-                        "The server does not support 8BITMIME and the message "
-                        f"cannot be sent without it: {exc}"
-                    ) from exc
-                if self.dkim is not None:  # rare: signed content rendered 8-bit
-                    seven_bit = self.dkim.sign(seven_bit)
-                prepared.seven_bit = (wire_payload(seven_bit), seven_bit.message_id)
-            # A new rendering has its own Message-ID (unless one was given).
-            data, prepared.message_id = prepared.seven_bit
-            eight_bit = False
-        if (
-            connection.size_limit is not None
-            and (size := payload_size(data)) > connection.size_limit
-        ):
-            raise MessageRefusedError(
-                f"The message ({size} octets) exceeds the server's "
-                f"size limit ({connection.size_limit} octets)"
-            )
-        return data, eight_bit
-
     async def deliver(self, message: EmailMessage) -> MessageResult:
         delivery = await self._begin(message)
         await self._deliver(delivery)
         return delivery.result()
 
-    async def _begin(self, message: EmailMessage) -> _Delivery:
+    async def _begin(self, message: EmailMessage) -> Delivery:
         # BadHeaderError etc.: nothing on the wire
-        prepared = await self._prepare(message)
-        return _Delivery(prepared, list(prepared.recipients))
+        prepared = await prepare(message, self.dkim)
+        return Delivery(prepared, list(prepared.recipients))
 
-    async def _deliver(self, delivery: _Delivery) -> None:
+    async def _deliver(self, delivery: Delivery) -> None:
         """Attempt *delivery* until done, out of retries or out of time."""
         if self.deadline is not None:
             delivery.deadline = anyio.current_time() + self.deadline
@@ -745,7 +567,7 @@ class EmailBackend(BaseEmailBackend):
 
         await self.retry.run(attempt, lambda: delivery.deadline, on_retry=retrying)
 
-    async def _attempt(self, delivery: _Delivery) -> _Attempt:
+    async def _attempt(self, delivery: Delivery) -> Attempt:
         """One try at the delivery's pending recipients; fills its outcome."""
         pool = self._pool if self.state is BackendState.OPEN else None
         if pool is None:
@@ -770,7 +592,7 @@ class EmailBackend(BaseEmailBackend):
         try:
             connection = entry.connection
             try:
-                data, eight_bit = self._payload(delivery.prepared, connection)
+                data, eight_bit = payload_for(delivery.prepared, connection, self.dkim)
             except MailError as problem:
                 # Refused before a byte was written: the connection is fine.
                 reusable = True
@@ -797,18 +619,18 @@ class EmailBackend(BaseEmailBackend):
             delivery.outcome.update(transaction.recipients)
             delivery.transaction = None
             written = transaction.data_recipients if transaction.end_written else ()
-            return _Attempt(transaction.error, transaction.reply, written=written)
+            return Attempt(transaction.error, transaction.reply, written=written)
         finally:
             await pool.release(entry, reusable=reusable)
 
     @staticmethod
     def _failed(
-        delivery: _Delivery,
+        delivery: Delivery,
         failure: MailError,
         *,
         outcome: Outcome | None = None,
         fail_fast: bool = False,
-    ) -> _Attempt:
+    ) -> Attempt:
         """An attempt that ended before its transaction: every pending
         recipient gets *failure* (temporary when it is transient)."""
         if outcome is None:
@@ -817,11 +639,11 @@ class EmailBackend(BaseEmailBackend):
             delivery.outcome[address] = RecipientResult.failure(
                 address, outcome, failure
             )
-        return _Attempt(failure, fail_fast=fail_fast)
+        return Attempt(failure, fail_fast=fail_fast)
 
     @observability.traced_delivery  # with OpenTelemetry installed: a span
     async def _deliver_message(
-        self, message: EmailMessage, started: list[_Delivery]
+        self, message: EmailMessage, started: list[Delivery]
     ) -> MessageResult:
         """Prepare and deliver *message*; its delivery goes in *started* as
         soon as it exists, for :meth:`_send_one` to report if cancelled."""
@@ -833,8 +655,8 @@ class EmailBackend(BaseEmailBackend):
     async def _send_one(self, message: EmailMessage, publish: ResultCallback) -> None:
         """Deliver one message (it has recipients: the base class skipped
         those without) and publish its result; cancelled, publish what is
-        known of it first (see :meth:`_Delivery.interrupted`)."""
-        started: list[_Delivery] = []  # the delivery, once prepared
+        known of it first (see :meth:`Delivery.interrupted`)."""
+        started: list[Delivery] = []  # the delivery, once prepared
         try:
             result = await self._deliver_message(message, started)
         except BaseException as exc:
@@ -860,7 +682,7 @@ class EmailBackend(BaseEmailBackend):
         async sources (an async generator must not be entered twice).
 
         Cancelled, every message already taken gets its result (published
-        before the cancellation propagates): see :meth:`_Delivery.interrupted`.
+        before the cancellation propagates): see :meth:`Delivery.interrupted`.
         """
         self._breaker.reset()
         try:

@@ -14,6 +14,10 @@ early (instead of one timer per command or per phase). The end of data
 counts as written only once the transport handed it to the operating
 system (a connection lost while it still sat in our buffer never
 delivered it).
+
+A little over the house's ~400 lines: the protocol and its driver share
+the transport's life (timers, flow control, the end-of-data flush), and
+split apart they would talk through each other's private state.
 """
 
 from __future__ import annotations

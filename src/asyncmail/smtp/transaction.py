@@ -30,6 +30,9 @@ pipelining (the next transaction's envelope written right after this one's
 end of data, replies matched in order, issue #13) is a driver holding a
 queue of these machines and a ``Write`` emitted before the final ``Read``;
 BDAT (CHUNKING) is a ``SendData`` variant whose chunks each produce a reply.
+
+The module is over the house's ~400 lines because the machine is one class
+whose phases share their state, and its docstrings are the protocol's spec.
 """
 
 from __future__ import annotations
