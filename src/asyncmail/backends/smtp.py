@@ -77,8 +77,12 @@ from ..exceptions import (
     SendError,
     SMTPAuthenticationError,
     SMTPConnectError,
+    SMTPConnectTimeoutError,
+    SMTPDeadlineExceededError,
     SMTPError,
     SMTPNotSupportedError,
+    SMTPPoolTimeoutError,
+    SMTPReadTimeoutError,
     SMTPResponseError,
     SMTPServerDisconnectedError,
     SMTPTimeoutError,
@@ -90,7 +94,13 @@ from ..oauth2 import TokenProvider, token_provider_from_option
 from ..oauth2 import authenticate as oauth2_authenticate
 from ..pool import ConnectionPool, Pooled, PoolLimits
 from ..ratelimit import RateLimiter
-from ..results import MessageResult, Outcome, RecipientResult, ResultCallback
+from ..results import (
+    MessageResult,
+    Outcome,
+    RecipientResult,
+    ResultCallback,
+    reply_outcome,
+)
 from ..settings import settings
 from ..threads import run_sync
 from .base import BaseEmailBackend, failure_result
@@ -150,9 +160,7 @@ class Reply(NamedTuple):
 
     @property
     def outcome(self) -> Outcome:
-        if 200 <= self.code < 400:
-            return Outcome.ACCEPTED
-        return Outcome.TEMPORARY if 400 <= self.code < 500 else Outcome.PERMANENT
+        return reply_outcome(self.code)
 
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
@@ -186,6 +194,8 @@ class _ReplyStream(asyncio.Protocol):
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.error: SMTPError | None = None
+        # Which limit the deadline is (see SMTPConnection._deadline).
+        self.timeout_error: type[SMTPTimeoutError] = SMTPReadTimeoutError
 
     @property
     def broken(self) -> bool:
@@ -213,9 +223,16 @@ class _ReplyStream(asyncio.Protocol):
             self._timer = self.loop.call_at(deadline, self._on_timer)
             return
         if self._waiter is not None or self._drain_waiter is not None:
-            self._fail(SMTPTimeoutError("Timed out waiting for the server"))
+            self._fail(self._timed_out())
             if self._drain_waiter is not None and not self._drain_waiter.done():
                 self._drain_waiter.set_result(None)
+
+    def _timed_out(self) -> SMTPTimeoutError:
+        if self.timeout_error is SMTPDeadlineExceededError:
+            return SMTPDeadlineExceededError(
+                "The message's deadline passed while waiting for the server"
+            )
+        return self.timeout_error("Timed out waiting for the server")
 
     def _check_deadline(self) -> None:
         """Before waiting: fail if the deadline passed, else make sure the
@@ -224,7 +241,7 @@ class _ReplyStream(asyncio.Protocol):
         if deadline is None:
             return
         if self.loop.time() >= deadline:
-            self._fail(SMTPTimeoutError("Timed out waiting for the server"))
+            self._fail(self._timed_out())
         elif self._timer is None:
             self._timer = self.loop.call_at(deadline, self._on_timer)
 
@@ -605,10 +622,12 @@ class SMTPConnection:
     def _deadline(self, limit: float | None) -> float | None:
         """The loop time by which the next phase must finish: one timeout from
         now, but never after *limit* (the message's overall deadline)."""
-        if self.timeout is None:
+        phase = None if self.timeout is None else self.stream.loop.time() + self.timeout
+        if phase is None or (limit is not None and limit <= phase):
+            self.stream.timeout_error = SMTPDeadlineExceededError
             return limit
-        phase = self.stream.loop.time() + self.timeout
-        return phase if limit is None or phase < limit else limit
+        self.stream.timeout_error = SMTPReadTimeoutError
+        return phase
 
     async def transaction(
         self,
@@ -687,7 +706,9 @@ class SMTPConnection:
     ) -> None:
         stream = self.stream
         if deadline is not None and stream.loop.time() >= deadline:
-            raise SMTPTimeoutError("The message's deadline passed before it was sent")
+            raise SMTPDeadlineExceededError(
+                "The message's deadline passed before it was sent"
+            )
         params = ""
         if self.size_limit is not None:
             params += f" SIZE={payload_size(data)}"
@@ -982,8 +1003,12 @@ def map_error(exc: BaseException, where: str = "") -> MailError:
             text=exc.message,
             enhanced_status=Reply(exc.code, exc.message).enhanced_status,
         )
-    if isinstance(exc, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
-        return SMTPTimeoutError(f"{prefix}timed out ({exc or 'deadline reached'})")
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError) or (
+        isinstance(exc, TimeoutError) and exc.errno is not None
+    ):  # a step of the set-up (or the OS's TCP connect) exceeded its limit
+        return SMTPConnectTimeoutError(f"{prefix}timed out ({exc or 'no answer'})")
+    if isinstance(exc, TimeoutError):  # asyncio's, at the deadline
+        return SMTPDeadlineExceededError(f"{prefix}timed out (deadline reached)")
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
         return SMTPConnectError(
             f"{prefix}the server refused the connection: {exc.code} {exc.message}",
@@ -1584,9 +1609,9 @@ class EmailBackend(BaseEmailBackend):
                 ):
                     raise
             except TimeoutError as exc:  # waiting for the pool: cannot happen here
-                raise SMTPTimeoutError(
+                raise SMTPPoolTimeoutError(
                     f"SMTP {self.host}:{self.port}: the deadline passed while "
-                    "connecting"
+                    "waiting for a connection"
                 ) from exc
             await asyncio.sleep(delay)
 
@@ -1745,7 +1770,7 @@ class EmailBackend(BaseEmailBackend):
         if pool is None:
             failure = SMTPConnectError("The backend was closed while sending")
         elif delivery.deadline is not None and loop.time() >= delivery.deadline:
-            failure = SMTPTimeoutError(
+            failure = SMTPDeadlineExceededError(
                 "The message's deadline passed before it was sent"
             )
         if failure is not None or pool is None:
@@ -1783,7 +1808,7 @@ class EmailBackend(BaseEmailBackend):
             self._breaker.abandoned(probe=probe)
             return self._failed(
                 delivery,
-                SMTPTimeoutError(
+                SMTPPoolTimeoutError(
                     "The message's deadline passed while waiting for a connection"
                 ),
             )
