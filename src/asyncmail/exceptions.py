@@ -120,16 +120,22 @@ class MailError(Exception):
     sent: int = 0
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Exceptions pickle their ``args`` only; keep the attributes too.
-        return (_rebuild, (type(self), self.args, self.__dict__))
+        # Exceptions pickle their ``args`` only; keep the attributes too. The
+        # attributes go as the state (set after the object exists), so that
+        # the cycle through ``results`` (each result's ``error`` is this
+        # error) pickles as one object, not as a copy missing its state.
+        return (_rebuild, (type(self), self.args), self.__dict__)
 
 
 def _rebuild(
-    cls: type[MailError], args: tuple[Any, ...], state: dict[str, Any]
+    cls: type[MailError],
+    args: tuple[Any, ...],
+    state: dict[str, Any] | None = None,
 ) -> MailError:
     exc = cls.__new__(cls)
     exc.args = args
-    exc.__dict__.update(state)
+    if state:  # pickles made before the state moved out of the arguments
+        exc.__dict__.update(state)
     return exc
 
 
