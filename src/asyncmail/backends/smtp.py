@@ -57,8 +57,9 @@ from ..exceptions import (
     DeliveryUnknownError,
     MailError,
     SMTPConnectError,
+    SMTPDeadlineExceededError,
     SMTPError,
-    SMTPTimeoutError,
+    SMTPPoolTimeoutError,
     is_transient,
 )
 from ..oauth2 import TokenProvider, token_provider_from_option
@@ -503,7 +504,7 @@ class EmailBackend(BaseEmailBackend):
         except TimeoutError:
             # Waiting for a busy pool says nothing about the server.
             breaker.abandoned(probe=probe)
-            raise SMTPTimeoutError(
+            raise SMTPPoolTimeoutError(
                 "The message's deadline passed while waiting for a connection"
             ) from None
         except BaseException:
@@ -577,7 +578,9 @@ class EmailBackend(BaseEmailBackend):
         if delivery.deadline is not None and anyio.current_time() >= delivery.deadline:
             return self._failed(
                 delivery,
-                SMTPTimeoutError("The message's deadline passed before it was sent"),
+                SMTPDeadlineExceededError(
+                    "The message's deadline passed before it was sent"
+                ),
             )
         try:
             entry = await self._acquire(pool, delivery.deadline)

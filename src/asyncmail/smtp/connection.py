@@ -33,7 +33,9 @@ from ..exceptions import (
     InvalidMessageError,
     MailError,
     SMTPConnectError,
+    SMTPDeadlineExceededError,
     SMTPError,
+    SMTPReadTimeoutError,
     SMTPResponseError,
     SMTPServerDisconnectedError,
     SMTPTimeoutError,
@@ -88,6 +90,8 @@ class ReplyStream(asyncio.Protocol):
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.error: SMTPError | None = None
+        # Which limit the deadline is (see SMTPConnection._deadline).
+        self.timeout_error: type[SMTPTimeoutError] = SMTPReadTimeoutError
 
     @property
     def broken(self) -> bool:
@@ -115,9 +119,16 @@ class ReplyStream(asyncio.Protocol):
             self._timer = self.loop.call_at(deadline, self._on_timer)
             return
         if self._waiter is not None or self._drain_waiter is not None:
-            self._fail(SMTPTimeoutError("Timed out waiting for the server"))
+            self._fail(self._timed_out())
             if self._drain_waiter is not None and not self._drain_waiter.done():
                 self._drain_waiter.set_result(None)
+
+    def _timed_out(self) -> SMTPTimeoutError:
+        if self.timeout_error is SMTPDeadlineExceededError:
+            return SMTPDeadlineExceededError(
+                "The message's deadline passed while waiting for the server"
+            )
+        return self.timeout_error("Timed out waiting for the server")
 
     def _check_deadline(self) -> None:
         """Before waiting: fail if the deadline passed, else make sure the
@@ -126,7 +137,7 @@ class ReplyStream(asyncio.Protocol):
         if deadline is None:
             return
         if self.loop.time() >= deadline:
-            self._fail(SMTPTimeoutError("Timed out waiting for the server"))
+            self._fail(self._timed_out())
         elif self._timer is None:
             self._timer = self.loop.call_at(deadline, self._on_timer)
 
@@ -273,10 +284,12 @@ class SMTPConnection:
     def _deadline(self, limit: float | None) -> float | None:
         """The loop time by which the next phase must finish: one timeout from
         now, but never after *limit* (the message's overall deadline)."""
-        if self.timeout is None:
+        phase = None if self.timeout is None else self.stream.loop.time() + self.timeout
+        if phase is None or (limit is not None and limit <= phase):
+            self.stream.timeout_error = SMTPDeadlineExceededError
             return limit
-        phase = self.stream.loop.time() + self.timeout
-        return phase if limit is None or phase < limit else limit
+        self.stream.timeout_error = SMTPReadTimeoutError
+        return phase
 
     def transaction(
         self,
@@ -313,7 +326,7 @@ class SMTPConnection:
         stream.set_deadline(self._deadline(deadline))
         try:
             if deadline is not None and stream.loop.time() >= deadline:
-                raise SMTPTimeoutError(
+                raise SMTPDeadlineExceededError(
                     "The message's deadline passed before it was sent"
                 )
             await self._drive(transaction, deadline)

@@ -24,10 +24,11 @@ from ..exceptions import (
     SenderRefusedError,
     SMTPAuthenticationError,
     SMTPConnectError,
+    SMTPConnectTimeoutError,
+    SMTPDeadlineExceededError,
     SMTPError,
     SMTPResponseError,
     SMTPServerDisconnectedError,
-    SMTPTimeoutError,
     TLSError,
 )
 from ..results import RecipientResult
@@ -85,8 +86,12 @@ def map_error(exc: BaseException, where: str = "") -> MailError:
             text=exc.message,
             enhanced_status=Reply(exc.code, exc.message).enhanced_status,
         )
-    if isinstance(exc, (aiosmtplib.SMTPTimeoutError, TimeoutError)):
-        return SMTPTimeoutError(f"{prefix}timed out ({exc or 'deadline reached'})")
+    if isinstance(exc, aiosmtplib.SMTPTimeoutError) or (
+        isinstance(exc, TimeoutError) and exc.errno is not None
+    ):  # a step of the set-up (or the OS's TCP connect) exceeded its limit
+        return SMTPConnectTimeoutError(f"{prefix}timed out ({exc or 'no answer'})")
+    if isinstance(exc, TimeoutError):  # asyncio's, at the deadline
+        return SMTPDeadlineExceededError(f"{prefix}timed out (deadline reached)")
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
         return SMTPConnectError(
             f"{prefix}the server refused the connection: {exc.code} {exc.message}",

@@ -24,7 +24,7 @@ from collections import deque
 from typing import Final, NamedTuple
 
 from ..exceptions import SMTPResponseError
-from ..results import Outcome
+from ..results import Outcome, reply_outcome
 
 __all__ = ["MAX_REPLY_LINE", "MAX_REPLY_LINES", "Reply", "ReplyParser"]
 
@@ -47,9 +47,7 @@ class Reply(NamedTuple):
 
     @property
     def outcome(self) -> Outcome:
-        if 200 <= self.code < 400:
-            return Outcome.ACCEPTED
-        return Outcome.TEMPORARY if 400 <= self.code < 500 else Outcome.PERMANENT
+        return reply_outcome(self.code)
 
     @property
     def positive(self) -> bool:
