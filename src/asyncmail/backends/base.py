@@ -290,7 +290,7 @@ class BaseEmailBackend:
         if opened is not None:
             if opened:
                 self._close_when_done = True
-            await self.dispatch(tally.deliverable(source), tally.publish)
+            await self.dispatch(source.deliverable(tally.publish), tally.publish)
 
     @contextlib.asynccontextmanager
     async def stream_results(

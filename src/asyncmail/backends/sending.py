@@ -133,20 +133,8 @@ class Tally:
     async def fail_all(self, messages: Source, error: MailError) -> None:
         """Nothing could be sent: every message fails with *error*."""
         outcome = Outcome.TEMPORARY if is_transient(error) else Outcome.PERMANENT
-        async for message in self.deliverable(messages):
+        async for message in messages.deliverable(self.publish):
             self.publish(failed_result(message, error, outcome))
-
-    async def deliverable(
-        self, messages: AsyncIterator[EmailMessage]
-    ) -> AsyncIterator[EmailMessage]:
-        """The messages to deliver: one without recipients is published as
-        skipped here (see :func:`skipped`) and never reaches a backend."""
-        async for message in messages:
-            result = skipped(message)
-            if result is None:
-                yield message
-            else:
-                self.publish(result)
 
     def finish(self, silent: bool) -> int:
         if self.first_error is not None and not silent:
@@ -176,6 +164,7 @@ class Source:
         else:
             self._sync = iter(messages)
         self._peeked: EmailMessage | None = None
+        self._skipped: ResultCallback | None = None  # see deliverable()
         self._positions: dict[int, list[int]] = {}
         self._taken = 0
 
@@ -194,17 +183,28 @@ class Source:
     def __aiter__(self) -> Source:
         return self
 
+    def deliverable(self, publish: ResultCallback) -> Source:
+        """Iterate only the messages to deliver: one without recipients is
+        handed to *publish* as skipped instead (see :func:`skipped`), and
+        never reaches a backend."""
+        self._skipped = publish
+        return self
+
     async def __anext__(self) -> EmailMessage:
-        message = self._peeked
-        if message is not None:
-            self._peeked = None
-        else:
-            message = await self._next()
-            if message is None:
-                raise StopAsyncIteration
-        self._positions.setdefault(id(message), []).append(self._taken)
-        self._taken += 1
-        return message
+        while True:
+            message = self._peeked
+            if message is not None:
+                self._peeked = None
+            else:
+                message = await self._next()
+                if message is None:
+                    raise StopAsyncIteration
+            self._positions.setdefault(id(message), []).append(self._taken)
+            self._taken += 1
+            if self._skipped is not None and (result := skipped(message)) is not None:
+                self._skipped(result)
+                continue
+            return message
 
     def position(self, message: EmailMessage | None) -> int:
         """The position *message* was taken at (each taking is used once)."""

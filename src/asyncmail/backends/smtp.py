@@ -705,7 +705,7 @@ class EmailBackend(BaseEmailBackend):
             async for message in messages:
                 await self._send_one(message, publish)
             return
-        lock = anyio.Lock()
+        lock = anyio.Lock(fast_acquire=True)
         errors: list[Exception] = []
 
         async def work() -> None:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from dataclasses import dataclass
 from typing import Final
 
 from ..exceptions import (
@@ -67,32 +66,51 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+# The actions are plain slotted classes, not dataclasses: a few are made
+# for every message, on the send path.
+
+
 class Write:
     """Write *data*; it produces *replies* replies. *fresh_deadline*: a new
     phase starts here (the per-phase timeout restarts)."""
 
-    data: bytes
-    replies: int
-    fresh_deadline: bool = False
+    __slots__ = ("data", "fresh_deadline", "replies")
+
+    def __init__(self, data: bytes, replies: int, fresh_deadline: bool = False):
+        self.data = data
+        self.replies = replies
+        self.fresh_deadline = fresh_deadline
+
+    def __repr__(self) -> str:
+        return f"Write({self.data!r}, {self.replies})"
 
 
-@dataclass(frozen=True, slots=True)
 class Read:
     """Wait for the next reply. *group_end*: the last reply of a pipelined
     command group (anything unsolicited after it puts the session out of
     step). *fresh_deadline*: a new phase starts here."""
 
-    group_end: bool = False
-    fresh_deadline: bool = False
+    __slots__ = ("fresh_deadline", "group_end")
+
+    def __init__(self, group_end: bool = False, fresh_deadline: bool = False):
+        self.group_end = group_end
+        self.fresh_deadline = fresh_deadline
+
+    def __repr__(self) -> str:
+        return f"Read(group_end={self.group_end})"
 
 
-@dataclass(frozen=True, slots=True)
 class SendData:
     """Write the message data, then the end of data (already in *payload*
     for bytes, after the chunks for a streamed payload)."""
 
-    payload: WirePayload
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: WirePayload):
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return "SendData(...)"
 
 
 class Done:
@@ -121,6 +139,10 @@ class Phase(enum.Enum):
 
 
 _READ: Final = Read()
+_READ_GROUP_END: Final = Read(group_end=True)
+_READ_FINAL: Final = Read(fresh_deadline=True)
+_ENVELOPE, _EMPTY_DATA, _DATA = Phase.ENVELOPE, Phase.EMPTY_DATA, Phase.DATA
+_FINAL, _RESET, _DONE = Phase.FINAL, Phase.RESET, Phase.DONE
 
 
 def plausible(replies: list[Reply], recipients: int) -> bool:
@@ -240,11 +262,12 @@ class Transaction:
 
     def receive(self, reply: Reply) -> None:
         """The reply the last :class:`Read` waited for."""
-        if self.phase is Phase.ENVELOPE:
+        phase = self.phase
+        if phase is _ENVELOPE:
             self.replies.append(reply)
-        elif self.phase is Phase.FINAL:
+        elif phase is _FINAL:
             self._final = reply
-        elif self.phase is Phase.RESET and not reply.positive:
+        elif phase is _RESET and not 200 <= reply.code < 300:
             self.reusable = False
         # EMPTY_DATA: the server must reject the empty message; nothing to keep.
 
@@ -254,7 +277,7 @@ class Transaction:
         self.awaiting_final = True
         self.phase = Phase.FINAL
         assert self._actions is not None
-        self._actions.append(Read(fresh_deadline=True))
+        self._actions.append(_READ_FINAL)
 
     def lost(self, error: MailError) -> bool:
         """The connection failed while a reply was awaited. True when the
@@ -284,26 +307,26 @@ class Transaction:
         if self._pipelining:
             commands = [*self._commands, "DATA"]
             reads: list[Action] = [_READ] * (len(commands) - 1)
-            return [self._write(commands), *reads, Read(group_end=True)]
+            return [self._write(commands), *reads, _READ_GROUP_END]
         return [self._write(self._commands[:1]), _READ]
 
     def _decide(self) -> None:
         """Called when the actions decided so far are done: decide the next."""
         phase = self.phase
-        if phase is Phase.ENVELOPE:
+        if phase is _ENVELOPE:
             if not self._pipelining and self._sequential_next():
                 return
             self._apply_envelope_replies()
-        elif phase is Phase.EMPTY_DATA:
+        elif phase is _EMPTY_DATA:
             self._conclude()
-        elif phase is Phase.FINAL:
+        elif phase is _FINAL:
             final = self._final
             if not final.positive and not 400 <= final.code < 600:
                 raise SMTPResponseError(f"Unexpected reply to the end of data: {final}")
             self._apply_final(final)
             self._conclude()
-        elif phase is Phase.RESET:
-            self.phase = Phase.DONE
+        elif phase is _RESET:
+            self.phase = _DONE
 
     def _sequential_next(self) -> bool:
         """Without PIPELINING: queue the next command, if there is one to
@@ -341,7 +364,7 @@ class Transaction:
             self.reusable = False
         self.envelope_done = True
         outcome = self.recipients
-        if not mail_reply.positive:
+        if not 200 <= mail_reply.code < 300:
             for address in recipients:
                 outcome[address] = _refusal(address, mail_reply)
             self.error = refused_by(
@@ -351,7 +374,7 @@ class Transaction:
                 add_hint(self.error, AUTH_HINT)
         else:
             for address, reply in zip(recipients, rcpt_replies, strict=False):
-                if not reply.positive:
+                if not 200 <= reply.code < 300:
                     outcome[address] = _refusal(address, reply)
             for address in recipients[len(rcpt_replies) :]:
                 # No reply (the session stopped early, or closed with 421).
@@ -389,7 +412,7 @@ class Transaction:
         self.reply = str(final)
         if final.code == 421:
             self.reusable = False
-        if final.positive:
+        if 200 <= final.code < 300:
             for address in self.data_recipients:
                 self.recipients[address] = RecipientResult(
                     address,
