@@ -29,9 +29,9 @@ from asyncmail import (
     MessageStatus,
     SMTPAuthenticationError,
 )
-from asyncmail.backends import smtp
 from asyncmail.backends.smtp import EmailBackend
 from asyncmail.settings import MASK, mask_secrets
+from asyncmail.smtp import session as smtp
 from smtpserver import SMTPServer
 
 pytestmark = pytest.mark.anyio

@@ -273,7 +273,7 @@ def test_backoff_doubles_is_capped_and_jittered() -> None:
     backend = EmailBackend(retry_backoff=0.5, retry_backoff_max=3.0)
     random.seed(4)
     for attempt, full in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 3.0), (9, 3.0)]:
-        delays = {backend._backoff(attempt) for _ in range(50)}
+        delays = {backend.retry.delay(attempt) for _ in range(50)}
         assert all(full / 2 <= d <= full for d in delays), (attempt, delays)
         assert len(delays) > 40  # jittered, not one fixed value
 

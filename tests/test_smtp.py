@@ -40,8 +40,9 @@ from asyncmail import (
     TLSError,
     get_connection,
 )
-from asyncmail.backends import smtp
-from asyncmail.backends.smtp import EmailBackend, wire_payload
+from asyncmail.backends.smtp import EmailBackend
+from asyncmail.smtp import session as smtp
+from asyncmail.smtp.wire import wire_payload
 from helpers import unused_port
 from smtpserver import SilentServer, SMTPServer
 from wire import dot_stuff

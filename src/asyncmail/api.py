@@ -13,10 +13,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .address import AddressLike
+from .backends.sending import skipped
 from .connection import Connection, ConnectionLike, async_connection
 from .mailers import backend_class, get_connection, takes_credentials
 from .message import EmailMessage, EmailMultiAlternatives
-from .results import MessageResult, record
+from .results import record
 from .settings import settings
 
 __all__ = [
@@ -120,10 +121,11 @@ async def asend_mail(
     )
     if html_message:
         mail.attach_alternative(html_message, "text/html")
-    if not mail.recipients():
+    nothing_to_send = skipped(mail)
+    if nothing_to_send is not None:
         # As Django's send_mail (through EmailMessage.send): nothing to send,
         # no connection opened, 0 whatever the backend. Skipped, as recorded.
-        record(MessageResult(mail))
+        record(nothing_to_send)
         return 0
     backend = connection_for_call(
         connection, using, auth_user, auth_password, fail_silently

@@ -16,24 +16,33 @@ working::
     ├── ConfigurationError (ValueError)  unknown setting, bad option or backend
     │   └── InvalidMailer                a MAILERS entry is wrong
     │       └── MailerDoesNotExist (KeyError)   no mailer of that name
-    ├── SMTPError (smtplib.SMTPException)  talking to an SMTP server went wrong
-    │   ├── SMTPConnectError (ConnectionError, smtplib.SMTPConnectError)
-    │   │   │                          refused, lost, greeting refused
-    │   │   └── SMTPServerDisconnectedError (smtplib.SMTPServerDisconnected)
-    │   │                              the connection was lost or closed
-    │   ├── SMTPTimeoutError (TimeoutError)     an operation or the deadline
-    │   ├── TLSError (ssl.SSLError)    handshake, certificate, no STARTTLS
-    │   ├── SMTPAuthenticationError (smtplib.SMTPAuthenticationError)
-    │   ├── InsecureAuthError          credentials would travel in clear text
-    │   ├── SMTPNotSupportedError (smtplib.SMTPNotSupportedError)
-    │   └── SMTPResponseError (smtplib.SMTPResponseException)
-    └── SendError (smtplib.SMTPException)  a message was not (fully) delivered
-        ├── RecipientsRefusedError (smtplib.SMTPRecipientsRefused)
-        ├── MessageRefusedError (smtplib.SMTPResponseException)
-        │   ├── SenderRefusedError (smtplib.SMTPSenderRefused)  at MAIL FROM
-        │   └── DataRefusedError (smtplib.SMTPDataError)        at or after DATA
-        └── DeliveryUnknownError (smtplib.SMTPServerDisconnected)
-                                         lost after the end of data
+    └── SMTPError (smtplib.SMTPException)  anything an SMTP server (or the way
+        │                                  to it) refused or failed; carries
+        │                                  the reply: code, text, enhanced_status
+        ├── SMTPConnectError (ConnectionError, smtplib.SMTPConnectError)
+        │   │                          refused, lost, greeting refused
+        │   └── SMTPServerDisconnectedError (smtplib.SMTPServerDisconnected)
+        │                              the connection was lost or closed
+        ├── SMTPTimeoutError (TimeoutError)     named by phase:
+        │   ├── SMTPConnectTimeoutError         setting up the connection
+        │   ├── SMTPReadTimeoutError            waiting for a reply
+        │   ├── SMTPPoolTimeoutError            waiting for a pooled connection
+        │   └── SMTPDeadlineExceededError       the message's whole deadline
+        ├── TLSError (ssl.SSLError)    handshake, certificate, no STARTTLS
+        ├── SMTPAuthenticationError (smtplib.SMTPAuthenticationError)
+        ├── InsecureAuthError          credentials would travel in clear text
+        ├── SMTPNotSupportedError (smtplib.SMTPNotSupportedError)
+        ├── SMTPResponseError (smtplib.SMTPResponseException)
+        └── SendError                  a message was not (fully) delivered
+            ├── RecipientsRefusedError (smtplib.SMTPRecipientsRefused)
+            ├── MessageRefusedError (smtplib.SMTPResponseException)
+            │   ├── SenderRefusedError (smtplib.SMTPSenderRefused)  at MAIL FROM
+            │   └── DataRefusedError (smtplib.SMTPDataError)        at or after DATA
+            └── DeliveryUnknownError (smtplib.SMTPServerDisconnected)
+                                             lost after the end of data
+
+So ``except SMTPError`` catches every refusal (an RCPT 550 as much as a
+refused connection) and ``except TimeoutError`` every timeout.
 
 The :mod:`smtplib` attributes are there too: ``smtp_code`` and
 ``smtp_error`` (the reply's code, or -1 when no reply decided the error, and
@@ -47,6 +56,10 @@ given) that was not fully delivered, after attempting every message; the
 error's ``results`` holds the outcome of the call's messages and ``sent`` the
 Django-style count of messages accepted.
 
+Whether trying again may succeed is one rule, :func:`is_transient`, built on
+:func:`~asyncmail.results.reply_outcome` (the rule for a reply code, which
+the SMTP backend also applies to every reply it reads).
+
 Foreign errors (aiosmtplib's, :mod:`ssl`'s, :class:`OSError`) are mapped to this
 tree where they cross into asyncmail (``raise ... from exc``); they never leak
 raw. All exceptions pickle with their attributes.
@@ -58,6 +71,8 @@ import smtplib
 import ssl
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from .results import Outcome, reply_outcome
 
 if TYPE_CHECKING:
     from .results import MessageResult
@@ -77,8 +92,12 @@ __all__ = [
     "RecipientsRefusedError",
     "SMTPAuthenticationError",
     "SMTPConnectError",
+    "SMTPConnectTimeoutError",
+    "SMTPDeadlineExceededError",
     "SMTPError",
     "SMTPNotSupportedError",
+    "SMTPPoolTimeoutError",
+    "SMTPReadTimeoutError",
     "SMTPResponseError",
     "SMTPServerDisconnectedError",
     "SMTPTimeoutError",
@@ -101,16 +120,22 @@ class MailError(Exception):
     sent: int = 0
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Exceptions pickle their ``args`` only; keep the attributes too.
-        return (_rebuild, (type(self), self.args, self.__dict__))
+        # Exceptions pickle their ``args`` only; keep the attributes too. The
+        # attributes go as the state (set after the object exists), so that
+        # the cycle through ``results`` (each result's ``error`` is this
+        # error) pickles as one object, not as a copy missing its state.
+        return (_rebuild, (type(self), self.args), self.__dict__)
 
 
 def _rebuild(
-    cls: type[MailError], args: tuple[Any, ...], state: dict[str, Any]
+    cls: type[MailError],
+    args: tuple[Any, ...],
+    state: dict[str, Any] | None = None,
 ) -> MailError:
     exc = cls.__new__(cls)
     exc.args = args
-    exc.__dict__.update(state)
+    if state:  # pickles made before the state moved out of the arguments
+        exc.__dict__.update(state)
     return exc
 
 
@@ -167,14 +192,23 @@ class MailerDoesNotExist(InvalidMailer, KeyError):  # noqa: N818 - Django's name
         return str(self.args[0]) if self.args else ""
 
 
-class _ReplyError(MailError):
-    """An error that a server's reply may have decided.
+class SMTPError(MailError, smtplib.SMTPException):
+    """Talking to an SMTP server failed, or it refused something: the base of
+    every SMTP failure, refusals of a recipient, sender or message included.
 
-    ``code`` and ``text`` are that reply, when there was one;
-    ``enhanced_status`` is its RFC 3463 enhanced status code (``"5.1.1"``)
-    when the server sent one. ``smtp_code`` and ``smtp_error`` give the same
-    reply the way :mod:`smtplib`'s exceptions do.
+    ``code`` and ``text`` are the server's reply that decided the error, when
+    there was one (None otherwise); ``enhanced_status`` is its RFC 3463
+    enhanced status code (``"5.1.1"``) when the server sent one.
+    ``smtp_code`` and ``smtp_error`` give the same reply the way
+    :mod:`smtplib`'s exceptions do.
     """
+
+    #: The reply's code as :mod:`smtplib` gives it; -1 when no reply decided
+    #: the error.
+    smtp_code: int
+    #: The reply's text as bytes, as in :mod:`smtplib` (else the message);
+    #: always bytes, though smtplib's base types it ``bytes | str``.
+    smtp_error: bytes | str
 
     def __init__(
         self,
@@ -191,18 +225,8 @@ class _ReplyError(MailError):
         self.code = code
         self.text = text
         self.enhanced_status = enhanced_status
-        #: The reply's code as :mod:`smtplib` gives it; -1 when no reply
-        #: decided the error.
-        self.smtp_code: int = -1 if code is None else code
-        #: The reply's text as bytes, as in :mod:`smtplib` (else the message).
-        self.smtp_error: bytes | str = (message if text is None else text).encode(
-            "utf-8", "replace"
-        )
-
-
-class SMTPError(_ReplyError, smtplib.SMTPException):
-    """Talking to the SMTP server failed (``code``, ``text`` and
-    ``enhanced_status`` are the reply that caused it, if any)."""
+        self.smtp_code = -1 if code is None else code
+        self.smtp_error = (message if text is None else text).encode("utf-8", "replace")
 
 
 class SMTPConnectError(SMTPError, smtplib.SMTPConnectError, ConnectionError):
@@ -215,7 +239,30 @@ class SMTPServerDisconnectedError(SMTPConnectError, smtplib.SMTPServerDisconnect
 
 
 class SMTPTimeoutError(SMTPError, TimeoutError):
-    """An SMTP operation, or the overall deadline of a send, timed out."""
+    """Something took too long; the subclass names the phase. asyncmail
+    raises only the subclasses; catch this class for any of them."""
+
+
+class SMTPConnectTimeoutError(SMTPTimeoutError):
+    """Setting up a connection took longer than ``timeout`` at one step: the
+    TCP connect, the TLS handshake, the greeting, EHLO, STARTTLS or AUTH."""
+
+
+class SMTPReadTimeoutError(SMTPTimeoutError):
+    """The server took longer than ``timeout`` to answer a command of a
+    transaction (MAIL, RCPT, DATA, the end of data, RSET, NOOP) or to take
+    the data being written."""
+
+
+class SMTPPoolTimeoutError(SMTPTimeoutError):
+    """The message's deadline passed while it waited for a connection from
+    the pool (all ``max_connections`` busy, or the server at its limit); the
+    server was not involved."""
+
+
+class SMTPDeadlineExceededError(SMTPTimeoutError):
+    """The message's overall ``deadline`` passed: before it was sent, while
+    connecting, or while waiting for the server."""
 
 
 class TLSError(SMTPError, ssl.SSLError):
@@ -255,7 +302,7 @@ class SMTPResponseError(SMTPError, smtplib.SMTPResponseException):
     """The server answered a command with an unexpected reply."""
 
 
-class SendError(_ReplyError, smtplib.SMTPException):
+class SendError(SMTPError):
     """A message was not fully delivered; the base of the per-message errors
     (``code``, ``text`` and ``enhanced_status`` are the reply that decided
     it, if any)."""
@@ -287,9 +334,12 @@ class MessageRefusedError(SendError, smtplib.SMTPResponseException):
     or the message cannot go to this server at all (over its size limit)."""
 
 
-# smtplib types this class's smtp_error as bytes only; ours is always bytes.
-class SenderRefusedError(MessageRefusedError, smtplib.SMTPSenderRefused):  # type: ignore[misc]
+class SenderRefusedError(MessageRefusedError, smtplib.SMTPSenderRefused):
     """The server refused the sender at MAIL FROM; ``sender`` is its address."""
+
+    # Declared here, as smtplib.SMTPSenderRefused does (bytes only), so the
+    # two bases' declarations do not meet (ours is always bytes).
+    smtp_error: bytes
 
     def __init__(
         self,
@@ -317,12 +367,41 @@ class DeliveryUnknownError(SendError, smtplib.SMTPServerDisconnected):
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether trying again later may succeed: the connection was refused,
-    lost or timed out, or the server answered 4xx. Not for TLS,
-    authentication, clear-text refusals, 5xx replies or bad messages."""
-    if isinstance(error, (TLSError, SMTPAuthenticationError, InsecureAuthError)):
+    """Whether trying again later may succeed without sending anything twice:
+    the one transience rule, used by every backend, the retries, the breaker
+    and the queue.
+
+    * An error a reply decided follows its code
+      (:func:`~asyncmail.results.reply_outcome`): 4xx is transient, 5xx is
+      not; a :class:`RecipientsRefusedError` is transient when every refusal
+      was.
+    * asyncmail's own connection failures and timeouts without a reply are
+      transient: asyncmail raises them only before the end of the data was
+      sent (after it, :class:`DeliveryUnknownError`, which is not).
+    * TLS, authentication, clear-text and missing-extension refusals, bad
+      messages and settings are not: retrying without a change will not fix
+      them.
+    * A foreign error (a :class:`TimeoutError` or :class:`ConnectionError`
+      that did not come through asyncmail) is not transient: it does not say
+      whether the data had already reached the server, so retrying it could
+      deliver a message twice.
+    """
+    if not isinstance(error, SMTPError):
+        return False  # ours but not the server's (bad input), or foreign
+    if isinstance(
+        error,
+        (
+            DeliveryUnknownError,
+            TLSError,
+            SMTPAuthenticationError,
+            InsecureAuthError,
+            SMTPNotSupportedError,
+        ),
+    ):
         return False
-    if isinstance(error, (ConnectionError, TimeoutError)):
-        code = getattr(error, "code", None)
-        return code is None or 400 <= code < 500
-    return False
+    if isinstance(error, RecipientsRefusedError) and error.code is None:
+        outcomes = {result.outcome for result in error.refused.values()}
+        return outcomes == {Outcome.TEMPORARY}
+    if error.code is not None:
+        return reply_outcome(error.code) is Outcome.TEMPORARY
+    return isinstance(error, (SMTPConnectError, SMTPTimeoutError))

@@ -24,6 +24,9 @@ in the child at once, releasing the child's copies of those sockets without
 writing a byte (see :meth:`ConnectionPool.orphan`).
 
 Loop-bound primitives are created lazily inside the loop that uses them.
+They are anyio's, as everywhere above the protocol layer (see
+:mod:`asyncmail.backends.smtp`); the one asyncio call left is the task a new
+connection is made in, for its traceback (see :meth:`ConnectionPool._take`).
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ import os
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import anyio
 
-__all__ = ["ConnectionPool", "PoolLimits", "Pooled"]
+__all__ = ["ConnectionPool", "PoolLimits", "Pooled", "fail_at"]
 
 C = TypeVar("C")
 
@@ -47,6 +51,13 @@ C = TypeVar("C")
 _POOLS: weakref.WeakSet[ConnectionPool[Any]] = weakref.WeakSet()
 #: What forked children inherited: kept, never finalised (see orphan()).
 _ORPHANS: list[object] = []
+
+
+def fail_at(deadline: float | None) -> AbstractContextManager[anyio.CancelScope]:
+    """A scope raising TimeoutError at loop time *deadline* (None: never)."""
+    return anyio.fail_after(
+        None if deadline is None else deadline - anyio.current_time()
+    )
 
 
 def _after_fork_in_child() -> None:
@@ -119,14 +130,16 @@ class ConnectionPool(Generic[C]):
         self._idle: list[Pooled[C]] = []
         self._live: dict[int, Pooled[C]] = {}  # every open connection, by id
         self._in_use = 0
-        self._slots: asyncio.Semaphore | None = None
-        self._changed: asyncio.Event | None = None  # returned, made or failed
+        self._slots: anyio.Semaphore | None = None
+        self._changed: anyio.Event | None = None  # returned, made or failed
         self._connecting = 0  # connections being made right now
         self._hold: int | None = None  # open no more than this many...
         self._hold_until = 0.0  # ...until then (monotonic time)
         self._closed = False
         self.orphaned = False  # forked: the connections are the parent's
-        self.opened = 0  # connections opened over the pool's life (for tests)
+        #: Connections opened over the pool's life (the backend's breaker
+        #: tells a new connection from a reused one by it).
+        self.opened = 0
         _POOLS.add(self)
 
     @property
@@ -182,9 +195,11 @@ class ConnectionPool(Generic[C]):
                     self._detach(entry.connection)
         _ORPHANS.append(live)
 
-    def _semaphore(self) -> asyncio.Semaphore:
+    def _semaphore(self) -> anyio.Semaphore:
         if self._slots is None:
-            self._slots = asyncio.Semaphore(self.limits.max_connections)
+            self._slots = anyio.Semaphore(
+                self.limits.max_connections, fast_acquire=True
+            )
         return self._slots
 
     async def acquire(self, deadline: float | None = None) -> Pooled[C]:
@@ -195,11 +210,11 @@ class ConnectionPool(Generic[C]):
         callback's own error).
         """
         slots = self._semaphore()
-        if slots.locked():
-            async with asyncio.timeout_at(deadline):
-                await slots.acquire()
+        if slots.value:
+            slots.acquire_nowait()
         else:
-            await slots.acquire()
+            with fail_at(deadline):
+                await slots.acquire()
         self._in_use += 1
         try:
             return await self._take(deadline)
@@ -243,14 +258,10 @@ class ConnectionPool(Generic[C]):
         if self._held():
             # The server is at its connection limit: wait for a connection
             # to come back (or the hold to end) instead of opening one more.
-            returned = self._changed
-            if returned is None:
-                returned = self._changed = asyncio.Event()
-            returned.clear()
+            returned = self._changed = anyio.Event()
             wait = max(0.0, self._hold_until - time.monotonic())
-            async with asyncio.timeout_at(deadline):
-                with anyio.move_on_after(wait):
-                    await returned.wait()
+            with fail_at(deadline), anyio.move_on_after(wait):
+                await returned.wait()
             return await self._take(deadline)
         self._connecting += 1
         try:

@@ -42,6 +42,7 @@ __all__ = [
     "RecipientResult",
     "ResultCallback",
     "collect_results",
+    "reply_outcome",
 ]
 
 
@@ -56,6 +57,22 @@ class Outcome(enum.Enum):
     """Refused for good (5xx, or a failure that retrying will not fix)."""
     UNKNOWN = "unknown"
     """Lost after the end of the data: maybe delivered, so never resent."""
+
+
+def reply_outcome(code: int) -> Outcome:
+    """What an SMTP reply code means for the recipient (or message) it
+    answers: 2xx and 3xx accepted, 4xx temporary (try again later), anything
+    else permanent (5xx, and codes no SMTP server may send).
+
+    The one rule for reply codes: the SMTP backend applies it to every reply
+    it reads, and :func:`asyncmail.exceptions.is_transient` to an error's
+    ``code``.
+    """
+    if 200 <= code < 400:
+        return Outcome.ACCEPTED
+    if 400 <= code < 500:
+        return Outcome.TEMPORARY
+    return Outcome.PERMANENT
 
 
 class MessageStatus(enum.Enum):

@@ -17,6 +17,10 @@ when they hold a connection, :meth:`open` and :meth:`close`. Backends that
 send concurrently override :meth:`BaseEmailBackend.dispatch`. A backend may
 also override ``send_messages`` wholesale, as Django backends do.
 
+The sync-call trap is in :mod:`.awaited`, the bookkeeping of one
+``send_messages`` call (its source, its results, the result builders, the
+"no recipients: skipped" rule) in :mod:`.sending`.
+
 ``open``, ``close`` and ``send_messages`` are coroutine functions, and they
 refuse to be called from synchronous code (see :func:`awaited_only`): there
 the call would only create a coroutine that never runs, which code written
@@ -29,52 +33,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
 import inspect
 import math
 import os
-import sys
-from collections.abc import (
-    AsyncIterable,
-    AsyncIterator,
-    Callable,
-    Coroutine,
-    Iterable,
-    Iterator,
-)
-from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 
 from ..dnsname import aget_fqdn
-from ..exceptions import (
-    ConfigurationError,
-    InvalidMessageError,
-    MailError,
-    is_transient,
-)
+from ..exceptions import ConfigurationError, MailError
 from ..observability import traced_delivery
-from ..results import (
-    MessageResult,
-    Outcome,
-    RecipientResult,
-    ResultCallback,
-    record,
-)
+from ..results import MessageResult, ResultCallback
 from ..testing.routing import capturing
+from .awaited import AWAITED_METHODS, awaited_only
+from .sending import (
+    MessageSource,
+    Source,
+    Tally,
+    accepted_result,
+    failed_result,
+    failure_result,
+    skipped,
+)
 
 if TYPE_CHECKING:
     from ..message import BaseMessage as EmailMessage  # any sendable message
     from ..sync import BlockingBackend
 
-__all__ = ["BackendState", "BaseEmailBackend", "MessageSource", "awaited_only"]
-
-P = ParamSpec("P")
-T = TypeVar("T")
-
-#: What ``send_messages`` accepts: a list, any iterable, or an async iterable.
-MessageSource = Iterable["EmailMessage"] | AsyncIterable["EmailMessage"]
+# The result builders live in .sending; importable from here, where every
+# backend finds its base class.
+__all__ = [
+    "BackendState",
+    "BaseEmailBackend",
+    "MessageSource",
+    "accepted_result",
+    "awaited_only",
+    "failed_result",
+    "failure_result",
+]
 
 #: At most this many results wait unread in :meth:`BaseEmailBackend.stream_results`
 #: before it stops taking messages from the source (plus those in flight).
@@ -85,75 +83,8 @@ class BackendState(enum.Enum):
     """Where a backend is in its lifecycle. A closed backend may open again."""
 
     CLOSED = "closed"
+    OPENING = "opening"  # open() is connecting
     OPEN = "open"
-
-
-# -- the sync-call trap -----------------------------------------------------------
-
-#: The backend methods that must be awaited (checked in every subclass too).
-AWAITED_METHODS = ("open", "close", "send_messages")
-
-
-def _called_from_sync_code(frame: FrameType | None) -> bool:
-    """True when a coroutine method is being called where its coroutine
-    cannot be awaited: in a thread with no running event loop, or by Django
-    itself (its mail code calls backends synchronously and never awaits)."""
-    if asyncio._get_running_loop() is None:
-        return True
-    module = frame.f_globals.get("__name__", "") if frame is not None else ""
-    return isinstance(module, str) and module.startswith("django.")
-
-
-def _sync_call_error(backend: object, method: str) -> TypeError:
-    name = f"{type(backend).__module__}.{type(backend).__qualname__}"
-    return TypeError(
-        f"{name}.{method}() is a coroutine function and was called from "
-        "synchronous code, where it would only return a coroutine that never "
-        "runs (nothing would be sent). In async code, await it (asyncio.run() "
-        "needs a coroutine of your own that awaits it). In blocking "
-        f"code, use the blocking view: backend.blocking().{method}(...) or "
-        f"'with backend as conn: conn.{method}(...)'. As Django's "
-        "EMAIL_BACKEND (or a MAILERS BACKEND), use 'asyncmail.django.EmailBackend'."
-    )
-
-
-def awaited_only(
-    method: Callable[P, Coroutine[Any, Any, T]],
-) -> Callable[P, Coroutine[Any, Any, T]]:
-    """Make a backend coroutine method raise TypeError, at call time, when
-    it is called from synchronous code (see :func:`_called_from_sync_code`).
-
-    An awaitable that complains only when it is never awaited is too late:
-    Django's ``send_mail`` returns whatever ``send_messages`` returned, and
-    a coroutine object is truthy, i.e. "1 message sent". Applied to
-    ``open``, ``close`` and ``send_messages`` of every backend class,
-    including subclasses that override them.
-    """
-    if getattr(method, "_asyncmail_awaited_only", False):
-        return method
-
-    @functools.wraps(method)
-    def checked(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
-        if _called_from_sync_code(sys._getframe(1)):
-            raise _sync_call_error(args[0] if args else None, method.__name__)
-        return method(*args, **kwargs)
-
-    checked._asyncmail_awaited_only = True  # type: ignore[attr-defined]
-    _mark_coroutine_function(checked)
-    return checked
-
-
-def _mark_coroutine_function(function: Callable[..., Any]) -> None:
-    """Let introspection see *function* as the coroutine function it stands
-    for: frameworks (Starlette's BackgroundTasks, FastAPI, Celery) look at
-    ``inspect.iscoroutinefunction`` / ``asyncio.iscoroutinefunction`` to
-    decide whether to await a callable or run it in a worker thread."""
-    if sys.version_info >= (3, 12):
-        inspect.markcoroutinefunction(function)
-    # asyncio.iscoroutinefunction's own marker (what Python 3.11 checks).
-    marker = getattr(asyncio.coroutines, "_is_coroutine", None)
-    if marker is not None:
-        function._is_coroutine = marker  # type: ignore[attr-defined]
 
 
 class BaseEmailBackend:
@@ -299,12 +230,12 @@ class BaseEmailBackend:
         silent = self.fail_silently or fail_silently
         self.check_loop()
         keep_all = isinstance(email_messages, (list, tuple))
-        source = _Source(email_messages)
+        source = Source(email_messages)
         if not await source.peek():
             return 0
         await aget_fqdn()  # the Message-ID domain: looked up off the event loop
 
-        tally = _Tally(keep_all, on_result, source, silent)
+        tally = Tally(keep_all, on_result, source, silent)
         self._sending += 1
         try:
             await self._send_all(source, tally)
@@ -339,7 +270,7 @@ class BaseEmailBackend:
         message, overrides it."""
         return await self.open()
 
-    async def _send_all(self, source: _Source, tally: _Tally) -> None:
+    async def _send_all(self, source: Source, tally: Tally) -> None:
         try:
             opened = await self.open_for_sending()
         except BaseException as exc:
@@ -359,7 +290,7 @@ class BaseEmailBackend:
         if opened is not None:
             if opened:
                 self._close_when_done = True
-            await self.dispatch(source, tally.publish)
+            await self.dispatch(source.deliverable(tally.publish), tally.publish)
 
     @contextlib.asynccontextmanager
     async def stream_results(
@@ -384,19 +315,19 @@ class BaseEmailBackend:
         """
         send, receive = anyio.create_memory_object_stream[MessageResult](math.inf)
         errors: list[Exception] = []
-        room = asyncio.Event()
+        room = [anyio.Event()]  # set when a result was read
 
         async def gated() -> AsyncIterator[EmailMessage]:
-            source = _Source(email_messages)
+            source = Source(email_messages)
             async for message in source:
                 while receive.statistics().current_buffer_used >= RESULTS_BUFFERED:
-                    room.clear()
-                    await room.wait()
+                    room[0] = anyio.Event()
+                    await room[0].wait()
                 yield message
 
         async def results() -> AsyncIterator[MessageResult]:
             async for result in receive:
-                room.set()
+                room[0].set()
                 yield result
 
         async def run() -> None:
@@ -436,8 +367,8 @@ class BaseEmailBackend:
     async def deliver_or_fail(self, message: EmailMessage) -> MessageResult:
         """Deliver one message, turning what stops it into a failed result:
         one bad message fails alone, with its reason, and the batch goes on."""
-        if not message.recipients():
-            return MessageResult(message)
+        if (result := skipped(message)) is not None:
+            return result
         try:
             return await self.deliver(message)
         except Exception as exc:
@@ -451,171 +382,3 @@ class BaseEmailBackend:
         raise NotImplementedError(
             f"{type(self).__qualname__} must implement deliver() or send_messages()"
         )
-
-
-def failure_result(message: EmailMessage, exc: BaseException) -> MessageResult | None:
-    """The failed result for what stopped one message's delivery, or None
-    when *exc* is not the message's own failure (cancellation, a bug)."""
-    if isinstance(exc, MailError):
-        return failed_result(message, exc, Outcome.PERMANENT)
-    if isinstance(exc, (TypeError, UnicodeError)):
-        # Content of the wrong type, or undecodable bytes, in this message.
-        error = InvalidMessageError(f"The message cannot be serialised: {exc}")
-        error.__cause__ = exc
-        return failed_result(message, error, Outcome.PERMANENT)
-    return None
-
-
-def accepted_result(
-    message: EmailMessage, message_id: str | None = None
-) -> MessageResult:
-    """A result in which every recipient was accepted (for local backends)."""
-    recipients = {
-        key: RecipientResult(key, Outcome.ACCEPTED) for key in _recipient_keys(message)
-    }
-    return MessageResult(message, recipients, message_id=message_id, attempts=1)
-
-
-def failed_result(
-    message: EmailMessage, error: MailError, outcome: Outcome
-) -> MessageResult:
-    """A result in which every recipient got *outcome* because of *error*
-    (with the server's reply code, when a reply caused it)."""
-    recipients = {
-        key: RecipientResult.failure(key, outcome, error)
-        for key in _recipient_keys(message)
-    }
-    return MessageResult(message, recipients, error=error)
-
-
-def _recipient_keys(message: EmailMessage) -> list[str]:
-    from ..address import envelope_address
-
-    keys: list[str] = []
-    for address in message.recipients():
-        try:
-            key = envelope_address(address)
-        except (ValueError, TypeError):
-            key = str(address)
-        if key not in keys:
-            keys.append(key)
-    return keys
-
-
-class _Tally:
-    """Counts, records and remembers results for one send_messages call.
-
-    Messages are numbered as they are taken from the source, so that the
-    error raised is that of the first failed message *in the order given*
-    and ``exc.results`` follows that order, however concurrently they were
-    sent.
-    """
-
-    def __init__(
-        self,
-        keep_all: bool,
-        callback: ResultCallback | None,
-        source: _Source,
-        silent: bool,
-    ) -> None:
-        self.keep_all = keep_all
-        self.callback = callback
-        self.source = source
-        self.silent = silent
-        self.results: list[tuple[int, MessageResult]] = []
-        self.sent = 0
-        self.first_error: tuple[int, MailError] | None = None
-
-    def publish(self, result: MessageResult) -> None:
-        position = self.source.position(result.message)
-        if result.sent:
-            self.sent += 1
-        ok = result.ok
-        if not ok and (self.first_error is None or position < self.first_error[0]):
-            self.first_error = (
-                position,
-                result.error or MailError("message not delivered"),
-            )
-        # A generator of a million messages must not pile up here: keep every
-        # result only for lists; otherwise the failures, for the error that
-        # will be raised (none when silent).
-        if self.keep_all or (not ok and not self.silent):
-            self.results.append((position, result))
-        record(result, self.callback)
-
-    async def fail_all(self, messages: _Source, error: MailError) -> None:
-        """Nothing could be sent: every message fails with *error*."""
-        outcome = Outcome.TEMPORARY if is_transient(error) else Outcome.PERMANENT
-        async for message in messages:
-            if message.recipients():
-                self.publish(failed_result(message, error, outcome))
-            else:
-                self.publish(MessageResult(message))
-
-    def finish(self, silent: bool) -> int:
-        if self.first_error is not None and not silent:
-            error = self.first_error[1]
-            error.results = tuple(
-                result for _, result in sorted(self.results, key=_first)
-            )
-            error.sent = self.sent
-            raise error
-        return self.sent
-
-
-def _first(item: tuple[int, MessageResult]) -> int:
-    return item[0]
-
-
-class _Source:
-    """The messages of one send_messages call, whatever their container:
-    taken one at a time (an iterator is never materialised), numbered as
-    they are taken (see :class:`_Tally`), with a look at the first."""
-
-    def __init__(self, messages: MessageSource) -> None:
-        self._sync: Iterator[EmailMessage] | None = None
-        self._async: AsyncIterator[EmailMessage] | None = None
-        if isinstance(messages, AsyncIterable):
-            self._async = aiter(messages)
-        else:
-            self._sync = iter(messages)
-        self._peeked: EmailMessage | None = None
-        self._positions: dict[int, list[int]] = {}
-        self._taken = 0
-
-    async def peek(self) -> EmailMessage | None:
-        """The first message (kept for the iteration), or None if empty."""
-        if self._peeked is None:
-            self._peeked = await self._next()
-        return self._peeked
-
-    async def _next(self) -> EmailMessage | None:
-        if self._sync is not None:
-            return next(self._sync, None)
-        assert self._async is not None
-        return await anext(self._async, None)
-
-    def __aiter__(self) -> _Source:
-        return self
-
-    async def __anext__(self) -> EmailMessage:
-        message = self._peeked
-        if message is not None:
-            self._peeked = None
-        else:
-            message = await self._next()
-            if message is None:
-                raise StopAsyncIteration
-        self._positions.setdefault(id(message), []).append(self._taken)
-        self._taken += 1
-        return message
-
-    def position(self, message: EmailMessage | None) -> int:
-        """The position *message* was taken at (each taking is used once)."""
-        positions = self._positions.get(id(message))
-        if not positions:
-            return self._taken
-        position = positions.pop(0)
-        if not positions:
-            del self._positions[id(message)]
-        return position

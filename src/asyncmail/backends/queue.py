@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from ..exceptions import MailError
 from ..queue import DEFAULT_MAX_SIZE, Store, enqueue, open_store
 from .base import BaseEmailBackend, MessageSource
+from .sending import skipped
 
 if TYPE_CHECKING:
     from ..results import ResultCallback
@@ -81,7 +82,7 @@ class EmailBackend(BaseEmailBackend):
             messages = [message async for message in email_messages]
         else:
             messages = list(email_messages)
-        messages = [m for m in messages if m.recipients()]
+        messages = [m for m in messages if skipped(m) is None]
         if not messages:
             return 0
         for message in messages:

@@ -1,6 +1,13 @@
-"""The unreachable-server breaker shared by a backend's concurrent senders.
+"""Retries and the unreachable-server breaker: one of each per backend,
+shared by connection set-up (``open()``) and delivery.
 
-The rule (documented in docs/pages/backends.md):
+:class:`RetryPolicy` decides whether and when a transient failure is tried
+again: at most ``retries`` extra attempts, exponential backoff from
+``backoff`` seconds, capped at ``backoff_max``, with jitter, and never a wait
+that would end past the deadline. :meth:`RetryPolicy.run` is the one retry
+loop.
+
+:class:`Breaker`, the rule (documented in docs/pages/backends.md):
 
 * It counts *consecutive connect failures* (refused, timed out, lost during
   set-up, a 4xx greeting while no other connection to the server is open)
@@ -24,13 +31,73 @@ message waits for an open connection), not a failure that counts here.
 from __future__ import annotations
 
 import copy
+import random
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+import anyio
 
 if TYPE_CHECKING:
     from ..exceptions import MailError
 
-__all__ = ["Breaker"]
+__all__ = ["Breaker", "RetryPolicy"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How transient failures are retried (see the module docstring)."""
+
+    retries: int = 2
+    backoff: float = 0.5
+    backoff_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ValueError("retries must be 0 or more")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number *attempt* (from 1):
+        exponential, capped, with jitter so that retries spread out."""
+        delay = min(self.backoff * 2.0 ** (attempt - 1), self.backoff_max)
+        return delay * random.uniform(0.5, 1.0)
+
+    def next_delay(self, attempt: int, deadline: float | None) -> float | None:
+        """The wait before retrying after failed attempt *attempt*, or None:
+        no retry (the retries are spent, or the wait would reach *deadline*,
+        a loop time)."""
+        if attempt > self.retries:
+            return None
+        delay = self.delay(attempt)
+        if deadline is not None and anyio.current_time() + delay >= deadline:
+            return None
+        return delay
+
+    async def run(
+        self,
+        attempt: Callable[[int], Awaitable[MailError | None]],
+        deadline: Callable[[], float | None],
+        *,
+        on_retry: Callable[[int, float, MailError], None] | None = None,
+    ) -> MailError | None:
+        """Await ``attempt(number)`` (from 1) until it returns None (nothing
+        left to retry) or no retry is allowed; return the transient error of
+        the last attempt in that case. *deadline* is asked after each
+        attempt (a delivery's deadline moves while it waits for the rate
+        limit); *on_retry* is told of each retry before its wait."""
+        number = 0
+        while True:
+            number += 1
+            error = await attempt(number)
+            if error is None:
+                return None
+            delay = self.next_delay(number, deadline())
+            if delay is None:
+                return error
+            if on_retry is not None:
+                on_retry(number, delay, error)
+            await anyio.sleep(delay)
 
 
 class Breaker:

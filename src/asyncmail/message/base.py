@@ -122,12 +122,14 @@ class BaseMessage:
         Uses ``self.connection`` if set, else the mailer named by *using*, else
         the default backend. The per-recipient outcome is in :attr:`result`.
         """
-        if not self.recipients():
+        from ..backends.sending import skipped
+        from ..results import record
+
+        nothing_to_send = skipped(self)
+        if nothing_to_send is not None:
             # Nobody to send to: don't even open a connection (the result
             # still says so).
-            from ..results import MessageResult, record
-
-            record(MessageResult(self))
+            record(nothing_to_send)
             return 0
         # The lazy import Django's message.send() API implies: a message
         # finds its backend when it is sent.

@@ -1,0 +1,505 @@
+"""One SMTP transaction (MAIL, RCPT..., DATA, the data, the end of data) as
+a state machine: commands out, replies in, a result out. No I/O, no asyncio.
+
+The driver (:mod:`asyncmail.smtp.connection`) loops over
+:meth:`Transaction.next_action` and does what each action says:
+
+* :class:`Write`: write these bytes, which produce this many replies;
+* :class:`Read`: wait for the next reply and hand it to :meth:`Transaction.receive`;
+* :class:`SendData`: write the message data and the end of data, then call
+  :meth:`Transaction.end_of_data_written` once the transport has handed it
+  to the operating system;
+* :data:`DONE`: the transaction is over; its outcome is on the object.
+
+When the I/O fails the driver calls :meth:`Transaction.fail` (or
+:meth:`Transaction.cancelled`): recipients without an outcome become UNKNOWN
+if the end of data was written (the message may have been delivered; it is
+never resent), TEMPORARY otherwise (safe to retry). Replies received before
+the failure are final: a 550 that arrived stands.
+
+With PIPELINING (RFC 2920) the envelope (MAIL, every RCPT, DATA) is one
+write and its replies are read in order; without it each command waits for
+its reply. Either way the replies are checked for plausibility (a 354 to
+RCPT means an unsolicited reply shifted the others, and nothing is trusted).
+
+``receive`` only records; ``next_action`` decides. That split lets the driver
+check, between the last reply of a command group and the next decision,
+that nothing unsolicited followed it (:attr:`Read.group_end`). It is also
+where new phases go without touching the I/O layer: cross-message
+pipelining (the next transaction's envelope written right after this one's
+end of data, replies matched in order, issue #13) is a driver holding a
+queue of these machines and a ``Write`` emitted before the final ``Read``;
+BDAT (CHUNKING) is a ``SendData`` variant whose chunks each produce a reply.
+
+The module is over the house's ~400 lines because the machine is one class
+whose phases share their state, and its docstrings are the protocol's spec.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import Final
+
+from ..exceptions import (
+    DeliveryUnknownError,
+    MailError,
+    SMTPConnectError,
+    SMTPError,
+    SMTPResponseError,
+)
+from ..results import Outcome, RecipientResult
+from .errors import AUTH_HINT, add_hint, recipients_refused, refused_by, wants_auth
+from .parser import Reply
+from .wire import WirePayload, check_commands, payload_size
+
+__all__ = [
+    "DONE",
+    "Action",
+    "Done",
+    "Phase",
+    "Read",
+    "SendData",
+    "Transaction",
+    "Write",
+    "plausible",
+]
+
+
+# The actions are plain slotted classes, not dataclasses: a few are made
+# for every message, on the send path.
+
+
+class Write:
+    """Write *data*; it produces *replies* replies. *fresh_deadline*: a new
+    phase starts here (the per-phase timeout restarts)."""
+
+    __slots__ = ("data", "fresh_deadline", "replies")
+
+    def __init__(self, data: bytes, replies: int, fresh_deadline: bool = False):
+        self.data = data
+        self.replies = replies
+        self.fresh_deadline = fresh_deadline
+
+    def __repr__(self) -> str:
+        return f"Write({self.data!r}, {self.replies})"
+
+
+class Read:
+    """Wait for the next reply. *group_end*: the last reply of a pipelined
+    command group (anything unsolicited after it puts the session out of
+    step). *fresh_deadline*: a new phase starts here."""
+
+    __slots__ = ("fresh_deadline", "group_end")
+
+    def __init__(self, group_end: bool = False, fresh_deadline: bool = False):
+        self.group_end = group_end
+        self.fresh_deadline = fresh_deadline
+
+    def __repr__(self) -> str:
+        return f"Read(group_end={self.group_end})"
+
+
+class SendData:
+    """Write the message data, then the end of data (already in *payload*
+    for bytes, after the chunks for a streamed payload)."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload: WirePayload):
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return "SendData(...)"
+
+
+class Done:
+    """The transaction is over."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DONE"
+
+
+DONE: Final = Done()
+
+Action = Write | Read | SendData | Done
+
+
+class Phase(enum.Enum):
+    """Where the transaction is."""
+
+    ENVELOPE = "envelope"  # MAIL, RCPT..., DATA and their replies
+    EMPTY_DATA = "empty data"  # 354 with no recipient accepted: end it empty
+    DATA = "data"  # the data being written
+    FINAL = "final"  # the end of data written; its reply awaited
+    RESET = "reset"  # RSET after a refusal, to leave the session clean
+    DONE = "done"
+
+
+_READ: Final = Read()
+_READ_GROUP_END: Final = Read(group_end=True)
+_READ_FINAL: Final = Read(fresh_deadline=True)
+_ENVELOPE, _EMPTY_DATA, _DATA = Phase.ENVELOPE, Phase.EMPTY_DATA, Phase.DATA
+_FINAL, _RESET, _DONE = Phase.FINAL, Phase.RESET, Phase.DONE
+
+
+def plausible(replies: list[Reply], recipients: int) -> bool:
+    """Whether replies can belong to MAIL, RCPT x *recipients*, DATA: 2xx,
+    4xx or 5xx to MAIL and RCPT, 354, 4xx or 5xx to DATA. Anything else
+    means an unsolicited reply shifted them."""
+    for index, reply in enumerate(replies):
+        code = reply.code
+        if index <= recipients:
+            if not (200 <= code < 300 or 400 <= code < 600):
+                return False
+        elif code != 354 and not 400 <= code < 600:
+            return False
+    return True
+
+
+def _refusal(address: str, reply: Reply) -> RecipientResult:
+    return RecipientResult(
+        address, reply.outcome, reply.code, reply.enhanced_status, reply.text
+    )
+
+
+class Transaction:
+    """One message to *recipients* from *sender*, *payload* already stuffed.
+
+    :param pipelining: the server offers PIPELINING: one write for the envelope.
+    :param size: announce ``SIZE=`` (the server offers SIZE).
+    :param eight_bit: announce ``BODY=8BITMIME``.
+    :param smtputf8: announce ``SMTPUTF8`` (commands are then UTF-8).
+
+    The outcome, once :attr:`settled`: :attr:`recipients` (one
+    :class:`~asyncmail.results.RecipientResult` each), :attr:`error` (None
+    when all were accepted), :attr:`reply` (the reply to the end of data),
+    :attr:`reusable` (whether the session may carry another message),
+    :attr:`end_written` and :attr:`data_recipients` (the recipients the data
+    was written for: never to be retried once the end of data was written).
+    """
+
+    __slots__ = (
+        "_actions",
+        "_commands",
+        "_encoding",
+        "_final",
+        "_pipelining",
+        "awaiting_final",
+        "data_recipients",
+        "end_written",
+        "envelope_done",
+        "error",
+        "payload",
+        "phase",
+        "recipient_list",
+        "recipients",
+        "replies",
+        "reply",
+        "reusable",
+        "sender",
+        "settled",
+    )
+
+    def __init__(
+        self,
+        sender: str,
+        recipients: list[str],
+        payload: WirePayload,
+        *,
+        pipelining: bool,
+        size: bool = False,
+        eight_bit: bool = False,
+        smtputf8: bool = False,
+    ) -> None:
+        self.sender = sender
+        self.recipient_list = recipients
+        self.payload = payload
+        self._pipelining = pipelining
+        self._encoding = "utf-8" if smtputf8 else "ascii"
+        params = ""
+        if size:
+            params += f" SIZE={payload_size(payload)}"
+        if eight_bit:
+            params += " BODY=8BITMIME"
+        if smtputf8:
+            params += " SMTPUTF8"
+        self._commands = [f"MAIL FROM:<{sender}>{params}"]
+        self._commands += [f"RCPT TO:<{r}>" for r in recipients]
+        self._actions: deque[Action] | None = None  # decided, not handed out
+        self._final = Reply(0, "")  # the reply to the end of data, once read
+        self.phase = Phase.ENVELOPE
+        # -- the outcome --
+        self.recipients: dict[str, RecipientResult] = {}
+        self.error: MailError | None = None
+        self.reply = ""
+        self.reusable = True
+        #: Turns true once the end of data was handed to the operating system:
+        #: from then on a failure leaves the outcome unknown.
+        self.end_written = False
+        self.data_recipients: tuple[str, ...] = ()
+        self.settled = False  # every recipient has its outcome
+        #: The replies to MAIL, RCPT... and DATA received so far: final even
+        #: if the connection is lost before the rest arrive.
+        self.replies: list[Reply] = []
+        self.envelope_done = False  # the envelope replies were applied
+        self.awaiting_final = False  # waiting for the reply to the end of data
+
+    # -- driving ------------------------------------------------------------------
+
+    def next_action(self) -> Action:
+        """What the driver must do next. Raises a MailError when the
+        exchange cannot go on (a command that would inject a line, replies
+        out of step); the driver then calls :meth:`fail` with it."""
+        actions = self._actions
+        if actions is None:
+            actions = self._actions = deque(self._start())
+        if not actions:
+            self._decide()
+        return actions.popleft() if actions else DONE
+
+    def receive(self, reply: Reply) -> None:
+        """The reply the last :class:`Read` waited for."""
+        phase = self.phase
+        if phase is _ENVELOPE:
+            self.replies.append(reply)
+        elif phase is _FINAL:
+            self._final = reply
+        elif phase is _RESET and not 200 <= reply.code < 300:
+            self.reusable = False
+        # EMPTY_DATA: the server must reject the empty message; nothing to keep.
+
+    def end_of_data_written(self) -> None:
+        """The end of data reached the operating system: maybe delivered."""
+        self.end_written = True
+        self.awaiting_final = True
+        self.phase = Phase.FINAL
+        assert self._actions is not None
+        self._actions.append(_READ_FINAL)
+
+    def lost(self, error: MailError) -> bool:
+        """The connection failed while a reply was awaited. True when the
+        transaction can still be decided from the replies it has: the
+        server said 421 (closing) in the pipelined envelope, and its
+        refusal stands for the rest. False: the driver fails it."""
+        if (
+            self._pipelining
+            and self.phase is Phase.ENVELOPE
+            and isinstance(error, SMTPConnectError)
+            and self.replies
+            and self.replies[-1].code == 421
+        ):
+            assert self._actions is not None
+            self._actions.clear()  # no more replies are coming
+            return True
+        return False
+
+    # -- the phases ------------------------------------------------------------------
+
+    def _write(self, commands: list[str]) -> Write:
+        wire = "\r\n".join(commands) + "\r\n"
+        check_commands(wire, len(commands))
+        return Write(wire.encode(self._encoding), len(commands))
+
+    def _start(self) -> list[Action]:
+        if self._pipelining:
+            commands = [*self._commands, "DATA"]
+            reads: list[Action] = [_READ] * (len(commands) - 1)
+            return [self._write(commands), *reads, _READ_GROUP_END]
+        return [self._write(self._commands[:1]), _READ]
+
+    def _decide(self) -> None:
+        """Called when the actions decided so far are done: decide the next."""
+        phase = self.phase
+        if phase is _ENVELOPE:
+            if not self._pipelining and self._sequential_next():
+                return
+            self._apply_envelope_replies()
+        elif phase is _EMPTY_DATA:
+            self._conclude()
+        elif phase is _FINAL:
+            final = self._final
+            if not final.positive and not 400 <= final.code < 600:
+                raise SMTPResponseError(f"Unexpected reply to the end of data: {final}")
+            self._apply_final(final)
+            self._conclude()
+        elif phase is _RESET:
+            self.phase = _DONE
+
+    def _sequential_next(self) -> bool:
+        """Without PIPELINING: queue the next command, if there is one to
+        send (True), else the envelope is complete (False)."""
+        assert self._actions is not None
+        replies = self.replies
+        if not replies[0].positive or replies[-1].code == 421:
+            return False
+        sent = len(replies)
+        if sent < len(self._commands):
+            self._actions.extend((self._write(self._commands[sent : sent + 1]), _READ))
+            return True
+        if sent == len(self._commands) and any(r.positive for r in replies[1:]):
+            self._actions.extend((self._write(["DATA"]), _READ))
+            return True
+        return False
+
+    def _apply_envelope_replies(self) -> None:
+        recipients = self.recipient_list
+        replies = self.replies
+        if not plausible(replies, len(recipients)):
+            # A 354 to MAIL/RCPT, a 250 to DATA...: an unsolicited reply shifted
+            # the others; none of them can be trusted.
+            raise SMTPResponseError(
+                "Replies out of step with commands: "
+                + ", ".join(str(r.code) for r in replies)
+            )
+        mail_reply = replies[0]
+        rcpt_replies = replies[1 : 1 + len(recipients)]
+        data_reply = (
+            replies[1 + len(recipients)] if len(replies) > len(recipients) + 1 else None
+        )
+        closing = next((r for r in replies if r.code == 421), None)
+        if closing is not None:
+            self.reusable = False
+        self.envelope_done = True
+        outcome = self.recipients
+        if not 200 <= mail_reply.code < 300:
+            for address in recipients:
+                outcome[address] = _refusal(address, mail_reply)
+            self.error = refused_by(
+                f"Sender <{self.sender}> refused", mail_reply, self.sender
+            )
+            if wants_auth(mail_reply):
+                add_hint(self.error, AUTH_HINT)
+        else:
+            for address, reply in zip(recipients, rcpt_replies, strict=False):
+                if not 200 <= reply.code < 300:
+                    outcome[address] = _refusal(address, reply)
+            for address in recipients[len(rcpt_replies) :]:
+                # No reply (the session stopped early, or closed with 421).
+                outcome[address] = (
+                    _refusal(address, closing)
+                    if closing is not None
+                    else RecipientResult(
+                        address, Outcome.TEMPORARY, text="not attempted"
+                    )
+                )
+        accepted = [a for a in recipients if a not in outcome]
+        assert self._actions is not None
+        if data_reply is not None and data_reply.code == 354:
+            if not accepted:
+                # RFC 2920: DATA accepted although every RCPT failed; end it
+                # with an empty message, which the server must reject.
+                self.phase = Phase.EMPTY_DATA
+                self._actions.extend((Write(b".\r\n", 1, fresh_deadline=True), _READ))
+            else:
+                self.phase = Phase.DATA
+                self.data_recipients = tuple(accepted)
+                self._actions.append(SendData(self.payload))
+            return
+        if accepted:
+            # DATA refused (or never sent): nobody got the message.
+            reply = data_reply or closing or Reply(503, "DATA not sent")
+            for address in accepted:
+                outcome[address] = _refusal(address, reply)
+            self.error = refused_by("DATA refused", reply)
+        self._conclude()
+
+    def _apply_final(self, final: Reply) -> None:
+        """Record the reply to the end of data for the recipients it was for."""
+        self.awaiting_final = False
+        self.reply = str(final)
+        if final.code == 421:
+            self.reusable = False
+        if 200 <= final.code < 300:
+            for address in self.data_recipients:
+                self.recipients[address] = RecipientResult(
+                    address,
+                    Outcome.ACCEPTED,
+                    final.code,
+                    final.enhanced_status,
+                    final.text,
+                )
+        else:
+            for address in self.data_recipients:
+                self.recipients[address] = _refusal(address, final)
+            self.error = refused_by("Message refused after DATA", final)
+
+    def _conclude(self) -> None:
+        """Every recipient has its outcome: the error, and RSET if needed."""
+        refused = {a: r for a, r in self.recipients.items() if not r.accepted}
+        if refused and self.error is None:
+            self.error = recipients_refused(refused, len(self.recipient_list))
+        self.settled = True
+        if refused and self.reusable:
+            # Leave the session clean for the next message.
+            self.phase = Phase.RESET
+            assert self._actions is not None
+            self._actions.extend((Write(b"RSET\r\n", 1), _READ))
+        else:
+            self.phase = Phase.DONE
+
+    # -- failures ----------------------------------------------------------------
+
+    def fail(self, error: MailError) -> None:
+        """The exchange failed (I/O, time, a protocol fault): the session is
+        not reusable, and recipients still open are decided: unknown once
+        the end of data was written (maybe delivered), else temporary (safe
+        to retry; permanent for our own side's failure, e.g. an unreadable
+        attachment). Replies already received stand."""
+        self.reusable = False
+        self.phase = Phase.DONE
+        if self._actions is not None:
+            self._actions.clear()
+        if self.settled:
+            return
+        self._apply_received_envelope()
+        if self.end_written:
+            outcome = Outcome.UNKNOWN
+        elif isinstance(error, SMTPError):
+            outcome = Outcome.TEMPORARY  # the session failed: safe to retry
+        else:
+            outcome = Outcome.PERMANENT  # our side (e.g. an unreadable attachment)
+        for address in self.recipient_list:
+            if address not in self.recipients:
+                self.recipients[address] = RecipientResult(
+                    address, outcome, text=str(error)
+                )
+        if self.end_written:
+            self.error = DeliveryUnknownError(
+                f"Connection failed after the end of data was sent ({error}); the "
+                "message may have been delivered, so it is not resent"
+            )
+        else:
+            self.error = error
+        self.settled = True
+
+    def cancelled(self, queued: list[Reply]) -> None:
+        """The send was cancelled mid-exchange: record what is known, taking
+        the replies that arrived but were not read yet (*queued*)."""
+        if self.settled:
+            self.reusable = False
+            self.phase = Phase.DONE
+            return
+        if self.awaiting_final and queued:
+            self._apply_final(queued[0])
+        elif not self.envelope_done:
+            self.replies.extend(queued)
+        self.fail(SMTPError("The send was cancelled before this message was completed"))
+
+    def _apply_received_envelope(self) -> None:
+        """Record the refusals among the envelope replies received before an
+        exchange failed: a 550 that arrived is final, whatever happened next."""
+        recipients = self.recipient_list
+        replies = self.replies[: 1 + len(recipients)]
+        if self.envelope_done or not replies or not plausible(replies, len(recipients)):
+            return
+        mail_reply = replies[0]
+        if not mail_reply.positive:
+            for address in recipients:
+                self.recipients.setdefault(address, _refusal(address, mail_reply))
+            return
+        for address, reply in zip(recipients, replies[1:], strict=False):
+            if not reply.positive:
+                self.recipients.setdefault(address, _refusal(address, reply))
