@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import weakref
 from collections import deque
+
+from .threads import SharedLock
 
 __all__ = ["RateLimiter"]
 
@@ -51,11 +52,10 @@ class RateLimiter:
         self.burst = min(burst, self._size)
         self._recent: deque[float] = deque(maxlen=self._size)
         self._due = -math.inf  # the theoretical time of the next grant
-        # One lock per event loop: asyncio locks belong to one loop, and a
-        # backend may be used from several (the blocking API's, the caller's).
-        self._locks: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, asyncio.Lock
-        ] = weakref.WeakKeyDictionary()
+        # One lock for every event loop and thread: a backend may be used from
+        # several loops at once (the blocking API's, the caller's), and the
+        # rate holds over all of them.
+        self._lock = SharedLock()
 
     def _earliest(self, now: float) -> float:
         """The earliest time a grant is allowed (now or later)."""
@@ -67,11 +67,7 @@ class RateLimiter:
 
     async def acquire(self) -> None:
         """Take one grant, waiting until it is allowed."""
-        loop = asyncio.get_running_loop()
-        lock = self._locks.get(loop)
-        if lock is None:
-            lock = self._locks[loop] = asyncio.Lock()
-        async with lock:  # first come, first served (within a loop)
+        async with self._lock:  # first come, first served (over every loop)
             now = time.monotonic()
             slot = earliest = self._earliest(now)
             while earliest > now:

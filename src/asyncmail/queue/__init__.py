@@ -17,7 +17,6 @@ goes through and :mod:`.worker` for delivery.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -28,6 +27,7 @@ import anyio.to_thread
 
 from ..address import envelope_address
 from ..exceptions import InvalidMessageError
+from ..threads import SharedLock
 from .inserts import INSERT, INSERT_DATA, insert_rows
 from .model import (
     FINAL_STATES,
@@ -79,7 +79,7 @@ _EXISTS = {
     "sqlite": "SELECT COUNT(*) FROM sqlite_master WHERE name = 'asyncmail_outbox'",
     "postgresql": "SELECT to_regclass('asyncmail_outbox') IS NOT NULL",
 }
-_stores_lock = threading.Lock()
+_stores_lock = SharedLock()
 
 
 def open_store(url: str) -> Store:
