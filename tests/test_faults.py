@@ -392,10 +392,11 @@ FAULTS = [
         "STARTTLS-454",
         "STARTTLS",
         reply("454 4.7.0 TLS not available due to temporary reason"),
-        PERMANENT,  # use_tls requires TLS: a refusal is not retried (as today)
+        TEMPORARY,  # RFC 3207: 454 is a temporary refusal; the one rule retries it
         SMTPResponseError,
         code=454,
         enhanced="4.7.0",
+        retried=True,
         in_session=False,
         transports=("starttls",),
     ),
