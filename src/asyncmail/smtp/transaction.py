@@ -143,6 +143,8 @@ _READ_GROUP_END: Final = Read(group_end=True)
 _READ_FINAL: Final = Read(fresh_deadline=True)
 _ENVELOPE, _EMPTY_DATA, _DATA = Phase.ENVELOPE, Phase.EMPTY_DATA, Phase.DATA
 _FINAL, _RESET, _DONE = Phase.FINAL, Phase.RESET, Phase.DONE
+_ACCEPTED: Final = Outcome.ACCEPTED
+_NO_REPLY: Final = Reply(0, "")
 
 
 def plausible(replies: list[Reply], recipients: int) -> bool:
@@ -229,7 +231,7 @@ class Transaction:
         self._commands = [f"MAIL FROM:<{sender}>{params}"]
         self._commands += [f"RCPT TO:<{r}>" for r in recipients]
         self._actions: deque[Action] | None = None  # decided, not handed out
-        self._final = Reply(0, "")  # the reply to the end of data, once read
+        self._final = _NO_REPLY  # the reply to the end of data, once read
         self.phase = Phase.ENVELOPE
         # -- the outcome --
         self.recipients: dict[str, RecipientResult] = {}
@@ -347,6 +349,20 @@ class Transaction:
     def _apply_envelope_replies(self) -> None:
         recipients = self.recipient_list
         replies = self.replies
+        assert self._actions is not None
+        if (
+            len(replies) == len(recipients) + 2
+            and replies[-1].code == 354
+            and all(200 <= reply.code < 300 for reply in replies[:-1])
+        ):
+            # The common case in one step: MAIL and every RCPT accepted, DATA
+            # answered 354 (plausible by construction; nothing refused, no
+            # 421 among them): the data goes to every recipient.
+            self.envelope_done = True
+            self.phase = _DATA
+            self.data_recipients = tuple(recipients)
+            self._actions.append(SendData(self.payload))
+            return
         if not plausible(replies, len(recipients)):
             # A 354 to MAIL/RCPT, a 250 to DATA...: an unsolicited reply shifted
             # the others; none of them can be trusted.
@@ -386,7 +402,6 @@ class Transaction:
                     )
                 )
         accepted = [a for a in recipients if a not in outcome]
-        assert self._actions is not None
         if data_reply is not None and data_reply.code == 354:
             if not accepted:
                 # RFC 2920: DATA accepted although every RCPT failed; end it
@@ -413,13 +428,11 @@ class Transaction:
         if final.code == 421:
             self.reusable = False
         if 200 <= final.code < 300:
+            code, status, text = final.code, final.enhanced_status, final.text
+            recipients = self.recipients
             for address in self.data_recipients:
-                self.recipients[address] = RecipientResult(
-                    address,
-                    Outcome.ACCEPTED,
-                    final.code,
-                    final.enhanced_status,
-                    final.text,
+                recipients[address] = RecipientResult(
+                    address, _ACCEPTED, code, status, text
                 )
         else:
             for address in self.data_recipients:
@@ -428,7 +441,9 @@ class Transaction:
 
     def _conclude(self) -> None:
         """Every recipient has its outcome: the error, and RSET if needed."""
-        refused = {a: r for a, r in self.recipients.items() if not r.accepted}
+        refused = {
+            a: r for a, r in self.recipients.items() if r.outcome is not _ACCEPTED
+        }
         if refused and self.error is None:
             self.error = recipients_refused(refused, len(self.recipient_list))
         self.settled = True
