@@ -257,7 +257,7 @@ class Transaction:
         out of step); the driver then calls :meth:`fail` with it."""
         actions = self._actions
         if actions is None:
-            actions = self._actions = deque(self._start())
+            actions = self._actions = self._start()
         if not actions:
             self._decide()
         return actions.popleft() if actions else DONE
@@ -305,12 +305,15 @@ class Transaction:
         check_commands(wire, len(commands))
         return Write(wire.encode(self._encoding), len(commands))
 
-    def _start(self) -> list[Action]:
+    def _start(self) -> deque[Action]:
+        actions: deque[Action]
         if self._pipelining:
             commands = [*self._commands, "DATA"]
-            reads: list[Action] = [_READ] * (len(commands) - 1)
-            return [self._write(commands), *reads, _READ_GROUP_END]
-        return [self._write(self._commands[:1]), _READ]
+            actions = deque((self._write(commands),))
+            actions.extend([_READ] * (len(commands) - 1))
+            actions.append(_READ_GROUP_END)
+            return actions
+        return deque((self._write(self._commands[:1]), _READ))
 
     def _decide(self) -> None:
         """Called when the actions decided so far are done: decide the next."""
@@ -350,11 +353,12 @@ class Transaction:
         recipients = self.recipient_list
         replies = self.replies
         assert self._actions is not None
-        if (
-            len(replies) == len(recipients) + 2
-            and replies[-1].code == 354
-            and all(200 <= reply.code < 300 for reply in replies[:-1])
-        ):
+        commands = len(recipients) + 1  # MAIL and the RCPTs, before DATA
+        positive = 0
+        if len(replies) == commands + 1 and replies[commands].code == 354:
+            while positive < commands and 200 <= replies[positive].code < 300:
+                positive += 1
+        if positive == commands:
             # The common case in one step: MAIL and every RCPT accepted, DATA
             # answered 354 (plausible by construction; nothing refused, no
             # 421 among them): the data goes to every recipient.
