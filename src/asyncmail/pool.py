@@ -233,7 +233,8 @@ class ConnectionPool(Generic[C]):
             await self._discard(self._idle.pop(0))
 
     async def _take(self, deadline: float | None) -> Pooled[C]:
-        await self._expire_idle()
+        if self._idle and self._expired(self._idle[0], time.monotonic()):
+            await self._expire_idle()
         while self._idle:
             entry = self._idle.pop()
             if self._expired(entry, time.monotonic()) or not self._is_usable(

@@ -104,6 +104,7 @@ class Delivery:
     error: MailError | None = None
     reply: str = ""
     attempts: int = 0
+    busy_waits: int = 0  # waits for a busy server's open connections
     transaction: Transaction | None = None  # the exchange under way, if any
 
     def result(self) -> MessageResult:

@@ -80,24 +80,31 @@ class RetryPolicy:
         deadline: Callable[[], float | None],
         *,
         on_retry: Callable[[int, float, MailError], None] | None = None,
+        first_error: MailError | None = None,
     ) -> MailError | None:
         """Await ``attempt(number)`` (from 1) until it returns None (nothing
         left to retry) or no retry is allowed; return the transient error of
         the last attempt in that case. *deadline* is asked after each
         attempt (a delivery's deadline moves while it waits for the rate
-        limit); *on_retry* is told of each retry before its wait."""
-        number = 0
-        while True:
-            number += 1
+        limit); *on_retry* is told of each retry before its wait.
+
+        *first_error*: the caller made attempt 1 itself (its common case,
+        nothing to retry, then needs no closure) and it failed with this;
+        the loop starts with the retry after it."""
+        number = 1
+        error = first_error
+        if error is None:
             error = await attempt(number)
-            if error is None:
-                return None
+        while error is not None:
             delay = self.next_delay(number, deadline())
             if delay is None:
                 return error
             if on_retry is not None:
                 on_retry(number, delay, error)
             await anyio.sleep(delay)
+            number += 1
+            error = await attempt(number)
+        return None
 
 
 class Breaker:

@@ -199,12 +199,38 @@ class Source:
                 message = await self._next()
                 if message is None:
                     raise StopAsyncIteration
-            self._positions.setdefault(id(message), []).append(self._taken)
-            self._taken += 1
-            if self._skipped is not None and (result := skipped(message)) is not None:
-                self._skipped(result)
-                continue
-            return message
+            if self._taking(message):
+                return message
+
+    @property
+    def synchronous(self) -> bool:
+        """The messages come from a plain iterable: :meth:`take` can have
+        them with no await (so workers sharing it need no lock)."""
+        return self._sync is not None
+
+    def take(self) -> EmailMessage | None:
+        """:meth:`__anext__` for a :attr:`synchronous` source, without a
+        coroutine: the next message to deliver, or None at the end."""
+        assert self._sync is not None
+        while True:
+            message = self._peeked
+            if message is not None:
+                self._peeked = None
+            else:
+                message = next(self._sync, None)
+                if message is None:
+                    return None
+            if self._taking(message):
+                return message
+
+    def _taking(self, message: EmailMessage) -> bool:
+        """Number *message* as taken; False when it was skipped instead."""
+        self._positions.setdefault(id(message), []).append(self._taken)
+        self._taken += 1
+        if self._skipped is not None and (result := skipped(message)) is not None:
+            self._skipped(result)
+            return False
+        return True
 
     def position(self, message: EmailMessage | None) -> int:
         """The position *message* was taken at (each taking is used once)."""

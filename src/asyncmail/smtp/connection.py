@@ -341,17 +341,23 @@ class SMTPConnection:
 
     async def _drive(self, transaction: Transaction, deadline: float | None) -> None:
         stream = self.stream
+        # Replies already parsed are taken from here with no coroutine (what
+        # stream.read() would return at once); only a wait goes through it.
+        queued = stream.parser.replies
         while True:
             action = transaction.next_action()
             if isinstance(action, Read):
                 if action.fresh_deadline:
                     stream.set_deadline(self._deadline(deadline))
-                try:
-                    reply = await stream.read()
-                except SMTPError as exc:
-                    if not transaction.lost(exc):
-                        raise
-                    continue
+                if queued:
+                    reply = queued.popleft()
+                else:
+                    try:
+                        reply = await stream.read()
+                    except SMTPError as exc:
+                        if not transaction.lost(exc):
+                            raise
+                        continue
                 transaction.receive(reply)
                 if action.group_end and isinstance(stream.error, SMTPResponseError):
                     raise stream.error  # e.g. more replies than commands
@@ -361,8 +367,17 @@ class SMTPConnection:
                 stream.send(action.data, action.replies)
             elif isinstance(action, SendData):
                 stream.set_deadline(self._deadline(deadline))
-                await self._send_data(action.payload, deadline)
-                await stream.flushed()
+                payload = action.payload
+                if (
+                    isinstance(payload, bytes)
+                    and len(payload) <= WRITE_CHUNK
+                    and end_of_data_hook.get() is None
+                ):
+                    stream.send(payload, 1)  # what _send_data does for it
+                else:
+                    await self._send_data(payload, deadline)
+                if stream.transport.get_write_buffer_size() > 0 and not queued:
+                    await stream.flushed()  # else it is written already
                 transaction.end_of_data_written()
             else:
                 assert action is DONE

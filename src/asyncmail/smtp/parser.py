@@ -109,10 +109,25 @@ class ReplyParser:
         self._partial = lines.pop()  # after the last line break: incomplete
         if len(self._partial) > self._max_line:
             raise SMTPResponseError("The server sent an overlong reply line")
+        replies, max_line = self.replies, self._max_line
         for raw in lines:
             if not self.expected:
                 raise SMTPResponseError("The server sent more replies than commands")
-            self._line(raw[:-1] if raw.endswith(b"\r") else raw)
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if (
+                not self._lines
+                and line[3:4] == b" "
+                and line[:3].isdigit()
+                and len(line) <= max_line
+            ):
+                # The common case inline: a whole one-line reply (the checks
+                # of _line, which takes everything else).
+                replies.append(
+                    Reply(int(line[:3]), line[4:].decode("utf-8", "replace"))
+                )
+                self.expected -= 1
+            else:
+                self._line(line)
         if not self.expected and self._partial:
             raise SMTPResponseError("The server sent more replies than commands")
 

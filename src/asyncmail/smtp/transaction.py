@@ -143,6 +143,8 @@ _READ_GROUP_END: Final = Read(group_end=True)
 _READ_FINAL: Final = Read(fresh_deadline=True)
 _ENVELOPE, _EMPTY_DATA, _DATA = Phase.ENVELOPE, Phase.EMPTY_DATA, Phase.DATA
 _FINAL, _RESET, _DONE = Phase.FINAL, Phase.RESET, Phase.DONE
+_ACCEPTED: Final = Outcome.ACCEPTED
+_NO_REPLY: Final = Reply(0, "")
 
 
 def plausible(replies: list[Reply], recipients: int) -> bool:
@@ -229,7 +231,7 @@ class Transaction:
         self._commands = [f"MAIL FROM:<{sender}>{params}"]
         self._commands += [f"RCPT TO:<{r}>" for r in recipients]
         self._actions: deque[Action] | None = None  # decided, not handed out
-        self._final = Reply(0, "")  # the reply to the end of data, once read
+        self._final = _NO_REPLY  # the reply to the end of data, once read
         self.phase = Phase.ENVELOPE
         # -- the outcome --
         self.recipients: dict[str, RecipientResult] = {}
@@ -255,7 +257,7 @@ class Transaction:
         out of step); the driver then calls :meth:`fail` with it."""
         actions = self._actions
         if actions is None:
-            actions = self._actions = deque(self._start())
+            actions = self._actions = self._start()
         if not actions:
             self._decide()
         return actions.popleft() if actions else DONE
@@ -303,12 +305,15 @@ class Transaction:
         check_commands(wire, len(commands))
         return Write(wire.encode(self._encoding), len(commands))
 
-    def _start(self) -> list[Action]:
+    def _start(self) -> deque[Action]:
+        actions: deque[Action]
         if self._pipelining:
             commands = [*self._commands, "DATA"]
-            reads: list[Action] = [_READ] * (len(commands) - 1)
-            return [self._write(commands), *reads, _READ_GROUP_END]
-        return [self._write(self._commands[:1]), _READ]
+            actions = deque((self._write(commands),))
+            actions.extend([_READ] * (len(commands) - 1))
+            actions.append(_READ_GROUP_END)
+            return actions
+        return deque((self._write(self._commands[:1]), _READ))
 
     def _decide(self) -> None:
         """Called when the actions decided so far are done: decide the next."""
@@ -347,6 +352,21 @@ class Transaction:
     def _apply_envelope_replies(self) -> None:
         recipients = self.recipient_list
         replies = self.replies
+        assert self._actions is not None
+        commands = len(recipients) + 1  # MAIL and the RCPTs, before DATA
+        positive = 0
+        if len(replies) == commands + 1 and replies[commands].code == 354:
+            while positive < commands and 200 <= replies[positive].code < 300:
+                positive += 1
+        if positive == commands:
+            # The common case in one step: MAIL and every RCPT accepted, DATA
+            # answered 354 (plausible by construction; nothing refused, no
+            # 421 among them): the data goes to every recipient.
+            self.envelope_done = True
+            self.phase = _DATA
+            self.data_recipients = tuple(recipients)
+            self._actions.append(SendData(self.payload))
+            return
         if not plausible(replies, len(recipients)):
             # A 354 to MAIL/RCPT, a 250 to DATA...: an unsolicited reply shifted
             # the others; none of them can be trusted.
@@ -386,7 +406,6 @@ class Transaction:
                     )
                 )
         accepted = [a for a in recipients if a not in outcome]
-        assert self._actions is not None
         if data_reply is not None and data_reply.code == 354:
             if not accepted:
                 # RFC 2920: DATA accepted although every RCPT failed; end it
@@ -413,13 +432,11 @@ class Transaction:
         if final.code == 421:
             self.reusable = False
         if 200 <= final.code < 300:
+            code, status, text = final.code, final.enhanced_status, final.text
+            recipients = self.recipients
             for address in self.data_recipients:
-                self.recipients[address] = RecipientResult(
-                    address,
-                    Outcome.ACCEPTED,
-                    final.code,
-                    final.enhanced_status,
-                    final.text,
+                recipients[address] = RecipientResult(
+                    address, _ACCEPTED, code, status, text
                 )
         else:
             for address in self.data_recipients:
@@ -428,7 +445,9 @@ class Transaction:
 
     def _conclude(self) -> None:
         """Every recipient has its outcome: the error, and RSET if needed."""
-        refused = {a: r for a, r in self.recipients.items() if not r.accepted}
+        refused = {
+            a: r for a, r in self.recipients.items() if r.outcome is not _ACCEPTED
+        }
         if refused and self.error is None:
             self.error = recipients_refused(refused, len(self.recipient_list))
         self.settled = True
