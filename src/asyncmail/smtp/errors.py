@@ -70,6 +70,20 @@ def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def _from_reply(
+    kind: type[SMTPError], what: str, exc: aiosmtplib.SMTPResponseException
+) -> SMTPError:
+    """*kind* for an aiosmtplib error that carries the server's reply: the
+    message says *what* happened and quotes the reply, whose code, text and
+    enhanced status the error keeps."""
+    return kind(
+        f"{what}: {exc.code} {exc.message}",
+        code=exc.code,
+        text=exc.message,
+        enhanced_status=Reply(exc.code, exc.message).enhanced_status,
+    )
+
+
 def map_error(exc: BaseException, where: str = "") -> MailError:
     """Map aiosmtplib, ssl and OS errors to asyncmail's tree (see exceptions)."""
     if isinstance(exc, MailError):
@@ -80,11 +94,8 @@ def map_error(exc: BaseException, where: str = "") -> MailError:
         reason = getattr(tls, "verify_message", None) or tls.reason or str(tls)
         return TLSError(f"{prefix}TLS failed: {reason}")
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
-        return SMTPAuthenticationError(
-            f"{prefix}authentication failed: {exc.code} {exc.message}",
-            code=exc.code,
-            text=exc.message,
-            enhanced_status=Reply(exc.code, exc.message).enhanced_status,
+        return _from_reply(
+            SMTPAuthenticationError, f"{prefix}authentication failed", exc
         )
     if isinstance(exc, aiosmtplib.SMTPTimeoutError) or (
         isinstance(exc, TimeoutError) and exc.errno is not None
@@ -93,23 +104,15 @@ def map_error(exc: BaseException, where: str = "") -> MailError:
     if isinstance(exc, TimeoutError):  # asyncio's, at the deadline
         return SMTPDeadlineExceededError(f"{prefix}timed out (deadline reached)")
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
-        return SMTPConnectError(
-            f"{prefix}the server refused the connection: {exc.code} {exc.message}",
-            code=exc.code,
-            text=exc.message,
-            enhanced_status=Reply(exc.code, exc.message).enhanced_status,
+        return _from_reply(
+            SMTPConnectError, f"{prefix}the server refused the connection", exc
         )
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return SMTPServerDisconnectedError(f"{prefix}{exc}")
     if isinstance(exc, aiosmtplib.SMTPConnectError):
         return SMTPConnectError(f"{prefix}{exc}")
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return SMTPResponseError(
-            f"{prefix}unexpected reply: {exc.code} {exc.message}",
-            code=exc.code,
-            text=exc.message,
-            enhanced_status=Reply(exc.code, exc.message).enhanced_status,
-        )
+        return _from_reply(SMTPResponseError, f"{prefix}unexpected reply", exc)
     if isinstance(exc, OSError):
         return SMTPConnectError(f"{prefix}{exc.strerror or exc}")
     if isinstance(exc, aiosmtplib.SMTPException):
