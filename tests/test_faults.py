@@ -546,8 +546,10 @@ async def test_broken_connection_is_never_reused(
     fault: Fault, pipelining: bool, starttls: bool
 ) -> None:
     """The next message of an open backend goes over a new session when the
-    fault broke the connection, and over the same one (after RSET) when the
-    server merely refused."""
+    fault broke the connection, and over the same one when the server merely
+    refused: after an RSET when the refusal came before the data, with
+    nothing in between when it answered the end of data (that reply ends
+    the transaction)."""
     with scripted(pipelining, starttls=starttls) as server:
         server.on(fault.verb, fault.act)
         backend = make_backend(server, **fault.options)
@@ -569,7 +571,11 @@ async def test_broken_connection_is_never_reused(
             second_mail = next(
                 i for i, c in enumerate(last.commands) if "sender2@" in c
             )
-            assert "RSET" in last.verbs()[:second_mail], "no RSET after a refusal"
+            before = last.verbs()[:second_mail]
+            if fault.verb == ".":
+                assert "RSET" not in before, "an RSET after a completed DATA"
+            else:
+                assert "RSET" in before, "no RSET after a refusal"
 
 
 RECONNECT_CASES = [
@@ -747,27 +753,27 @@ async def test_data_accepted_although_every_recipient_refused() -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "sequential"])
 async def test_connection_lost_on_rset_after_a_refusal(pipelining: bool) -> None:
-    """The message was settled (one recipient accepted, one refused) before
-    the RSET that cleans up the session failed: the outcomes stand, the error
-    is the refusal (nothing is unknown), and the connection is not reused."""
+    """The message was settled (its only recipient refused, so DATA was
+    refused too) before the RSET that cleans up the session failed: the
+    outcome stands, the error is the refusal (nothing is unknown), and the
+    connection is not reused. (A partly refused message has its data sent,
+    and the reply to it ends the transaction: no RSET then.)"""
     with scripted(pipelining) as server:
         server.on("RCPT", reply("550 5.1.1 No such user"), match="bad@")
         server.on("RSET", CLOSE)
-        first = message(1, ["ok@example.com", "bad@example.com"])
+        first = message(1, ["bad@example.com"])
         second = message(2)
         count, error = await send(
             make_backend(server, retries=2), [first, second], silent=False
         )
-        assert count == 2
-        assert outcomes(first) == {
-            "ok@example.com": ACCEPTED,
-            "bad@example.com": PERMANENT,
-        }
+        assert count == 1
+        assert outcomes(first) == {"bad@example.com": PERMANENT}
         assert outcomes(second) == {"rcpt2@example.com": ACCEPTED}
         check_truth(server, [first, second])
         assert len(server.sessions) == 2
+        assert server.count("RSET") == 1
         assert first.result is not None
-        assert first.result.status is MessageStatus.PARTIAL
+        assert first.result.status is MessageStatus.FAILED
         assert isinstance(error, RecipientsRefusedError)
         assert not isinstance(error, DeliveryUnknownError)
         assert set(error.refused) == {"bad@example.com"}

@@ -84,6 +84,9 @@ class SMTPOptions(TypedDict, total=False):
     dangerously_allow_plaintext_auth: bool
     #: Connections used at once (default 1: Django's behaviour).
     max_connections: int
+    #: Messages in flight at once on one connection (default 2; with
+    #: PIPELINING, one round trip per message; 1: one at a time).
+    pipeline_depth: int
     #: Retire a connection after this many messages.
     max_messages_per_connection: int | None
     #: Retire a connection after this many seconds.

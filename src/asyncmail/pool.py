@@ -12,6 +12,11 @@ timeout, a 421, a cancellation, or anything unexpected) is closed, never
 reused. Idle connections are reused last-in first-out, so a quiet pool
 shrinks on its own through the idle timeout.
 
+A holder may also *lend* a connection back before it is done with it
+(:meth:`ConnectionPool.lend`): SMTP does so once a message's end of data is
+written, so that the next message's commands follow it on the same
+connection while the reply to the first is still on its way.
+
 When the server refuses a new connection because it is at its connection
 limit (SMTP: 421 at the greeting while other connections to it are open),
 the caller reports it with :meth:`ConnectionPool.hold`: the pool stops
@@ -319,6 +324,30 @@ class ConnectionPool(Generic[C]):
             if not self.orphaned:
                 self._in_use -= 1
                 self._semaphore().release()
+
+    def lend(self, entry: Pooled[C]) -> bool:
+        """Give a connection back while its holder still awaits replies on it
+        (SMTP: the reply to an end of data, with the next message pipelined
+        behind it). False, and nothing changes, when it cannot be reused
+        (the holder then releases it as usual); True: it is idle, and the
+        holder must not release it again (only retire it if its last reply
+        says the session is over)."""
+        now = time.monotonic()
+        if (
+            self.orphaned
+            or self._closed
+            or id(entry) not in self._live
+            or not self._is_usable(entry.connection)
+            or self._expired(entry, now)
+        ):
+            return False
+        entry.last_used = now
+        self._idle.append(entry)
+        if self._changed is not None:
+            self._changed.set()
+        self._in_use -= 1
+        self._semaphore().release()
+        return True
 
     async def _discard(self, entry: Pooled[C]) -> None:
         self._live.pop(id(entry), None)

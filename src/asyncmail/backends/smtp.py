@@ -45,6 +45,7 @@ import asyncio
 import dataclasses
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -115,6 +116,10 @@ class EmailBackend(BaseEmailBackend):
     :param dangerously_allow_plaintext_auth: send credentials over an
         unencrypted connection to a non-loopback server. Off by default.
     :param max_connections: connections used at once (1: Django's behaviour).
+    :param pipeline_depth: messages in flight at once on one connection
+        (default 2): with PIPELINING, the next message's MAIL, RCPT and DATA
+        follow a message's end of data without waiting for its reply, one
+        round trip per message (1: each message waits for the last).
     :param max_messages_per_connection: retire a connection after this many.
     :param max_connection_lifetime: retire a connection after this many seconds.
     :param idle_timeout: close a connection idle this long (seconds).
@@ -159,6 +164,7 @@ class EmailBackend(BaseEmailBackend):
         local_hostname: str | None = None,
         dangerously_allow_plaintext_auth: bool = False,
         max_connections: int = 1,
+        pipeline_depth: int = 2,
         max_messages_per_connection: int | None = None,
         max_connection_lifetime: float | None = None,
         idle_timeout: float | None = 60.0,
@@ -197,6 +203,16 @@ class EmailBackend(BaseEmailBackend):
         if isinstance(deadline, _NotGiven):
             deadline = self.timeout
         self.deadline = deadline
+        if (
+            not isinstance(pipeline_depth, int)
+            or isinstance(pipeline_depth, bool)
+            or pipeline_depth < 1
+        ):
+            raise ConfigurationError(
+                f"pipeline_depth must be a whole number of at least 1, not "
+                f"{pipeline_depth!r}"
+            )
+        self.pipeline_depth = pipeline_depth
         if breaker_threshold < 1:
             raise ConfigurationError("breaker_threshold must be at least 1")
         if breaker_cooldown < 0:
@@ -612,8 +628,11 @@ class EmailBackend(BaseEmailBackend):
             exc.__traceback__ = None
             return self._failed(delivery, exc)
         reusable = False
+        lease: _Lease | None = None
         try:
             connection = entry.connection
+            if self.pipeline_depth > 1 and connection.pipelining:
+                lease = _Lease(pool, entry)
             try:
                 data, eight_bit = payload_for(delivery.prepared, connection, self.dkim)
             except MailError as problem:
@@ -636,15 +655,37 @@ class EmailBackend(BaseEmailBackend):
                 eight_bit=eight_bit,
                 smtputf8=prepared.smtputf8,
             )
-            await connection.run(transaction, deadline=delivery.deadline)
-            entry.messages += 1
+            collateral = await connection.run(
+                transaction,
+                deadline=delivery.deadline,
+                handoff=None if lease is None else lease.lend,
+            )
+            if lease is None or not lease.lent:
+                entry.messages += 1
             reusable = transaction.reusable
             delivery.outcome.update(transaction.recipients)
             delivery.transaction = None
-            written = transaction.data_recipients if transaction.end_written else ()
+            if transaction.end_written:
+                written = transaction.data_recipients
+            elif collateral:
+                # The session ended before this message's turn (the one
+                # ahead of it got a 421, or the connection dropped while
+                # that one's replies were due): nothing of it reached the
+                # end of data, so it is tried again at once, as if it had
+                # waited for the next connection; not a failed try, and the
+                # time it waited behind the other is not its own (its
+                # deadline starts again, as if it had not been taken yet).
+                if self.deadline is not None:
+                    delivery.deadline = self._clock() + self.deadline
+                return Attempt(transaction.error, busy=True)
+            else:
+                written = ()
             return Attempt(transaction.error, transaction.reply, written=written)
         finally:
-            await pool.release(entry, reusable=reusable)
+            if lease is None or not lease.lent:
+                await pool.release(entry, reusable=reusable)
+            elif not reusable:
+                entry.connection.retire()  # lent already: the pool closes it
 
     @staticmethod
     def _failed(
@@ -720,11 +761,26 @@ class EmailBackend(BaseEmailBackend):
         messages: AsyncIterator[EmailMessage],
         publish: ResultCallback,
     ) -> None:
-        workers = self.limits.max_connections
+        # One worker per message in flight: with pipelining a connection
+        # carries up to pipeline_depth of them (a worker whose message is
+        # written lends the connection to the next while it awaits the reply).
+        connections = self.limits.max_connections
+        workers = connections * self.pipeline_depth
         if workers == 1:
             async for message in messages:
                 await self._send_one(message, publish)
             return
+        # At most max_connections messages of the batch are before their end
+        # of data at once (taken, connecting, in the envelope or the data),
+        # as without pipelining; the other workers' messages only await
+        # their last reply. A worker takes a message once it has a turn,
+        # and its message gives the turn back when its end of data is
+        # written and the connection handed on (see _Lease.lend).
+        gate = (
+            anyio.Semaphore(connections, fast_acquire=True)
+            if workers > connections
+            else None
+        )
         lock = anyio.Lock(fast_acquire=True)
         errors: list[Exception] = []
         # A plain iterable (a list...) is taken from with no await: the lock
@@ -736,16 +792,28 @@ class EmailBackend(BaseEmailBackend):
         )
 
         async def work() -> None:
+            turn = None
+            if gate is not None:
+                turn = _Turn(gate)
+                _TURN.set(turn)  # this worker's task only
             try:
                 while not errors:
-                    if take is not None:
-                        message = take()
-                    else:
-                        async with lock:
-                            message = None if errors else await anext(messages, None)
-                    if message is None:
-                        return
-                    await self._send_one(message, publish)
+                    if turn is not None:
+                        await turn.take()
+                    try:
+                        if take is not None:
+                            message = take()
+                        else:
+                            async with lock:
+                                message = (
+                                    None if errors else await anext(messages, None)
+                                )
+                        if message is None:
+                            return
+                        await self._send_one(message, publish)
+                    finally:
+                        if turn is not None:
+                            turn.give_back()
             except Exception as exc:
                 # E.g. a failing source: the other workers finish what they
                 # are sending (no result is lost mid-transaction) and take
@@ -757,6 +825,54 @@ class EmailBackend(BaseEmailBackend):
                 group.start_soon(work)
         if errors:
             raise errors[0]  # as the one-connection path raises it
+
+
+class _Lease:
+    """A connection taken from the pool for one message, which it may lend
+    back (see :meth:`ConnectionPool.lend`) once the end of data is written."""
+
+    __slots__ = ("entry", "lent", "pool")
+
+    def __init__(
+        self, pool: ConnectionPool[SMTPConnection], entry: Pooled[SMTPConnection]
+    ) -> None:
+        self.pool = pool
+        self.entry = entry
+        self.lent = False
+
+    def lend(self) -> None:
+        entry = self.entry
+        entry.messages += 1  # counted before: the pool retires it at its limit
+        self.lent = self.pool.lend(entry)
+        if not self.lent:
+            entry.messages -= 1
+            return
+        turn = _TURN.get()
+        if turn is not None:
+            turn.give_back()  # the next message of the batch may start
+
+
+class _Turn:
+    """A dispatch worker's turn to start a message (see _dispatch)."""
+
+    __slots__ = ("gate", "held")
+
+    def __init__(self, gate: anyio.Semaphore) -> None:
+        self.gate = gate
+        self.held = False
+
+    async def take(self) -> None:
+        await self.gate.acquire()
+        self.held = True
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.gate.release()
+
+
+#: The turn of the dispatch worker running in this task, if any.
+_TURN: ContextVar[_Turn | None] = ContextVar("asyncmail_dispatch_turn", default=None)
 
 
 class _Blocked(Exception):  # noqa: N818 - a signal, not an error

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Final, Protocol
@@ -76,6 +77,15 @@ class ReplyStream(asyncio.Protocol):
     they arrive and queued. ``send(data, n)`` announces how many replies the
     data will produce: anything beyond that is unsolicited and breaks the
     connection, as does a malformed or overlong reply.
+
+    Replies are numbered in the order their commands were written: ``send``
+    returns the number (the *ticket*) of the first reply its data produces,
+    and ``read(ticket)`` waits until that reply is the next one. Several
+    transactions can so be in flight on one connection (cross-message
+    pipelining): each reads only its own replies, in wire order, whichever
+    task runs first. A reader that gives up (cancelled) *abandons* its
+    tickets: their replies are dropped when they arrive, and the others'
+    stay in step.
     """
 
     def __init__(
@@ -84,7 +94,20 @@ class ReplyStream(asyncio.Protocol):
         self.transport = transport
         self.loop = loop
         self.parser = ReplyParser()
-        self._waiter: asyncio.Future[None] | None = None
+        #: The readers waiting for their reply, by ticket.
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self.written = 0  # the replies announced by every write so far
+        self.consumed = 0  # the replies handed out (or dropped) so far
+        self._abandoned: set[int] = set()
+        #: Writes held back to go out as one (see send_together).
+        self._corked: list[bytes | memoryview] | None = None
+        self._uncorked: asyncio.Future[None] | None = None
+        self.dropped = False  # held-back writes were never written
+        #: Where the session ended, as a reply number: that of the first 421
+        #: read (the server is closing), of the reply a transaction failed
+        #: on, or the first reply still missing when the connection failed.
+        #: A transaction whose replies all come after it was never answered.
+        self.ended_at: int | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._deadline: float | None = None
@@ -118,7 +141,7 @@ class ReplyStream(asyncio.Protocol):
         if self.loop.time() < deadline:  # moved later meanwhile: wait again
             self._timer = self.loop.call_at(deadline, self._on_timer)
             return
-        if self._waiter is not None or self._drain_waiter is not None:
+        if self._waiters or self._drain_waiter is not None:
             self._fail(self._timed_out())
             if self._drain_waiter is not None and not self._drain_waiter.done():
                 self._drain_waiter.set_result(None)
@@ -152,9 +175,33 @@ class ReplyStream(asyncio.Protocol):
         except SMTPError as exc:
             self._fail(exc)
             return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done() and parser.replies:
-            waiter.set_result(None)
+        if parser.replies:
+            self.wake()
+
+    def _drop_abandoned(self) -> None:
+        replies = self.parser.replies
+        abandoned = self._abandoned
+        while replies and self.consumed in abandoned:
+            abandoned.discard(self.consumed)
+            replies.popleft()
+            self.consumed += 1
+
+    def wake(self) -> None:
+        """The next reply may be here: drop it if abandoned, else wake its
+        reader (if it waits)."""
+        if self._abandoned:
+            self._drop_abandoned()
+        replies = self.parser.replies
+        if self.error is not None:
+            # Failed: every reader looks again (those whose replies are not
+            # here will raise, once the ones ahead took theirs).
+            for waiting in self._waiters.values():
+                if not waiting.done():
+                    waiting.set_result(None)
+        elif replies and self._waiters:
+            waiter = self._waiters.get(self.consumed)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(
@@ -181,18 +228,67 @@ class ReplyStream(asyncio.Protocol):
     def _fail(self, error: SMTPError) -> None:
         if self.error is None:
             self.error = error
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            if self.ended_at is None:
+                self.ended_at = self.consumed + len(self.parser.replies)
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- API for the driver ------------------------------------------------------
 
-    def send(self, data: bytes | memoryview, replies: int) -> None:
-        """Write *data*, which will produce *replies* replies."""
+    @property
+    def corked(self) -> bool:
+        """Writes are held back (see :meth:`send_together`)."""
+        return self._corked is not None
+
+    @property
+    def outstanding(self) -> int:
+        """Replies written for and not yet read (by anyone)."""
+        return self.written - self.consumed
+
+    def send(self, data: bytes | memoryview, replies: int) -> int:
+        """Write *data*, which will produce *replies* replies; the ticket of
+        the first of them (see :meth:`read`)."""
         if self.broken:
             raise self.error or SMTPServerDisconnectedError("Connection closed")
         self.parser.expect(replies)
-        self.transport.write(data)
+        ticket = self.written
+        self.written = ticket + replies
+        corked = self._corked
+        if corked is None:
+            self.transport.write(data)
+        else:
+            corked.append(data)
+        return ticket
+
+    def send_together(self, data: bytes, replies: int) -> int:
+        """Like :meth:`send`, but *data* goes out in one write with what
+        else is sent on this stream during the next loop iteration (the
+        next transaction's envelope, once the connection is handed to it:
+        one system call and one TCP segment instead of two). Until then it
+        is not written: :meth:`flushed` waits for it."""
+        if self._corked is not None:
+            return self.send(data, replies)
+        self._corked = []
+        ticket = self.send(data, replies)
+        self._uncorked = self.loop.create_future()
+        # Two hops: a task woken by what the caller does next (the pool
+        # handing the connection on) runs in the next iteration, before this.
+        self.loop.call_soon(self.loop.call_soon, self._uncork)
+        return ticket
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked:
+            if self.broken:
+                self.dropped = True  # never written: safe to retry
+            else:
+                self.transport.write(
+                    corked[0] if len(corked) == 1 else b"".join(corked)
+                )
+        waiter, self._uncorked = self._uncorked, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer has room again."""
@@ -208,23 +304,47 @@ class ReplyStream(asyncio.Protocol):
         if self.error is not None:
             raise self.error
 
-    def take_queued(self) -> list[Reply]:
-        """The replies that arrived but were not read yet (no waiting)."""
-        return self.parser.take_all()
+    def take(self, tickets: deque[int]) -> list[Reply]:
+        """The replies for *tickets* (in order) that already arrived, with no
+        waiting; the tickets taken are removed from *tickets*."""
+        taken: list[Reply] = []
+        replies = self.parser.replies
+        while tickets and replies and self.consumed == tickets[0]:
+            tickets.popleft()
+            taken.append(replies.popleft())
+            self.consumed += 1
+        if taken and replies:
+            self.wake()
+        return taken
 
-    async def flushed(self) -> None:
+    def abandon(self, tickets: deque[int]) -> None:
+        """Nobody will read the replies for *tickets*: drop them on arrival."""
+        self._abandoned.update(tickets)
+        tickets.clear()
+        if self.parser.replies:
+            self.wake()
+
+    async def flushed(self, ticket: int) -> None:
         """Wait until the transport has handed everything written to the
         operating system: only then has it been *written*.
 
         Raises if the connection failed with data still buffered. A failure
         that emptied the buffer itself (a reset) is taken as written: when
-        in doubt, "maybe delivered", never a resend. A reply arriving means
-        the server has it all.
+        in doubt, "maybe delivered", never a resend. The reply numbered
+        *ticket* (that of the last write) arriving means the server has it
+        all (a reply to an earlier command says nothing about it).
         """
+        if self._uncorked is not None:
+            await self._uncorked
+        if self.dropped:
+            raise self.error or SMTPConnectError("Connection closed")
         transport = self.transport
         replies = self.parser.replies
         delay = 0.0005
-        while transport.get_write_buffer_size() > 0 and not replies:
+        while (
+            transport.get_write_buffer_size() > 0
+            and self.consumed + len(replies) <= ticket
+        ):
             if self.error is None:
                 self._check_deadline()
             if self.broken:
@@ -232,25 +352,43 @@ class ReplyStream(asyncio.Protocol):
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    async def read(self) -> Reply:
-        """The next reply, waiting for it (until the deadline) if needed."""
+    async def read(self, ticket: int) -> Reply:
+        """Reply number *ticket*, once every reply before it was read,
+        waiting for it (until the deadline) if needed."""
         replies = self.parser.replies
-        while not replies:
+        if self._abandoned:
+            self._drop_abandoned()
+        while not replies or self.consumed != ticket:
             if self.error is None:
                 self._check_deadline()
-            if self.error is not None:
+            if self.error is not None and not replies:
                 raise self.error
-            self._waiter = self.loop.create_future()
+            # Else wait; after a failure, for the readers ahead to take the
+            # replies that did arrive (so that results come out in order).
+            waiter = self._waiters[ticket] = self.loop.create_future()
             try:
-                await self._waiter
+                await waiter
             finally:
-                self._waiter = None
-        return replies.popleft()
+                del self._waiters[ticket]
+            if self._abandoned:
+                self._drop_abandoned()
+        self.consumed = ticket + 1
+        reply = replies.popleft()
+        if replies:
+            self.wake()  # the next reader's reply may be here already
+        return reply
 
 
 class SMTPConnection:
     """One SMTP session, set up by :mod:`asyncmail.smtp.session`, then
     driven by a :class:`ReplyStream`.
+
+    Transactions can overlap (cross-message pipelining, RFC 2920): once a
+    transaction's end of data is written, :meth:`run` calls its *handoff*
+    and the connection may carry the next transaction's envelope while the
+    first still awaits the reply to its end of data. The replies are read in
+    wire order (see :class:`ReplyStream`), so each still answers its own
+    commands; nothing is written for a transaction after its end of data.
 
     :param transport: the session's transport (TLS already on it, if any).
     :param extensions: the EHLO extensions, lower-case names to parameters.
@@ -276,10 +414,16 @@ class SMTPConnection:
             int(size) if size.strip().isdigit() and int(size) > 0 else None
         )
         self.stream = ReplyStream(transport, asyncio.get_running_loop())
+        self.retired = False
 
     @property
     def usable(self) -> bool:
-        return not self.stream.broken
+        return not self.retired and not self.stream.broken
+
+    def retire(self) -> None:
+        """Carry no new transaction (e.g. the server said 421 to a message
+        whose connection was handed on): closed when the pool next sees it."""
+        self.retired = True
 
     def _deadline(self, limit: float | None) -> float | None:
         """The loop time by which the next phase must finish: one timeout from
@@ -312,34 +456,78 @@ class SMTPConnection:
             smtputf8=smtputf8,
         )
 
-    async def run(self, transaction: Transaction, *, deadline: float | None) -> None:
+    async def run(
+        self,
+        transaction: Transaction,
+        *,
+        deadline: float | None,
+        handoff: Callable[[], None] | None = None,
+    ) -> bool:
         """Drive *transaction* to its end; *deadline* is a loop time
-        bounding the whole exchange.
+        bounding the whole exchange. True when it failed only because the
+        session ended before its turn (the transaction ahead of it on the
+        connection got a 421, or the connection failed while that one's
+        replies were still due): nothing of it was answered, it never
+        reached its end of data, and it is as if it had not been tried.
+
+        *handoff*, with PIPELINING, is called once the end of data is
+        written while the connection is sound: from then on the connection
+        may carry other transactions, this one only reads its last reply.
 
         Never raises for what the server said or for a lost connection: the
         outcome is on *transaction*. Cancellation propagates, but only after
         the transaction records what is known at that moment (replies that
         already arrived stand; unknown once the end of data was written;
-        temporary otherwise), with no waiting: the transport is aborted.
+        temporary otherwise), with no waiting. The transport is aborted,
+        except when only the reply to the end of data was still awaited:
+        then that reply is dropped on arrival and the session goes on for
+        the transactions after it.
         """
         stream = self.stream
         stream.set_deadline(self._deadline(deadline))
+        tickets: deque[int] = deque()  # the replies this transaction awaits
+        first = stream.written  # the ticket of its first reply
         try:
             if deadline is not None and stream.loop.time() >= deadline:
                 raise SMTPDeadlineExceededError(
                     "The message's deadline passed before it was sent"
                 )
-            await self._drive(transaction, deadline)
+            await self._drive(transaction, deadline, tickets, handoff)
         except (MailError, OSError, TimeoutError) as exc:
-            stream.transport.abort()
+            if stream.written != first:  # it wrote: the session is out of step
+                if stream.ended_at is None:
+                    stream.ended_at = max(first, stream.consumed - 1)
+                stream.transport.abort()
+            # Else nothing of it was written (e.g. its deadline had passed):
+            # the session is sound for any transaction still reading on it.
+            ended = stream.ended_at
+            collateral = (
+                not transaction.replies
+                and not transaction.end_written
+                and ended is not None
+                and ended < first
+            )
             transaction.fail(map_error(exc))
+            stream.abandon(tickets)  # the readers behind it take their turn
+            return collateral
         except BaseException:
-            # Cancelled (or worse) mid-exchange: the session state is unknown.
-            transaction.cancelled(stream.take_queued())
-            stream.transport.abort()
+            # Cancelled (or worse) mid-exchange.
+            transaction.cancelled(stream.take(tickets))
+            if transaction.awaiting_final and tickets and not stream.broken:
+                stream.abandon(tickets)  # the session is in step without us
+            elif tickets or not transaction.settled:
+                stream.transport.abort()  # the session state is unknown
+                stream.abandon(tickets)
             raise
+        return False
 
-    async def _drive(self, transaction: Transaction, deadline: float | None) -> None:
+    async def _drive(
+        self,
+        transaction: Transaction,
+        deadline: float | None,
+        tickets: deque[int],
+        handoff: Callable[[], None] | None,
+    ) -> None:
         stream = self.stream
         # Replies already parsed are taken from here with no coroutine (what
         # stream.read() would return at once); only a wait goes through it.
@@ -349,43 +537,64 @@ class SMTPConnection:
             if isinstance(action, Read):
                 if action.fresh_deadline:
                     stream.set_deadline(self._deadline(deadline))
-                if queued:
+                ticket = tickets.popleft()
+                if queued and stream.consumed == ticket:
                     reply = queued.popleft()
+                    stream.consumed = ticket + 1
+                    if queued:
+                        stream.wake()  # the next reply may be another's
                 else:
                     try:
-                        reply = await stream.read()
+                        reply = await stream.read(ticket)
                     except SMTPError as exc:
+                        tickets.appendleft(ticket)
                         if not transaction.lost(exc):
                             raise
                         continue
+                if reply.code == 421 and stream.ended_at is None:
+                    stream.ended_at = ticket
                 transaction.receive(reply)
                 if action.group_end and isinstance(stream.error, SMTPResponseError):
                     raise stream.error  # e.g. more replies than commands
             elif isinstance(action, Write):
                 if action.fresh_deadline:
                     stream.set_deadline(self._deadline(deadline))
-                stream.send(action.data, action.replies)
+                first = stream.send(action.data, action.replies)
+                tickets.extend(range(first, first + action.replies))
             elif isinstance(action, SendData):
                 stream.set_deadline(self._deadline(deadline))
                 payload = action.payload
+                handing_off = handoff is not None and self.pipelining
                 if (
                     isinstance(payload, bytes)
                     and len(payload) <= WRITE_CHUNK
                     and end_of_data_hook.get() is None
                 ):
-                    stream.send(payload, 1)  # what _send_data does for it
+                    # What _send_data does for it; handing the connection on,
+                    # the next envelope goes in the same write.
+                    if handing_off:
+                        last = stream.send_together(payload, 1)
+                    else:
+                        last = stream.send(payload, 1)
                 else:
-                    await self._send_data(payload, deadline)
-                if stream.transport.get_write_buffer_size() > 0 and not queued:
-                    await stream.flushed()  # else it is written already
+                    last = await self._send_data(payload, deadline)
+                tickets.append(last)
+                if handing_off and not stream.broken:
+                    assert handoff is not None
+                    handoff()
+                if stream.dropped or (
+                    (stream.corked or stream.transport.get_write_buffer_size() > 0)
+                    and stream.consumed + len(queued) <= last
+                ):
+                    await stream.flushed(last)  # else it is written already
                 transaction.end_of_data_written()
             else:
                 assert action is DONE
                 return
 
-    async def _send_data(self, data: WirePayload, deadline: float | None) -> None:
+    async def _send_data(self, data: WirePayload, deadline: float | None) -> int:
         """Write the data and the end of data (the hook awaited just before
-        the end of data is written)."""
+        the end of data is written); the ticket of the reply to the end."""
         stream = self.stream
         hook = end_of_data_hook.get()
         if isinstance(data, bytes):
@@ -403,12 +612,10 @@ class SMTPConnection:
                     stream.set_deadline(self._deadline(deadline))  # progress
                 if hook is not None:
                     await hook()
-                stream.send(view[start:], 1)
-            else:
-                if hook is not None:
-                    await hook()
-                stream.send(data, 1)
-            return
+                return stream.send(view[start:], 1)
+            if hook is not None:
+                await hook()
+            return stream.send(data, 1)
         for chunk in data:
             if isinstance(chunk, bytes):
                 stream.send(chunk, 0)
@@ -432,14 +639,14 @@ class SMTPConnection:
                 stream.set_deadline(self._deadline(deadline))  # progress
         if hook is not None:
             await hook()
-        stream.send(b".\r\n", 1)
+        return stream.send(b".\r\n", 1)
 
     async def noop(self) -> bool:
         """A NOOP round trip: True when the server answered 250."""
         try:
             self.stream.set_deadline(self._deadline(None))
-            self.stream.send(b"NOOP\r\n", 1)
-            reply = await self.stream.read()
+            ticket = self.stream.send(b"NOOP\r\n", 1)
+            reply = await self.stream.read(ticket)
         except (SMTPError, OSError):
             return False
         except BaseException:
@@ -472,8 +679,8 @@ class SMTPConnection:
             if self.usable:
                 timeout = min(self.timeout or QUIT_TIMEOUT, QUIT_TIMEOUT)
                 async with asyncio.timeout(timeout):
-                    stream.send(b"QUIT\r\n", 1)
-                    await stream.read()
+                    ticket = stream.send(b"QUIT\r\n", 1)
+                    await stream.read(ticket)
         except (SMTPError, OSError, TimeoutError):
             pass
         finally:

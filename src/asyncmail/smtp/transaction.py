@@ -451,8 +451,12 @@ class Transaction:
         if refused and self.error is None:
             self.error = recipients_refused(refused, len(self.recipient_list))
         self.settled = True
-        if refused and self.reusable:
-            # Leave the session clean for the next message.
+        if refused and self.reusable and self.phase is _ENVELOPE:
+            # Leave the session clean for the next message. Only needed when
+            # the transaction ended before its data: a reply to the end of
+            # data (or to the empty data) closes it on the server's side
+            # (RFC 5321 4.1.1.4), and with cross-message pipelining the next
+            # message's MAIL may already follow it, which an RSET would undo.
             self.phase = Phase.RESET
             assert self._actions is not None
             self._actions.extend((Write(b"RSET\r\n", 1), _READ))

@@ -1,0 +1,454 @@
+"""Cross-message pipelining (RFC 2920): the next message's MAIL, RCPT and
+DATA follow a message's end of data on the same connection, before its
+reply; every reply still answers its own command.
+
+The proof of "one round trip per message" is a server that withholds the
+reply to each end of data until the next message's DATA has arrived: a
+client that waits for that reply first is caught stalling (the server waits
+out its patience and logs it). The same server with ``pipeline_depth=1``
+must stall, so the check can fail.
+
+Then the interleavings with a scripted server: a refused envelope behind a
+message in flight, DATA accepted with every RCPT refused (the empty data),
+421 and a dropped connection after an end of data with the next envelope
+already written (the first is settled or unknown, the second retried once,
+never sent twice), cancellation, servers without PIPELINING, and the
+ordered reads of the reply stream itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from asyncmail import ConfigurationError, Outcome
+from asyncmail.exceptions import SMTPError
+from asyncmail.smtp.connection import ReplyStream
+from helpers import make_backend, message, result_of, scripted
+from scriptserver import reply
+
+pytestmark = pytest.mark.anyio
+
+FINAL_OK = "250 2.0.0 queued"
+
+
+class Lockstep:
+    """An SMTP server on 127.0.0.1 that holds back the reply to message k's
+    end of data (and everything after it) until message k+1's DATA command
+    has arrived, or *patience* seconds passed (logged as a stall)."""
+
+    def __init__(
+        self, messages: int, *, pipelining: bool = True, patience: float = 1.0
+    ) -> None:
+        self.messages = messages  # the last one's reply is not held back
+        self.pipelining = pipelining
+        self.patience = patience
+        self.events: list[str] = []  # "> line" received, "< reply" sent
+        self.stalls = 0
+        self.bodies: list[bytes] = []
+        self.sessions = 0
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> Lockstep:
+        self._server = await asyncio.start_server(self._session, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.sessions += 1
+        held: list[str] = []  # replies owed after a withheld final reply
+        holding = False
+
+        def send(*lines: str) -> None:
+            if holding:
+                held.extend(lines)
+                return
+            for line in lines:
+                self.events.append(f"< {line}")
+                writer.write(line.encode() + b"\r\n")
+
+        send("220 lockstep.example ESMTP")
+        try:
+            while True:
+                if holding:
+                    try:
+                        line = await asyncio.wait_for(reader.readline(), self.patience)
+                    except TimeoutError:
+                        self.stalls += 1
+                        self.events.append("! stalled")
+                        holding = False
+                        send(*held)
+                        held.clear()
+                        continue
+                else:
+                    line = await reader.readline()
+                if not line:
+                    return
+                command = line.decode().rstrip("\r\n")
+                self.events.append(f"> {command}")
+                verb = command.split(" ", 1)[0].upper()
+                if verb == "EHLO":
+                    extensions = ["PIPELINING"] if self.pipelining else []
+                    lines = ["lockstep.example", *extensions, "8BITMIME"]
+                    send(*[f"250-{x}" for x in lines[:-1]], f"250 {lines[-1]}")
+                elif verb in ("MAIL", "RCPT", "RSET", "NOOP"):
+                    send("250 2.0.0 OK")
+                elif verb == "DATA":
+                    send("354 go ahead")
+                    if holding:  # the next message's DATA: release the final
+                        holding = False
+                        send(*held)
+                        held.clear()
+                    self.events.append("< (flushed)")
+                    await writer.drain()
+                    body = await reader.readuntil(b"\r\n.\r\n")
+                    self.bodies.append(body)
+                    self.events.append("> <data>")
+                    holding = len(self.bodies) < self.messages
+                    send(FINAL_OK)
+                elif verb == "QUIT":
+                    holding = False
+                    send(*held, "221 bye")
+                    await writer.drain()
+                    return
+                else:
+                    send("500 what")
+                if not holding:
+                    await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+
+def _backend(port: int, **options: Any) -> Any:
+    from asyncmail.backends.smtp import EmailBackend
+
+    options.setdefault("timeout", 10)
+    options.setdefault("retries", 0)
+    options.setdefault("local_hostname", "client.example")
+    return EmailBackend(host="127.0.0.1", port=port, **options)
+
+
+async def test_each_envelope_follows_the_previous_end_of_data() -> None:
+    messages = [message(n) for n in range(1, 6)]
+    async with Lockstep(5) as server, _backend(server.port) as backend:
+        sent = await backend.send_messages(messages)
+    assert sent == 5
+    assert server.stalls == 0, server.events
+    assert server.sessions == 1
+    assert len(server.bodies) == 5
+    # Message k+1's MAIL came before the reply to message k's end of data.
+    received = [e for e in server.events if e.startswith(">")]
+    mails = [i for i, e in enumerate(server.events) if e.startswith("> MAIL")]
+    finals = [i for i, e in enumerate(server.events) if e == f"< {FINAL_OK}"]
+    for k in range(4):
+        assert mails[k + 1] < finals[k]
+    # Nothing else in between: no RSET, no NOOP, one envelope per message.
+    verbs = [e.split()[1] for e in received]
+    assert verbs == ["EHLO", *["MAIL", "RCPT", "DATA", "<data>"] * 5, "QUIT"]
+    for n, msg in enumerate(messages, 1):
+        assert result_of(msg).reply == FINAL_OK
+        assert result_of(msg).recipients[f"rcpt{n}@example.com"].outcome is (
+            Outcome.ACCEPTED
+        )
+
+
+async def test_depth_one_waits_for_each_reply() -> None:
+    """The check above can fail: without pipelining across messages the
+    client waits for each reply, and the server sees it stall."""
+    messages = [message(n) for n in range(1, 4)]
+    async with (
+        Lockstep(3, patience=0.3) as server,
+        _backend(server.port, pipeline_depth=1) as backend,
+    ):
+        assert await backend.send_messages(messages) == 3
+    assert server.stalls == 2
+
+
+async def test_a_server_without_pipelining_gets_one_message_at_a_time() -> None:
+    messages = [message(n) for n in range(1, 4)]
+    async with (
+        Lockstep(3, pipelining=False, patience=0.3) as server,
+        _backend(server.port) as backend,
+    ):
+        assert await backend.send_messages(messages) == 3
+    assert server.stalls == 2
+    assert server.sessions == 1
+
+
+async def test_concurrent_sends_share_a_connection_in_order() -> None:
+    """Separate send() calls (as from request handlers) pipeline too."""
+    messages = [message(n) for n in range(1, 5)]
+    async with Lockstep(4) as server, _backend(server.port) as backend:
+        await asyncio.gather(*(backend.send_messages([m]) for m in messages))
+    assert server.sessions == 1
+    assert server.stalls <= 1  # the first sends may not have overlapped
+    bodies = b"".join(server.bodies)
+    for msg in messages:
+        assert result_of(msg).error is None
+        assert msg.extra_headers["Message-ID"].encode() in bodies
+
+
+@pytest.mark.parametrize("depth", [0, -1, 1.5, True, "2"])
+def test_pipeline_depth_is_checked(depth: object) -> None:
+    with pytest.raises(ConfigurationError, match="pipeline_depth"):
+        _backend(25, pipeline_depth=depth)
+
+
+# -- interleavings, on the scripted server ----------------------------------
+
+
+async def test_refused_envelope_behind_a_message_in_flight() -> None:
+    """Message 2's recipient is refused while message 1 awaits its reply:
+    message 2 is reset (its DATA refused), message 3 follows, all settled."""
+    with scripted() as server:
+        server.on("RCPT", reply("550 5.1.1 No such user"), match="rcpt2@")
+        server.on(".", reply(FINAL_OK, delay=0.2), match="rcpt1@")
+        messages = [message(n) for n in range(1, 4)]
+        async with make_backend(server) as backend:
+            sent = await backend.send_messages(messages, fail_silently=True)
+    assert sent == 2
+    assert result_of(messages[0]).error is None
+    refused = result_of(messages[1]).recipients["rcpt2@example.com"]
+    assert (refused.outcome, refused.code) == (Outcome.PERMANENT, 550)
+    assert result_of(messages[2]).error is None
+    assert len(server.sessions) == 1
+    verbs = server.sessions[0].verbs()
+    # Message 2's envelope went out before message 1's reply came back, and
+    # only message 2 (refused before its data) was reset.
+    assert verbs.count("RSET") == 1
+    assert verbs.index("RSET") > verbs.index("DATA")
+    assert [a.mail_from for a in server.accepted] == [
+        "sender1@example.com",
+        "sender3@example.com",
+    ]
+
+
+async def test_data_accepted_with_every_rcpt_refused_is_ended_empty() -> None:
+    """RFC 2920: a pipelined DATA answered 354 although its only RCPT was
+    refused gets an empty data (a lone dot), never the message; the server's
+    reply to it ends the transaction, and the next message follows."""
+    with scripted() as server:
+        server.on("RCPT", reply("550 5.1.1 No such user"), match="rcpt2@")
+        server.on("DATA", reply("354 go"), match="sender2@")
+        server.on(".", reply("554 5.5.1 No valid recipients"), match="sender2@")
+        messages = [message(n) for n in range(1, 4)]
+        async with make_backend(server) as backend:
+            sent = await backend.send_messages(messages, fail_silently=True)
+    assert sent == 2
+    assert result_of(messages[1]).recipients["rcpt2@example.com"].code == 550
+    assert server.count("RSET") == 0
+    assert b"Body of message 2" not in b"".join(server.data)
+    assert [a.mail_from for a in server.accepted] == [
+        "sender1@example.com",
+        "sender3@example.com",
+    ]
+
+
+async def test_421_after_an_end_of_data_retries_the_next_message_once() -> None:
+    """Message 1's end of data gets 421 while message 2's envelope is
+    already written: message 1 is refused (its data was written: never
+    resent), message 2 goes on a new connection, once, although the backend
+    makes no retries: it had no reply of its own, so nothing of it was tried.
+    (The scripted server records only the commands it got to, so message 2's
+    first envelope shows in no record; the lock-step tests above prove it
+    was written.)"""
+    with scripted() as server:
+        server.on(
+            ".",
+            reply("421 4.3.2 Shutting down", delay=0.1, close=True),
+            match="rcpt1@",
+        )
+        messages = [message(n) for n in range(1, 4)]
+        async with make_backend(server) as backend:
+            sent = await backend.send_messages(messages, fail_silently=True)
+    first = result_of(messages[0]).recipients["rcpt1@example.com"]
+    assert (first.outcome, first.code) == (Outcome.TEMPORARY, 421)
+    assert sent == 2
+    assert sorted(a.mail_from for a in server.accepted) == [
+        "sender2@example.com",
+        "sender3@example.com",
+    ]
+    assert len(server.sessions) == 2
+    assert result_of(messages[1]).attempts == 1
+
+
+async def test_drop_after_an_end_of_data_leaves_it_unknown_and_resends_nothing() -> (
+    None
+):
+    with scripted() as server:
+        server.on(".", reply(delay=0.1, close=True), match="rcpt1@")
+        messages = [message(n) for n in range(1, 4)]
+        async with make_backend(server) as backend:
+            sent = await backend.send_messages(messages, fail_silently=True)
+    assert result_of(messages[0]).recipients["rcpt1@example.com"].outcome is (
+        Outcome.UNKNOWN
+    )
+    assert sent == 2
+    mail_froms = [c for c in server.commands if c.startswith("MAIL FROM")]
+    assert sum("sender1@" in c for c in mail_froms) == 1  # never resent
+    assert sum("sender2@" in c for c in mail_froms) == 1
+    assert result_of(messages[1]).attempts == 1
+    assert sorted(a.mail_from for a in server.accepted) == [
+        "sender2@example.com",
+        "sender3@example.com",
+    ]
+
+
+async def test_a_failure_of_the_next_message_itself_is_not_retried_for_free() -> None:
+    """The free retry is only for a message that got no reply of its own:
+    one whose own MAIL was answered 421 is a normal failed try."""
+    with scripted() as server:
+        server.on(".", reply(FINAL_OK, delay=0.1), match="rcpt1@")
+        server.on("MAIL", reply("421 4.3.2 Go away", close=True), match="sender2@")
+        messages = [message(n) for n in range(1, 3)]
+        async with make_backend(server) as backend:
+            sent = await backend.send_messages(messages, fail_silently=True)
+    assert sent == 1
+    second = result_of(messages[1])
+    assert second.recipients["rcpt2@example.com"].code == 421
+    assert sum("sender2@" in c for c in server.commands) == 1
+
+
+async def test_cancelled_batch_reports_each_message_in_flight() -> None:
+    """Cancelled with message 1 awaiting its reply and message 2's envelope
+    written: 1 is unknown (its end of data was written), 2 is temporary."""
+    with scripted() as server:
+        server.on(".", reply(FINAL_OK, delay=5), match="rcpt1@")
+        messages = [message(n) for n in range(1, 3)]
+        async with make_backend(server) as backend:
+
+            async def source() -> AsyncIterator[Any]:
+                for msg in messages:
+                    yield msg
+
+            task = asyncio.ensure_future(backend.send_messages(source()))
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if server.count("MAIL") == 2:
+                    break
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert result_of(messages[0]).recipients["rcpt1@example.com"].outcome is (
+        Outcome.UNKNOWN
+    )
+    assert result_of(messages[1]).recipients["rcpt2@example.com"].outcome is (
+        Outcome.TEMPORARY
+    )
+
+
+async def test_many_messages_over_a_few_pipelined_connections() -> None:
+    """Every message delivered exactly once, over at most max_connections
+    sessions, each reply matched to its own message."""
+    with scripted() as server:
+        server.on("RCPT", reply("550 5.1.1 No"), match="rcpt7@", times=None)
+        server.on(".", reply("554 5.6.0 Rejected"), match="rcpt11@", times=None)
+        messages = [message(n) for n in range(1, 41)]
+        async with make_backend(server, max_connections=3, pipeline_depth=3) as b:
+            sent = await b.send_messages(messages, fail_silently=True)
+    assert sent == 38
+    assert server.max_live <= 3
+    assert sorted(a.mail_from for a in server.accepted) == sorted(
+        f"sender{n}@example.com" for n in range(1, 41) if n not in (7, 11)
+    )
+    assert result_of(messages[6]).recipients["rcpt7@example.com"].code == 550
+    assert result_of(messages[10]).recipients["rcpt11@example.com"].code == 554
+    for n, msg in enumerate(messages, 1):
+        if n not in (7, 11):
+            assert result_of(msg).error is None, n
+
+
+# -- the reply stream's ordered reads ------------------------------------------
+
+
+class _Transport(asyncio.WriteTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        pass
+
+
+async def test_readers_get_their_own_replies_in_wire_order() -> None:
+    stream = ReplyStream(_Transport(), asyncio.get_running_loop())
+    first = stream.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\n", 2)
+    second = stream.send(b"NOOP\r\n", 1)
+    assert (first, second) == (0, 2)
+    later = asyncio.ensure_future(stream.read(second))  # waits for the others
+    await asyncio.sleep(0)
+    stream.data_received(b"250 one\r\n250 two\r\n250 three\r\n")
+    await asyncio.sleep(0)
+    assert not later.done()  # replies 0 and 1 are not read yet
+    assert (await stream.read(first)).text == "one"
+    assert (await stream.read(first + 1)).text == "two"
+    assert (await later).text == "three"
+
+
+async def test_abandoned_replies_are_dropped_and_the_rest_stay_in_step() -> None:
+    from collections import deque
+
+    stream = ReplyStream(_Transport(), asyncio.get_running_loop())
+    gone = stream.send(b".\r\n", 1)
+    mine = stream.send(b"NOOP\r\n", 1)
+    waiting = asyncio.ensure_future(stream.read(mine))
+    stream.abandon(deque([gone]))
+    stream.data_received(b"250 for the abandoned\r\n")
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    stream.data_received(b"250 mine\r\n")
+    assert (await waiting).text == "mine"
+    assert stream.outstanding == 0
+
+
+async def test_end_of_data_and_the_next_envelope_go_in_one_write() -> None:
+    transport = _Transport()
+    stream = ReplyStream(transport, asyncio.get_running_loop())
+    end = stream.send_together(b"body\r\n.\r\n", 1)
+    assert transport.written == []  # held back for the next envelope
+
+    async def next_message() -> None:  # woken by the handoff, one hop later
+        stream.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n", 3)
+
+    task = asyncio.ensure_future(next_message())
+    await stream.flushed(end)
+    await task
+    assert transport.written == [
+        b"body\r\n.\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
+    ]
+    assert stream.written == 4
+
+
+async def test_held_back_end_of_data_lost_with_the_connection_is_not_written() -> None:
+    """A connection lost before the held-back write went out never carried
+    the end of data: flushed() raises, so the message is safe to retry."""
+    transport = _Transport()
+    stream = ReplyStream(transport, asyncio.get_running_loop())
+    end = stream.send_together(b"body\r\n.\r\n", 1)
+    stream.connection_lost(ConnectionResetError("reset"))
+    with pytest.raises(SMTPError):
+        await stream.flushed(end)
+    assert transport.written == []
