@@ -42,7 +42,7 @@ from ..exceptions import (
 )
 from .errors import map_error
 from .parser import Reply, ReplyParser
-from .transaction import DONE, Read, SendData, Transaction, Write
+from .transaction import DONE, Read, SendChunks, SendData, Transaction, Write
 from .wire import WRITE_CHUNK, WirePayload
 
 __all__ = ["QUIT_TIMEOUT", "ReplyStream", "SMTPConnection", "end_of_data_hook"]
@@ -269,6 +269,8 @@ class SMTPConnection:
         self.client = client
         self.timeout = timeout
         self.pipelining = "pipelining" in extensions
+        #: RFC 3030: messages go in BDAT chunks (not stuffed) instead of DATA.
+        self.chunking = "chunking" in extensions
         self.eight_bit_mime = "8bitmime" in extensions
         self.smtputf8 = "smtputf8" in extensions
         size = extensions.get("size", "")
@@ -307,6 +309,7 @@ class SMTPConnection:
             recipients,
             data,
             pipelining=self.pipelining,
+            chunking=self.chunking,
             size=self.size_limit is not None,
             eight_bit=eight_bit,
             smtputf8=smtputf8,
@@ -379,6 +382,26 @@ class SMTPConnection:
                 if stream.transport.get_write_buffer_size() > 0 and not queued:
                     await stream.flushed()  # else it is written already
                 transaction.end_of_data_written()
+            elif isinstance(action, SendChunks):
+                stream.set_deadline(self._deadline(deadline))
+                chunks = action.chunks
+                if (
+                    len(chunks) == 1
+                    and isinstance(content := chunks[0][1], bytes)
+                    and len(content) <= WRITE_CHUNK
+                    and (not action.last or end_of_data_hook.get() is None)
+                ):
+                    # One write (what _send_chunks does for it): with
+                    # PIPELINING, MAIL, RCPT... and BDAT <n> LAST together.
+                    stream.send(
+                        action.lead + chunks[0][0] + content, action.lead_replies + 1
+                    )
+                else:
+                    await self._send_chunks(action, deadline)
+                if action.last:
+                    if stream.transport.get_write_buffer_size() > 0:
+                        await self._flushed(deadline)
+                    transaction.end_of_data_written()
             else:
                 assert action is DONE
                 return
@@ -433,6 +456,82 @@ class SMTPConnection:
         if hook is not None:
             await hook()
         stream.send(b".\r\n", 1)
+
+    async def _send_chunks(self, action: SendChunks, deadline: float | None) -> None:
+        """Write the action's commands and BDAT chunks (the hook awaited just
+        before the write that carries the end of the LAST chunk)."""
+        stream = self.stream
+        hook = end_of_data_hook.get() if action.last else None
+        lead, replies = action.lead, action.lead_replies
+        final = len(action.chunks) - 1
+        for index, (command, content) in enumerate(action.chunks):
+            ends = index == final and hook is not None
+            if isinstance(content, bytes) and len(content) <= WRITE_CHUNK:
+                if ends:
+                    assert hook is not None
+                    await hook()
+                stream.send(lead + command + content, replies + 1)
+            elif isinstance(content, bytes):
+                # A large chunk in slices, each written once the previous
+                # ones drained (as a large DATA body: see _send_data).
+                stream.send(lead + command, replies + 1)
+                view = memoryview(content)
+                start = 0
+                while len(view) - start > WRITE_CHUNK:
+                    stream.send(view[start : start + WRITE_CHUNK], 0)
+                    start += WRITE_CHUNK
+                    await stream.drain()
+                    stream.set_deadline(self._deadline(deadline))  # progress
+                if ends:
+                    assert hook is not None
+                    await hook()
+                stream.send(view[start:], 0)
+            else:
+                # A streamed attachment: its size was announced, so exactly
+                # that many octets must follow (else the session is dropped
+                # mid-chunk: an incomplete chunk is never delivered).
+                stream.send(lead + command, replies + 1)
+                sent = 0
+                blocks = content.ablocks()
+                while True:
+                    try:
+                        block = await anext(blocks, None)
+                    except (OSError, InvalidMessageError) as exc:
+                        raise InvalidMessageError(
+                            f"An attachment could not be sent: {exc}"
+                        ) from exc
+                    if block is None:
+                        break
+                    sent += len(block)
+                    if sent > content.encoded_size:
+                        break
+                    stream.send(block, 0)
+                    await stream.drain()
+                    stream.set_deadline(self._deadline(deadline))  # progress
+                if sent != content.encoded_size:
+                    raise InvalidMessageError(
+                        "An attachment could not be sent: it changed size while "
+                        "it was sent"
+                    )
+            lead, replies = b"", 0
+            await stream.drain()
+
+    async def _flushed(self, deadline: float | None) -> None:
+        """Wait until the transport handed all it holds to the operating
+        system. Unlike ReplyStream.flushed, a reply that arrived proves
+        nothing here: under BDAT it may answer MAIL, a RCPT or an earlier
+        chunk while the LAST chunk is still buffered."""
+        stream = self.stream
+        transport = stream.transport
+        limit = self._deadline(deadline)
+        delay = 0.0005
+        while transport.get_write_buffer_size() > 0:
+            if stream.broken:
+                raise stream.error or SMTPConnectError("Connection closed")
+            if limit is not None and stream.loop.time() >= limit:
+                raise stream.timeout_error("Timed out writing the message")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     async def noop(self) -> bool:
         """A NOOP round trip: True when the server answered 250."""
