@@ -8,22 +8,33 @@ fault injected per case: refusals at MAIL, RCPT, a chunk and the LAST one,
 flushed, timeouts, out-of-step replies. Each case runs for a message in
 bytes and a streamed one, with and without PIPELINING, and asserts the
 bytes written and the outcome produced.
+
+Then end to end: the SMTP backend against the scripted server offering
+CHUNKING, asserting what the server received, byte for byte.
 """
 
 from __future__ import annotations
 
 import base64
+import random
 import re
 from collections import deque
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from pathlib import Path
 
+import anyio
 import pytest
 
 from asyncmail import (
     DeliveryUnknownError,
+    EmailMessage,
     MailError,
     MessageRefusedError,
+    MessageStatus,
     Outcome,
+    RawMessage,
     RecipientsRefusedError,
     SMTPConnectError,
     SMTPError,
@@ -31,6 +42,7 @@ from asyncmail import (
     SMTPServerDisconnectedError,
     SMTPTimeoutError,
 )
+from asyncmail.backends.smtp import end_of_data_hook
 from asyncmail.message import Base64Payload
 from asyncmail.smtp.parser import Reply
 from asyncmail.smtp.transaction import (
@@ -43,6 +55,8 @@ from asyncmail.smtp.transaction import (
     Write,
 )
 from asyncmail.smtp.wire import WirePayload
+from helpers import make_backend, message
+from scriptserver import DEFAULT_EXTENSIONS, ScriptServer, reply
 
 ACCEPTED, TEMPORARY = Outcome.ACCEPTED, Outcome.TEMPORARY
 PERMANENT, UNKNOWN = Outcome.PERMANENT, Outcome.UNKNOWN
@@ -864,3 +878,248 @@ def test_cancelled_before_the_last_chunk_is_temporary() -> None:
     txn.cancelled([])
     assert txn.recipients["a@example.com"].outcome is TEMPORARY
     assert not txn.end_written
+
+
+# -- end to end: the SMTP backend against a CHUNKING server ----------------------
+
+PINNED = {"Date": "Tue, 02 Jan 2024 03:04:05 +0000", "Message-ID": "<pin@example.com>"}
+BIG = random.Random(3030).randbytes(3 * 1024 * 1024)
+
+
+def chunking_server(pipelining: bool) -> ScriptServer:
+    extensions = tuple(e for e in DEFAULT_EXTENSIONS if pipelining or e != "PIPELINING")
+    return ScriptServer(extensions, chunking=True)
+
+
+def pinned(body: str = "Body.\n.A line starting with a dot.\n..two\n") -> EmailMessage:
+    return EmailMessage(
+        "Hello", body, "sender@example.com", ["to@example.com"], headers=PINNED
+    )
+
+
+def attachment_of(data: bytes) -> bytes:
+    parsed = BytesParser(policy=default_policy).parsebytes(data)
+    (part,) = parsed.iter_attachments()  # type: ignore[attr-defined]
+    payload = part.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pipelining", MODES)
+async def test_fresh_message_goes_in_one_bdat_chunk_unstuffed(pipelining: bool) -> None:
+    mail = pinned()
+    with chunking_server(pipelining) as server:
+        assert await make_backend(server).send_messages([mail]) == 1
+    (accepted,) = server.accepted
+    sent = mail.as_bytes()
+    assert accepted.data == sent  # byte for byte: no stuffing, no end line
+    assert b"\r\n.A line starting with a dot.\r\n..two\r\n" in accepted.data
+    assert server.commands[1:] == [
+        f"MAIL FROM:<sender@example.com> SIZE={len(sent)}",
+        "RCPT TO:<to@example.com>",
+        f"BDAT {len(sent)} LAST",
+        "QUIT",
+    ]
+    assert server.sessions[0].chunks == [(len(sent), True)]
+
+
+@pytest.mark.anyio
+async def test_8bit_body_is_announced() -> None:
+    mail = pinned("Gr\u00fc\u00dfe, \u00e9t\u00e9\n.dot\n")
+    with chunking_server(True) as server:
+        assert await make_backend(server).send_messages([mail]) == 1
+    (accepted,) = server.accepted
+    assert accepted.data == mail.as_bytes()
+    assert " BODY=8BITMIME" in server.commands[1]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pipelining", MODES)
+async def test_raw_message_goes_as_given(pipelining: bool) -> None:
+    raw = RawMessage(
+        b"Subject: raw\n\n.dot\nbody\n", "sender@example.com", ["to@example.com"]
+    )
+    with chunking_server(pipelining) as server:
+        assert await make_backend(server).send_messages([raw]) == 1
+    (accepted,) = server.accepted
+    assert accepted.data == b"Subject: raw\r\n\r\n.dot\r\nbody\r\n"
+    assert "BDAT 28 LAST" in server.commands
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pipelining", MODES)
+async def test_streamed_attachment_goes_in_chunks(
+    pipelining: bool, tmp_path: Path
+) -> None:
+    path = tmp_path / "big.bin"
+    path.write_bytes(BIG)
+    mail = pinned()
+    mail.attach_file(path)
+    assert mail.render().streamed
+    with chunking_server(pipelining) as server:
+        assert await make_backend(server).send_messages([mail]) == 1
+    (accepted,) = server.accepted
+    assert attachment_of(accepted.data) == BIG
+    chunks = server.sessions[0].chunks
+    assert len(chunks) == 3  # the text part, the attachment, the closing part
+    assert [last for _, last in chunks] == [False, False, True]
+    assert sum(size for size, _ in chunks) == len(accepted.data)
+    announced = re.search(r" SIZE=(\d+)", server.commands[1])
+    assert announced is not None
+    assert int(announced.group(1)) == len(accepted.data)
+    assert b"\r\n.A line starting with a dot.\r\n" in accepted.data
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pipelining", MODES)
+async def test_partly_refused_then_next_message_on_the_same_session(
+    pipelining: bool,
+) -> None:
+    """The LAST chunk accepted ends the server's transaction: the next MAIL
+    follows with no RSET (the strict server would refuse a MAIL after a
+    failed chunk until RSET)."""
+    with chunking_server(pipelining) as server:
+        server.on("RCPT", reply("550 5.1.1 No such user"), match="bad@")
+        first = message(1, ["ok@example.com", "bad@example.com"])
+        second = message(2)
+        backend = make_backend(server)
+        async with backend:
+            with pytest.raises(RecipientsRefusedError):
+                await backend.send_messages([first])
+            assert await backend.send_messages([second]) == 1
+    assert len(server.sessions) == 1
+    assert server.sessions[0].verbs()[1:] == [
+        "MAIL",
+        "RCPT",
+        "RCPT",
+        "BDAT",
+        "MAIL",
+        "RCPT",
+        "BDAT",
+        "QUIT",
+    ]
+    assert [a.rcpt_tos for a in server.accepted] == [
+        ("ok@example.com",),
+        ("rcpt2@example.com",),
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pipelining", MODES)
+async def test_every_recipient_refused_then_rset_then_next(pipelining: bool) -> None:
+    with chunking_server(pipelining) as server:
+        server.on("RCPT", reply("550 5.1.1 No such user"), match="rcpt1@")
+        first, second = message(1), message(2)
+        backend = make_backend(server)
+        async with backend:
+            with pytest.raises(RecipientsRefusedError):
+                await backend.send_messages([first])
+            assert await backend.send_messages([second]) == 1
+    verbs = server.sessions[0].verbs()
+    second_mail = [i for i, v in enumerate(verbs) if v == "MAIL"][1]
+    assert verbs[second_mail - 1] == "RSET"
+    # Pipelined, the LAST chunk went in the same write and was refused.
+    assert verbs[:second_mail].count("BDAT") == (1 if pipelining else 0)
+    assert [a.rcpt_tos for a in server.accepted] == [("rcpt2@example.com",)]
+    assert first.result is not None
+    assert first.result.recipients["rcpt1@example.com"].code == 550
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "streamed"])
+async def test_the_end_of_data_hook_runs_before_the_last_chunk(
+    streamed: bool, tmp_path: Path
+) -> None:
+    mail = pinned()
+    if streamed:
+        path = tmp_path / "big.bin"
+        path.write_bytes(BIG)
+        mail.attach_file(path)
+    with chunking_server(True) as server:
+        seen: list[int] = []
+
+        async def hook() -> None:
+            await anyio.sleep(0.2)  # the server would have it by now if it could
+            seen.append(len(server.accepted))
+
+        token = end_of_data_hook.set(hook)
+        try:
+            assert await make_backend(server).send_messages([mail]) == 1
+        finally:
+            end_of_data_hook.reset(token)
+    assert seen == [0]  # called once, before the server could accept
+    assert len(server.accepted) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "streamed"])
+async def test_a_failing_hook_sends_no_last_chunk(
+    streamed: bool, tmp_path: Path
+) -> None:
+    mail = pinned()
+    if streamed:
+        path = tmp_path / "big.bin"
+        path.write_bytes(BIG)
+        mail.attach_file(path)
+
+    async def hook() -> None:
+        raise SMTPError("the claim on this message was lost")
+
+    with chunking_server(True) as server:
+        token = end_of_data_hook.set(hook)
+        try:
+            backend = make_backend(server, fail_silently=True)
+            assert await backend.send_messages([mail]) == 0
+        finally:
+            end_of_data_hook.reset(token)
+    assert server.accepted == []
+    assert not any(last for session in server.sessions for _, last in session.chunks)
+    if not streamed:  # one write, after the hook: nothing at all was written
+        assert server.count("MAIL") == 0
+    assert mail.result is not None
+    (result,) = mail.result.recipients.values()
+    assert result.outcome is TEMPORARY  # the end of data was never written
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("change", ["grows", "shrinks"])
+async def test_file_changing_while_its_chunk_is_sent(
+    change: str, tmp_path: Path
+) -> None:
+    """The attachment's chunk size was announced: a file that changed is
+    caught, the session dropped mid-chunk, nothing delivered."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(BIG)
+
+    def change_the_file() -> None:  # at RCPT: after the message was prepared
+        if change == "grows":
+            with path.open("ab") as file:
+                file.write(b"more")
+        else:
+            path.write_bytes(BIG[:1000])
+
+    mail = pinned()
+    mail.attach_file(path)
+    with chunking_server(True) as server:
+        server.on("RCPT", reply("250 2.1.5 OK", hook=change_the_file))
+        backend = make_backend(server, fail_silently=True)
+        assert await backend.send_messages([mail]) == 0
+    assert server.accepted == []
+    assert [last for _, last in server.sessions[0].chunks] in ([], [False])
+    assert mail.result is not None
+    assert mail.result.status is MessageStatus.FAILED
+    (result,) = mail.result.recipients.values()
+    assert result.outcome is PERMANENT
+    assert "changed size" in result.text
+
+
+@pytest.mark.anyio
+async def test_size_limit_counts_the_unstuffed_octets() -> None:
+    """SIZE is exact under BDAT: a message of exactly the limit fits."""
+    mail = pinned("." * 50 + "\n")  # stuffed, it would be one octet more
+    size = len(mail.as_bytes())
+    extensions = tuple(e for e in DEFAULT_EXTENSIONS if not e.startswith("SIZE"))
+    with ScriptServer((*extensions, f"SIZE {size}"), chunking=True) as server:
+        assert await make_backend(server).send_messages([mail]) == 1
+    assert server.accepted[0].data == mail.as_bytes()
