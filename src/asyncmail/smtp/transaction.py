@@ -43,8 +43,10 @@ reply. RFC 3030 section 2: after a refused chunk no more are sent, and the
 server's state is indeterminate until RSET; after a LAST chunk accepted,
 the server's transaction is over (no RSET, even when some RCPT failed).
 
-The module is over the house's ~400 lines because the machine is one class
-whose phases share their state, and its docstrings are the protocol's spec.
+The module is over the house's ~400 lines (twice that with BDAT) because
+the machine is one class whose phases share their state (the BDAT phases
+reuse the envelope's replies, refusals and failure handling), and its
+docstrings are the protocol's spec.
 """
 
 from __future__ import annotations
