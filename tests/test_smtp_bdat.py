@@ -26,6 +26,8 @@ from pathlib import Path
 
 import anyio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from asyncmail import (
     DeliveryUnknownError,
@@ -878,6 +880,92 @@ def test_cancelled_before_the_last_chunk_is_temporary() -> None:
     txn.cancelled([])
     assert txn.recipients["a@example.com"].outcome is TEMPORARY
     assert not txn.end_written
+
+
+# -- any sequence of replies -----------------------------------------------------
+
+
+@dataclass
+class ScriptedServer(Server):
+    """Answers each command and chunk with the next event of *script*
+    (then as a strict server would), recording every answer by key."""
+
+    script: list[Reply | str] = field(default_factory=list)
+    answers: list[tuple[str, Reply | str]] = field(default_factory=list)
+
+    def _answer(self, key: str) -> list[Reply | str]:
+        if self.script and not self.dropped:
+            event = self.script.pop(0)
+            if isinstance(event, str):
+                self.faults[key] = event
+            else:
+                self.faults[key] = f"{event.code} {event.text}"
+        answer = super()._answer(key)
+        self.answers.extend((key, a) for a in answer)
+        return answer
+
+
+EVENTS = st.one_of(
+    st.sampled_from([250, 251, 354, 421, 450, 452, 503, 550, 554]).map(
+        lambda code: Reply(code, "scripted")
+    ),
+    st.sampled_from([DROP, TIMEOUT, GARBAGE, UNFLUSHED]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    script=st.lists(EVENTS, max_size=8),
+    recipients=st.integers(1, 3),
+    pipelining=st.booleans(),
+    streamed=st.booleans(),
+)
+def test_any_replies_keep_the_guarantees(
+    script: list[Reply | str], recipients: int, pipelining: bool, streamed: bool
+) -> None:
+    """Whatever the server answers: the machine fails only with a MailError,
+    settles every recipient, reports accepted only what the server accepted
+    (MAIL, its RCPT and the LAST chunk 2xx), unknown only after the LAST
+    chunk was written, writes LAST at most once, and sends no chunk after
+    one was refused when it waits for each."""
+    addresses = tuple(f"r{n}@example.com" for n in range(recipients))
+    server = ScriptedServer(script=list(script))
+    txn = transaction(pipelining, STREAMED if streamed else BODY, addresses)
+    result = drive(txn, server)
+
+    assert txn.settled
+    assert txn.phase is Phase.DONE
+    assert set(txn.recipients) == set(addresses)
+    assert sum(last for _, last in server.chunks) <= 1
+    commands = result.commands
+    assert sum(c.endswith(b" LAST") for c in commands) <= 1
+    mail = [a for k, a in server.answers if k == "MAIL"]
+    rcpt = [a for k, a in server.answers if k == "RCPT"]
+    last = [a for k, a in server.answers if k == "LAST"]
+    for index, address in enumerate(addresses):
+        outcome = txn.recipients[address].outcome
+        if outcome is ACCEPTED:
+            assert isinstance(mail[0], Reply)
+            assert mail[0].positive
+            assert isinstance(rcpt[index], Reply)
+            assert rcpt[index].positive
+            assert len(last) == 1
+            assert isinstance(last[0], Reply)
+            assert last[0].positive
+            assert txn.end_written
+        if outcome is UNKNOWN:
+            assert txn.end_written
+    if not pipelining:
+        chunk_answers = [a for k, a in server.answers if k in ("BDAT", "LAST")]
+        refused = [
+            i
+            for i, a in enumerate(chunk_answers)
+            if not (isinstance(a, Reply) and a.positive)
+        ]
+        if refused:
+            assert len(server.chunks) == refused[0] + 1  # nothing after it
+    if txn.error is None:
+        assert all(r.outcome is ACCEPTED for r in txn.recipients.values())
 
 
 # -- end to end: the SMTP backend against a CHUNKING server ----------------------
