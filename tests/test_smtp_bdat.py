@@ -1114,15 +1114,35 @@ async def test_every_recipient_refused_then_rset_then_next(pipelining: bool) -> 
     assert first.result.recipients["rcpt1@example.com"].code == 550
 
 
+LARGE = b"Subject: large\r\n\r\n" + b".a line of a large body\r\n" * 12000
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize("streamed", [False, True], ids=["bytes", "streamed"])
-async def test_the_end_of_data_hook_runs_before_the_last_chunk(
-    streamed: bool, tmp_path: Path
+@pytest.mark.parametrize("pipelining", MODES)
+async def test_large_message_in_bytes_is_one_chunk_written_in_slices(
+    pipelining: bool,
 ) -> None:
-    mail = pinned()
+    assert len(LARGE) > 4 * 64 * 1024
+    raw = RawMessage(LARGE, "sender@example.com", ["to@example.com"])
+    with chunking_server(pipelining) as server:
+        assert await make_backend(server).send_messages([raw]) == 1
+    assert server.accepted[0].data == LARGE
+    assert server.sessions[0].chunks == [(len(LARGE), True)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("kind", ["bytes", "large", "streamed"])
+async def test_the_end_of_data_hook_runs_before_the_last_chunk(
+    kind: str, tmp_path: Path
+) -> None:
+    mail: EmailMessage | RawMessage = pinned()
+    if kind == "large":
+        mail = RawMessage(LARGE, "sender@example.com", ["to@example.com"])
+    streamed = kind == "streamed"
     if streamed:
         path = tmp_path / "big.bin"
         path.write_bytes(BIG)
+        assert isinstance(mail, EmailMessage)
         mail.attach_file(path)
     with chunking_server(True) as server:
         seen: list[int] = []
