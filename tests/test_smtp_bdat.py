@@ -58,7 +58,7 @@ from asyncmail.smtp.transaction import (
 )
 from asyncmail.smtp.wire import WirePayload
 from helpers import make_backend, message
-from scriptserver import DEFAULT_EXTENSIONS, ScriptServer, reply
+from scriptserver import CLOSE, DEFAULT_EXTENSIONS, Act, ScriptServer, reply
 
 ACCEPTED, TEMPORARY = Outcome.ACCEPTED, Outcome.TEMPORARY
 PERMANENT, UNKNOWN = Outcome.PERMANENT, Outcome.UNKNOWN
@@ -1231,3 +1231,64 @@ async def test_size_limit_counts_the_unstuffed_octets() -> None:
     with ScriptServer((*extensions, f"SIZE {size}"), chunking=True) as server:
         assert await make_backend(server).send_messages([mail]) == 1
     assert server.accepted[0].data == mail.as_bytes()
+
+
+#: Faults a batch draws from (verb, act), at MAIL, RCPT and BDAT.
+BATCH_FAULTS = [
+    ("MAIL", reply("451 4.3.0 Later")),
+    ("MAIL", reply("550 5.7.1 No")),
+    ("MAIL", CLOSE),
+    ("RCPT", reply("450 4.2.1 Busy")),
+    ("RCPT", reply("550 5.1.1 No such user")),
+    ("RCPT", reply("421 4.3.2 Closing", close=True)),
+    ("BDAT", reply("451 4.3.0 Queue full")),
+    ("BDAT", reply("554 5.6.0 Rejected")),
+    ("BDAT", reply("421 4.3.2 Closing", close=True)),
+    ("BDAT", CLOSE),
+    ("BDAT", Act(body_bytes=40)),
+    # Stored, but the reply comes after the client's timeout: unknown.
+    ("BDAT", reply("250 2.0.0 Queued", delay=0.6)),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("pipelining", MODES)
+async def test_a_batch_with_seeded_faults_agrees_with_the_server(
+    pipelining: bool, seed: int
+) -> None:
+    """Sixty messages of one to three recipients over four connections with
+    retries, a third of them hit by a fault at MAIL, RCPT or BDAT: every
+    result agrees with what the server stored (accepted: stored once;
+    refused: not stored; unknown: either), and nothing is stored twice."""
+    rng = random.Random(seed)
+    messages = []
+    with chunking_server(pipelining) as server:
+        for n in range(60):
+            to = [f"m{n}r{i}@example.com" for i in range(rng.randint(1, 3))]
+            messages.append(message(n, to))
+            if rng.random() < 1 / 3:
+                verb, act = rng.choice(BATCH_FAULTS)
+                server.on(verb, act, match=f"m{n}r{rng.randrange(len(to))}@")
+        backend = make_backend(server, retries=2, max_connections=4, timeout=0.3)
+        sent = await backend.send_messages(messages, fail_silently=True)
+    assert 0 < sent < len(messages)
+    assert sum(rule.times == 0 for rule in server.rules) >= 5, "faults not hit"
+    assert len(server.sessions) > 4  # some faults broke connections
+    stored: dict[tuple[str, str], int] = {}
+    for item in server.accepted:
+        marker = re.search(rb"Message-ID: <([^>]+)>", item.data)
+        assert marker is not None
+        for address in item.rcpt_tos:
+            key = (marker.group(1).decode(), address)
+            stored[key] = stored.get(key, 0) + 1
+    assert all(count == 1 for count in stored.values()), "stored twice"
+    for msg in messages:
+        assert msg.result is not None
+        ident = msg.extra_headers["Message-ID"].strip("<>")
+        for address, result in msg.result.recipients.items():
+            got = stored.get((ident, address), 0)
+            if result.outcome is ACCEPTED:
+                assert got == 1, f"{address} reported sent, not stored"
+            elif result.outcome in (TEMPORARY, PERMANENT):
+                assert got == 0, f"{address} reported refused, stored"
