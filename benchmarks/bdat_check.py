@@ -8,18 +8,25 @@ pipelined MAIL, RCPT and two BDAT chunks in one write (the chunks holding a
 lone "." line and a NUL byte, which BDAT must pass through untouched), a
 BDAT LAST split over many small writes, a DATA transaction after it, a
 "BDAT 0 LAST", and a malformed BDAT that must get 501 and a closed
-connection.  Exits non-zero on the first reply that differs, and checks the
-sink's own count of accepted messages on exit.
+connection.  Then asyncmail's SMTP backend sends a fresh message (with a
+line starting with "."), a raw one and one with a streamed attachment
+through the sink, which must take them by BDAT.  Exits non-zero on the
+first reply that differs, and checks the sink's own count of accepted
+messages on exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from _sinks import relay_binary
 
@@ -38,6 +45,41 @@ def expect(got: list[str], want: list[str], what: str) -> None:
     if got != want:
         sys.exit(f"FAIL {what}: got {got}, want {want}")
     print(f"ok   {what}: {' '.join(got)}")
+
+
+async def through_asyncmail(port: int) -> None:
+    """Three messages through asyncmail's SMTP backend, by BDAT."""
+    import asyncmail
+    from asyncmail.smtp import connection
+
+    chunking: list[bool] = []
+    original = connection.SMTPConnection.transaction
+
+    def spy(self: connection.SMTPConnection, *args: object, **kwargs: object) -> object:
+        chunking.append(self.chunking)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    connection.SMTPConnection.transaction = spy  # type: ignore[assignment,method-assign]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "big.bin"
+        path.write_bytes(os.urandom(3 << 20))
+        fresh = asyncmail.EmailMessage(
+            "Fresh", "one\n.two\n", "a@example.com", ["b@example.com"]
+        )
+        raw = asyncmail.RawMessage(
+            b"Subject: raw\r\n\r\n.\r\n", "a@example.com", ["c@example.com"]
+        )
+        streamed = asyncmail.EmailMessage(
+            "Streamed", "see attached\n", "a@example.com", ["d@example.com"]
+        )
+        streamed.attach_file(path)
+        backend = asyncmail.get_connection(
+            "asyncmail.backends.smtp.EmailBackend", host="127.0.0.1", port=port
+        )
+        sent = await backend.send_messages([fresh, raw, streamed])
+    connection.SMTPConnection.transaction = original  # type: ignore[method-assign]
+    expect([str(sent)], ["3"], "asyncmail: fresh, raw and streamed messages sent")
+    expect([str(c) for c in chunking], ["True"] * 3, "asyncmail used BDAT")
 
 
 def main() -> None:
@@ -86,9 +128,10 @@ def main() -> None:
         if f.read() != b"":
             sys.exit("FAIL the connection stayed open after a malformed BDAT")
         print("ok   connection closed after the malformed BDAT")
+    asyncio.run(through_asyncmail(port))
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=10)
-    expect(re.findall(r"accepted=(\d+)", out), ["4"], "sink's accepted count")
+    expect(re.findall(r"accepted=(\d+)", out), ["7"], "sink's accepted count")
 
 
 if __name__ == "__main__":

@@ -19,15 +19,29 @@ its 220 the session continues encrypted (EHLO again, no STARTTLS offered),
 and rules apply inside TLS as before. An Act for STARTTLS with
 ``handshake=False`` stalls the handshake instead (reads and says nothing).
 
+With ``CHUNKING`` among its extensions (``ScriptServer(chunking=True)``)
+the server takes BDAT (RFC 3030): ``BDAT <size> [LAST]`` with the size in
+digits only (anything else: 501 and the connection closed, as the chunk
+cannot be skipped), then exactly that many octets, read before the reply.
+Rules for ``BDAT`` match the command line and the envelope (``match="LAST"``
+targets the last chunk, ``match="rcpt3@"`` a message); *body_bytes* on one
+makes the server read that many octets of the chunk and hang up. With no
+recipient the chunk is refused (554; 503 with no MAIL); after a refused
+chunk every later one is refused (503) and so is MAIL until RSET (RFC 3030:
+the state is indeterminate); after a LAST chunk answered 2xx the
+transaction is over. Every chunk's size and LAST flag is recorded.
+
 Commands sent together (pipelining) are answered one by one, in order. The
 server records, per session, every command line, the raw DATA bytes (before
-un-stuffing) and the messages it accepted (answered 2xx to the final dot).
+un-stuffing; for BDAT the chunks' octets joined, at the LAST one) and the
+messages it accepted (answered 2xx to the final dot or the LAST chunk).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import ssl
 import threading
 from collections.abc import Callable, Coroutine
@@ -39,6 +53,7 @@ import anyio
 
 DEFAULT_EXTENSIONS = ("PIPELINING", "8BITMIME", "SMTPUTF8", "SIZE 10485760")
 ENDLESS_LIMIT = 20 * 1024 * 1024  # an "endless" reply stops after this many bytes
+_BDAT = re.compile(r"BDAT ([0-9]{1,15})( LAST)?", re.IGNORECASE)
 
 T = TypeVar("T")
 
@@ -108,6 +123,7 @@ class Session:
     data: list[bytes] = field(default_factory=list)  # each DATA body received
     accepted: list[Accepted] = field(default_factory=list)
     tls: bool = False  # STARTTLS completed: what followed was encrypted
+    chunks: list[tuple[int, bool]] = field(default_factory=list)  # BDAT (size, LAST)
 
     def verbs(self) -> list[str]:
         return [command.split(" ", 1)[0].upper() for command in self.commands]
@@ -118,6 +134,9 @@ class _Transaction:
     mail_from: str | None = None
     rcpt_tos: list[str] = field(default_factory=list)
     envelope: list[str] = field(default_factory=list)
+    body: bytearray = field(default_factory=bytearray)  # BDAT chunks so far
+    failed: bool = False  # a BDAT chunk was refused: RSET first
+    over: bool = False  # a LAST chunk was accepted
 
 
 def _address(command: str) -> str:
@@ -147,10 +166,13 @@ class ScriptServer:
         extensions: tuple[str, ...] = DEFAULT_EXTENSIONS,
         *,
         starttls: bool = False,
+        chunking: bool = False,
     ) -> None:
         self.host = "127.0.0.1"
         self.port = 0
         self.extensions = list(extensions)
+        if chunking:
+            self.extensions.append("CHUNKING")
         #: With starttls: the server's TLS context, and one that trusts it.
         self.server_context: ssl.SSLContext | None = None
         self.client_context: ssl.SSLContext | None = None
@@ -300,8 +322,18 @@ class ScriptServer:
                 default = reply("250 2.0.0 OK")
             elif verb == "AUTH":
                 default = reply("235 2.7.0 Authentication successful")
+            elif verb == "BDAT" and "CHUNKING" in self.extensions:
+                if not await self._chunk(session, txn, command, reader, writer):
+                    return
+                if txn.over:
+                    txn = _Transaction()
+                continue
             elif verb == "MAIL":
-                default = reply("250 2.1.0 Sender OK")
+                default = reply(
+                    "503 5.5.1 RSET first: a BDAT failed"
+                    if txn.failed
+                    else "250 2.1.0 Sender OK"
+                )
             elif verb == "RCPT":
                 ok = txn.mail_from is not None
                 default = reply(
@@ -370,6 +402,52 @@ class ScriptServer:
             session.accepted.append(
                 Accepted(txn.mail_from, tuple(txn.rcpt_tos), bytes(body))
             )
+        return await self._perform(writer, act)
+
+    async def _chunk(
+        self,
+        session: Session,
+        txn: _Transaction,
+        command: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        """Read one BDAT chunk (exactly its size) and answer it."""
+        match = _BDAT.fullmatch(command)
+        if match is None:
+            await self._perform(
+                writer, reply("501 5.5.4 Syntax: BDAT size [LAST]", close=True)
+            )
+            return False
+        size, last = int(match.group(1)), match.group(2) is not None
+        if txn.failed:
+            default = reply("503 5.5.1 An earlier chunk failed: RSET first")
+        elif txn.mail_from is None:
+            default = reply("503 5.5.1 MAIL first")
+        elif not txn.rcpt_tos:
+            default = reply("554 5.5.1 No valid recipients")
+        elif last:
+            default = reply(f"250 2.0.0 OK queued as Q{len(self.accepted) + 1}")
+        else:
+            default = reply(f"250 2.0.0 {size} octets received")
+        act = self._pick("BDAT", "\n".join([command, *txn.envelope]), default)
+        if act.body_bytes is not None:
+            await reader.readexactly(min(act.body_bytes, size))
+            return False  # part of the chunk, then hang up
+        data = await reader.readexactly(size)
+        session.chunks.append((size, last))
+        txn.body += data
+        ok = act.code is not None and 200 <= act.code < 300
+        if last:
+            session.data.append(bytes(txn.body))
+            if ok and not txn.failed and txn.mail_from and txn.rcpt_tos:
+                session.accepted.append(
+                    Accepted(txn.mail_from, tuple(txn.rcpt_tos), bytes(txn.body))
+                )
+        if not ok:
+            txn.failed = True
+        elif last and not txn.failed:
+            txn.over = True
         return await self._perform(writer, act)
 
     async def _perform(self, writer: asyncio.StreamWriter, act: Act) -> bool:

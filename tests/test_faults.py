@@ -8,7 +8,9 @@ connection is never reused. Transaction faults run on the pipelined path
 (the server offers PIPELINING) and on the sequential one; every row runs in
 clear text and inside STARTTLS (the scripted server's trustme certificate,
 the client's ordinary ``use_tls``) with the same outcome, and the TLS faults
-of the STARTTLS step run over STARTTLS only.
+of the STARTTLS step run over STARTTLS only. The BDAT rows run the same
+tests against a server offering CHUNKING (RFC 3030), their faults at the
+LAST chunk in the place of the final dot's.
 """
 
 from __future__ import annotations
@@ -115,6 +117,7 @@ class Fault:
     options: dict[str, Any] = field(default_factory=dict)
     auth: bool = False
     transports: tuple[str, ...] = ("plain", "starttls")
+    chunking: bool = False  # the server offers CHUNKING: BDAT, not DATA
 
     def __str__(self) -> str:
         return self.name
@@ -403,6 +406,106 @@ FAULTS = [
 ]
 
 
+# The same faults under CHUNKING: the message goes as one BDAT LAST chunk
+# (pipelined: in one write with MAIL and RCPT, so a refused MAIL or RCPT
+# comes back after the end of data was written, yet nothing was delivered).
+FAULTS += [
+    Fault(
+        "close-mid-chunk",
+        "BDAT",
+        Act(body_bytes=60),
+        UNKNOWN,
+        DeliveryUnknownError,
+        chunking=True,
+    ),
+    Fault(
+        "close-after-LAST", "BDAT", CLOSE, UNKNOWN, DeliveryUnknownError, chunking=True
+    ),
+    Fault(
+        "MAIL-451-bdat",
+        "MAIL",
+        reply("451 4.3.0 Temporary local problem"),
+        TEMPORARY,
+        MessageRefusedError,
+        code=451,
+        enhanced="4.3.0",
+        retried=True,
+        breaks=False,
+        chunking=True,
+    ),
+    Fault(
+        "RCPT-450-bdat",
+        "RCPT",
+        reply("450 4.2.1 Mailbox busy"),
+        TEMPORARY,
+        RecipientsRefusedError,
+        code=450,
+        enhanced="4.2.1",
+        retried=True,
+        breaks=False,
+        chunking=True,
+    ),
+    Fault(
+        "LAST-451",
+        "BDAT",
+        reply("451 4.3.0 Queue full, try later"),
+        TEMPORARY,
+        MessageRefusedError,
+        code=451,
+        enhanced="4.3.0",
+        breaks=False,  # refused after the end of data: not resent
+        chunking=True,
+    ),
+    Fault(
+        "LAST-554",
+        "BDAT",
+        reply("554 5.6.0 Content rejected"),
+        PERMANENT,
+        MessageRefusedError,
+        code=554,
+        enhanced="5.6.0",
+        breaks=False,
+        chunking=True,
+    ),
+    Fault(
+        "LAST-slower-than-timeout",
+        "BDAT",
+        reply("250 2.0.0 Queued", delay=SLOW),
+        UNKNOWN,
+        DeliveryUnknownError,
+        options=QUICK,
+        chunking=True,
+    ),
+    Fault(
+        "LAST-trickled",
+        "BDAT",
+        reply("250 2.0.0 Queued", trickle=TRICKLE),
+        UNKNOWN,
+        DeliveryUnknownError,
+        options=DEADLINE,
+        chunking=True,
+    ),
+    Fault(
+        "endless-reply-to-LAST",
+        "BDAT",
+        Act(endless=True),
+        UNKNOWN,
+        DeliveryUnknownError,
+        chunking=True,
+    ),
+]
+
+
+def served(
+    fault: Fault, pipelining: bool = True, auth: bool = False, *, starttls: bool
+) -> ScriptServer:
+    """The scripted server for *fault*'s row (offering CHUNKING for BDAT's)."""
+    server = scripted(pipelining, auth, starttls=starttls)
+    if fault.chunking:
+        server.extensions.append("CHUNKING")
+    return server
+
+
 def _transport_id(transport: str) -> str:
     """The id suffix: none in clear text (the table's original ids)."""
     return "" if transport == "plain" else f"-{transport}"
@@ -458,7 +561,7 @@ def check_refusal(msg: EmailMessage, fault: Fault, address: str) -> None:
 async def test_fault_without_retries(
     fault: Fault, pipelining: bool, starttls: bool
 ) -> None:
-    with scripted(pipelining, fault.auth, starttls=starttls) as server:
+    with served(fault, pipelining, fault.auth, starttls=starttls) as server:
         server.on(fault.verb, fault.act)
         backend = make_backend(server, **fault.options)
         msg = message()
@@ -492,7 +595,7 @@ async def test_fault_with_retries(
 ) -> None:
     """Transient failures before the end of data are retried (and succeed the
     second time, as the fault fires once); the rest are not."""
-    with scripted(pipelining, fault.auth, starttls=starttls) as server:
+    with served(fault, pipelining, fault.auth, starttls=starttls) as server:
         server.on(fault.verb, fault.act)
         backend = make_backend(server, retries=2, **fault.options)
         msg = message()
@@ -517,7 +620,7 @@ async def test_fault_with_retries(
             assert server.count("MAIL") <= 1, "retried"
             assert server.count("DATA") <= 1, "resent"
             if fault.outcome is UNKNOWN:
-                assert server.count("DATA") == 1
+                assert server.count("BDAT" if fault.chunking else "DATA") == 1
                 assert msg.result.attempts == 1
             assert isinstance(error, fault.error)
             assert count == 0
@@ -529,7 +632,7 @@ async def test_fault_with_retries(
 async def test_fault_fail_silently(
     fault: Fault, pipelining: bool, starttls: bool
 ) -> None:
-    with scripted(pipelining, fault.auth, starttls=starttls) as server:
+    with served(fault, pipelining, fault.auth, starttls=starttls) as server:
         server.on(fault.verb, fault.act)
         backend = make_backend(server, fail_silently=True, **fault.options)
         msg = message()
@@ -550,7 +653,7 @@ async def test_broken_connection_is_never_reused(
     refused: after an RSET when the refusal came before the data, with
     nothing in between when it answered the end of data (that reply ends
     the transaction)."""
-    with scripted(pipelining, starttls=starttls) as server:
+    with served(fault, pipelining, starttls=starttls) as server:
         server.on(fault.verb, fault.act)
         backend = make_backend(server, **fault.options)
         first, second = message(1), message(2)
@@ -621,7 +724,7 @@ async def test_fault_while_reconnecting_is_retried(
 async def test_batch_third_message_faulty(
     fault: Fault, pipelining: bool, starttls: bool, silent: bool
 ) -> None:
-    with scripted(pipelining, starttls=starttls) as server:
+    with served(fault, pipelining, starttls=starttls) as server:
         server.on(fault.verb, fault.act, match="3@example.com")
         backend = make_backend(server, **fault.options)
         messages = [message(n) for n in range(1, 6)]

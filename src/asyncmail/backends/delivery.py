@@ -2,7 +2,8 @@
 
 :class:`Prepared` is a message rendered and addressed once, for any
 connection; :func:`payload_for` picks its form for one connection (8-bit
-only where the server takes it, within its size limit); :class:`Delivery`
+only where the server takes it, dot-stuffed for DATA or as it is for BDAT,
+within its size limit); :class:`Delivery`
 is what is known of it so far, kept outside the call stack so that a
 cancelled send can still report it (:meth:`Delivery.interrupted`).
 """
@@ -30,7 +31,13 @@ from ..results import MessageResult, Outcome, RecipientResult
 from ..smtp.connection import SMTPConnection
 from ..smtp.errors import recipients_refused
 from ..smtp.transaction import Transaction
-from ..smtp.wire import WirePayload, payload_size, wire_payload
+from ..smtp.wire import (
+    WirePayload,
+    chunked_payload,
+    chunked_size,
+    payload_size,
+    wire_payload,
+)
 
 if TYPE_CHECKING:
     from ..message import BaseMessage as EmailMessage  # any sendable message
@@ -76,10 +83,10 @@ class Prepared:
     sender: str
     recipients: list[str]
     rendered: RenderedMessage
-    data: WirePayload
+    data: WirePayload  # dot-stuffed, for DATA
     smtputf8: bool  # a header or envelope address needs SMTPUTF8
-    # Rendered again without 8bit, if a server needs it: (payload, Message-ID).
-    seven_bit: tuple[WirePayload, str] | None = None
+    # Rendered again without 8bit, if a server needs it, and stuffed.
+    seven_bit: tuple[RenderedMessage, WirePayload] | None = None
     message_id: str = ""  # that of the rendering last sent
 
 
@@ -188,10 +195,18 @@ async def prepare(message: EmailMessage, dkim: DKIMSigner | None) -> Prepared:
 def payload_for(
     prepared: Prepared, connection: SMTPConnection, dkim: DKIMSigner | None
 ) -> tuple[WirePayload, bool]:
-    """The payload for this connection: 8bit only where the server takes it.
+    """The payload for this connection: 8bit only where the server takes it;
+    dot-stuffed for DATA, or the message as it is where the server offers
+    CHUNKING (BDAT frames it by size).
 
     Raises a MailError, before anything is written, when the connection
     cannot carry the message (SMTPUTF8 or 8BITMIME missing, too large).
+
+    BINARYMIME (RFC 3030) has no use here: asyncmail never has content DATA
+    cannot carry. An EmailMessage encodes every part to lines of at most 998
+    octets (base64 for binary data); a RawMessage refuses a NUL or an
+    overlong line and normalises line endings when it is rendered, before
+    any connection is chosen.
     """
     rendered = prepared.rendered
     if prepared.smtputf8 and not connection.smtputf8:
@@ -201,7 +216,7 @@ def payload_for(
         )
     if not rendered.eight_bit or connection.eight_bit_mime:
         data, eight_bit = prepared.data, rendered.eight_bit
-        prepared.message_id = rendered.message_id
+        chosen = rendered
     else:
         if prepared.seven_bit is None:
             try:
@@ -215,16 +230,19 @@ def payload_for(
                 ) from exc
             if dkim is not None:  # rare: signed content rendered 8-bit
                 seven_bit = dkim.sign(seven_bit)
-            prepared.seven_bit = (wire_payload(seven_bit), seven_bit.message_id)
+            prepared.seven_bit = (seven_bit, wire_payload(seven_bit))
         # A new rendering has its own Message-ID (unless one was given).
-        data, prepared.message_id = prepared.seven_bit
+        chosen, data = prepared.seven_bit
         eight_bit = False
-    if (
-        connection.size_limit is not None
-        and (size := payload_size(data)) > connection.size_limit
-    ):
-        raise MessageRefusedError(
-            f"The message ({size} octets) exceeds the server's "
-            f"size limit ({connection.size_limit} octets)"
-        )
+    prepared.message_id = chosen.message_id
+    if connection.chunking:
+        data = chunked_payload(chosen)
+    limit = connection.size_limit
+    if limit is not None:
+        size = chunked_size(data) if connection.chunking else payload_size(data)
+        if size > limit:
+            raise MessageRefusedError(
+                f"The message ({size} octets) exceeds the server's "
+                f"size limit ({limit} octets)"
+            )
     return data, eight_bit

@@ -43,7 +43,7 @@ from ..exceptions import (
 )
 from .errors import map_error
 from .parser import Reply, ReplyParser
-from .transaction import DONE, Read, SendData, Transaction, Write
+from .transaction import DONE, Read, SendChunks, SendData, Transaction, Write
 from .wire import WRITE_CHUNK, WirePayload
 
 __all__ = ["QUIT_TIMEOUT", "ReplyStream", "SMTPConnection", "end_of_data_hook"]
@@ -407,6 +407,8 @@ class SMTPConnection:
         self.client = client
         self.timeout = timeout
         self.pipelining = "pipelining" in extensions
+        #: RFC 3030: messages go in BDAT chunks (not stuffed) instead of DATA.
+        self.chunking = "chunking" in extensions
         self.eight_bit_mime = "8bitmime" in extensions
         self.smtputf8 = "smtputf8" in extensions
         size = extensions.get("size", "")
@@ -451,6 +453,7 @@ class SMTPConnection:
             recipients,
             data,
             pipelining=self.pipelining,
+            chunking=self.chunking,
             size=self.size_limit is not None,
             eight_bit=eight_bit,
             smtputf8=smtputf8,
@@ -588,6 +591,32 @@ class SMTPConnection:
                 ):
                     await stream.flushed(last)  # else it is written already
                 transaction.end_of_data_written()
+            elif isinstance(action, SendChunks):
+                stream.set_deadline(self._deadline(deadline))
+                chunks = action.chunks
+                if (
+                    len(chunks) == 1
+                    and isinstance(content := chunks[0][1], bytes)
+                    and len(content) <= WRITE_CHUNK
+                    and (not action.last or end_of_data_hook.get() is None)
+                ):
+                    # One write (what _send_chunks does for it): with
+                    # PIPELINING, MAIL, RCPT... and BDAT <n> LAST together.
+                    count = action.lead_replies + 1
+                    first = stream.send(action.lead + chunks[0][0] + content, count)
+                    tickets.extend(range(first, first + count))
+                else:
+                    await self._send_chunks(action, deadline, tickets)
+                if action.last:
+                    # The reply to the LAST chunk (not one to MAIL or an
+                    # earlier chunk) proves it left our buffer.
+                    last = tickets[-1]
+                    if stream.dropped or (
+                        (stream.corked or stream.transport.get_write_buffer_size())
+                        and stream.consumed + len(queued) <= last
+                    ):
+                        await stream.flushed(last)
+                    transaction.end_of_data_written()
             else:
                 assert action is DONE
                 return
@@ -640,6 +669,69 @@ class SMTPConnection:
         if hook is not None:
             await hook()
         return stream.send(b".\r\n", 1)
+
+    async def _send_chunks(
+        self, action: SendChunks, deadline: float | None, tickets: deque[int]
+    ) -> None:
+        """Write the action's commands and BDAT chunks (the hook awaited just
+        before the write that carries the end of the LAST chunk); the
+        tickets of their replies go in *tickets*."""
+        stream = self.stream
+        hook = end_of_data_hook.get() if action.last else None
+        lead, replies = action.lead, action.lead_replies
+        final = len(action.chunks) - 1
+        for index, (command, content) in enumerate(action.chunks):
+            ends = index == final and hook is not None
+            if isinstance(content, bytes) and len(content) <= WRITE_CHUNK:
+                if ends:
+                    assert hook is not None
+                    await hook()
+                first = stream.send(lead + command + content, replies + 1)
+            elif isinstance(content, bytes):
+                # A large chunk in slices, each written once the previous
+                # ones drained (as a large DATA body: see _send_data).
+                first = stream.send(lead + command, replies + 1)
+                view = memoryview(content)
+                start = 0
+                while len(view) - start > WRITE_CHUNK:
+                    stream.send(view[start : start + WRITE_CHUNK], 0)
+                    start += WRITE_CHUNK
+                    await stream.drain()
+                    stream.set_deadline(self._deadline(deadline))  # progress
+                if ends:
+                    assert hook is not None
+                    await hook()
+                stream.send(view[start:], 0)
+            else:
+                # A streamed attachment: its size was announced, so exactly
+                # that many octets must follow (else the session is dropped
+                # mid-chunk: an incomplete chunk is never delivered).
+                first = stream.send(lead + command, replies + 1)
+                sent = 0
+                blocks = content.ablocks()
+                while True:
+                    try:
+                        block = await anext(blocks, None)
+                    except (OSError, InvalidMessageError) as exc:
+                        raise InvalidMessageError(
+                            f"An attachment could not be sent: {exc}"
+                        ) from exc
+                    if block is None:
+                        break
+                    sent += len(block)
+                    if sent > content.encoded_size:
+                        break
+                    stream.send(block, 0)
+                    await stream.drain()
+                    stream.set_deadline(self._deadline(deadline))  # progress
+                if sent != content.encoded_size:
+                    raise InvalidMessageError(
+                        "An attachment could not be sent: it changed size while "
+                        "it was sent"
+                    )
+            tickets.extend(range(first, first + replies + 1))
+            lead, replies = b"", 0
+            await stream.drain()
 
     async def noop(self) -> bool:
         """A NOOP round trip: True when the server answered 250."""

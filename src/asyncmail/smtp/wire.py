@@ -1,4 +1,5 @@
-"""What goes on the wire: the DATA-phase payload, its size, command checks.
+"""What goes on the wire: the DATA-phase payload (or the BDAT one), its
+size, command checks.
 
 Pure functions over bytes and strings; nothing here does I/O.
 """
@@ -15,6 +16,8 @@ __all__ = [
     "WRITE_CHUNK",
     "WirePayload",
     "check_commands",
+    "chunked_payload",
+    "chunked_size",
     "payload_size",
     "stuff_dots",
     "valid_ehlo_name",
@@ -27,7 +30,8 @@ WRITE_CHUNK: Final = 64 * 1024
 #: What a transaction writes after DATA: bytes ready for the wire (stuffed,
 #: with the end-of-data line), or for messages with streamed attachments the
 #: chunks (bytes already stuffed, payloads encoded as they are written; the
-#: end-of-data line is written after them).
+#: end-of-data line is written after them). Under CHUNKING (BDAT) the same
+#: shapes hold the message as it is: neither stuffed nor ended.
 WirePayload = bytes | tuple[bytes | Base64Payload, ...]
 
 # Dot-separated labels (each unambiguous, so a bad name fails in linear
@@ -52,6 +56,25 @@ def wire_payload(rendered: RenderedMessage) -> WirePayload:
     return tuple(
         stuff_dots(chunk) if isinstance(chunk, bytes) else chunk
         for chunk in rendered.chunks
+    )
+
+
+def chunked_payload(rendered: RenderedMessage) -> WirePayload:
+    """The BDAT form of a rendered message: its chunks as they are (BDAT
+    frames the data by size, so nothing is stuffed and no line ends it)."""
+    chunks = rendered.chunks
+    if len(chunks) == 1 and isinstance(first := chunks[0], bytes):
+        return first
+    return chunks
+
+
+def chunked_size(payload: WirePayload) -> int:
+    """Octets of a BDAT payload: exactly the message's."""
+    if isinstance(payload, bytes):
+        return len(payload)
+    return sum(
+        len(chunk) if isinstance(chunk, bytes) else chunk.encoded_size
+        for chunk in payload
     )
 
 
