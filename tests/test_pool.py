@@ -357,3 +357,32 @@ def test_bad_pool_options_are_configuration_errors(
 
     with pytest.raises(ConfigurationError, match=message):
         EmailBackend(host="127.0.0.1", port=25, **{option: value})
+
+
+@pytest.mark.anyio
+async def test_close_quits_every_idle_connection_at_once() -> None:
+    """Closing the pool sends QUIT on every idle connection together: each
+    QUIT waits a round trip for its reply, which one after another would
+    cost a round trip per connection. The server holds each reply 1 s, so
+    one QUIT after another would arrive at least 1 s apart."""
+    import time
+
+    arrived: list[float] = []
+    with scripted() as server:
+        hold_each_message(server, 0.2)  # the four connections overlap
+        server.on(
+            "QUIT",
+            reply(
+                "221 2.0.0 Bye",
+                delay=1.0,
+                close=True,
+                hook=lambda: arrived.append(time.monotonic()),
+            ),
+            times=None,
+        )
+        backend = make_backend(server, max_connections=4, pipeline_depth=1)
+        async with backend:
+            assert await backend.send_messages([message(n) for n in range(8)]) == 8
+        assert len(server.sessions) == 4
+    assert len(arrived) == 4
+    assert arrived[-1] - arrived[0] < 1.0, arrived
