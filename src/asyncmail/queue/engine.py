@@ -66,6 +66,8 @@ class Dialect:
     write_results: WriteResults
     #: The inner SELECT of a claim (picks due messages; SKIP LOCKED on PG).
     lock_clause: str = ""
+    #: Run before a claim, in its transaction (e.g. planner settings).
+    claim_setup: str | None = None
     placeholder: str = "?"
     greatest: str = "MAX"
     #: Run first in every transaction of the store's thread (None: implicit).

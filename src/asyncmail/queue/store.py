@@ -98,6 +98,8 @@ class Store(OutboxAdmin):
     ) -> list[Job]:
         sql = self.dialect.sql
         now = time.time()
+        if self.dialect.claim_setup:
+            cursor.execute(self.dialect.claim_setup)
         self._expire(cursor, now, policy)
         claim = (
             "UPDATE asyncmail_outbox SET state = 'claimed', lease_owner = ?, "
@@ -147,11 +149,12 @@ class Store(OutboxAdmin):
 
     def _expire(self, cursor: Any, now: float, policy: RetryPolicy) -> None:
         sql = self.dialect.sql
-        # Usually no lease has expired: one look (on the lease index) first.
+        # Usually no lease has expired: one look (on the lease index, in its
+        # order, so that no planner reads the table for it) first.
         cursor.execute(
             sql(
                 "SELECT 1 FROM asyncmail_outbox WHERE lease_owner IS NOT NULL AND "
-                "lease_until < ? LIMIT 1"
+                "lease_until < ? ORDER BY lease_until LIMIT 1"
             ),
             (now,),
         )
@@ -324,7 +327,8 @@ class Store(OutboxAdmin):
             cursor.execute(
                 self.dialect.sql(
                     "UPDATE asyncmail_outbox SET lease_until = ? WHERE lease_owner "
-                    "= ? AND state IN ('claimed', 'inflight')"
+                    "IS NOT NULL AND lease_owner = ? AND state IN ('claimed', "
+                    "'inflight')"
                 ),
                 (time.time() + lease, owner),
             )
@@ -375,7 +379,8 @@ class Store(OutboxAdmin):
             cursor.execute(
                 self.dialect.sql(
                     "UPDATE asyncmail_outbox SET lease_until = 0 WHERE lease_owner "
-                    "= ? AND state IN ('claimed', 'inflight')"
+                    "IS NOT NULL AND lease_owner = ? AND state IN ('claimed', "
+                    "'inflight')"
                 ),
                 (owner,),
             )
