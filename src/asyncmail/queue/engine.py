@@ -80,8 +80,12 @@ class Dialect:
     pipeline: bool = False
     #: Whether a batch of urgent calls runs without BEGIN and COMMIT, each
     #: statement its own transaction (SQLite: one call into the database
-    #: for a batch of marks, instead of three, each a wait for the GIL).
+    #: for a batch of marks, instead of three, each a wait for the GIL;
+    #: PostgreSQL: one round trip and one statement for the server).
     urgent_autocommit: bool = False
+    #: Whether the connection's ``autocommit`` is switched on for that
+    #: (psycopg; an SQLite connection of the store is always in it).
+    autocommit_switch: bool = False
 
     def sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
@@ -330,17 +334,34 @@ class Engine:
         mode): statements go out without waiting for the previous one's
         answer, the server is waited for only where a result is read and at
         the commit. Plain calls may read ``rowcount``, which a pipeline
-        leaves unknown, so a batch with one runs unpipelined."""
+        leaves unknown, so a batch with one runs unpipelined. A batch of
+        urgent calls runs in autocommit mode where the dialect allows
+        (:attr:`Dialect.urgent_autocommit`): one statement, no BEGIN, no
+        COMMIT, no pipeline."""
         pipeline = getattr(connection, "pipeline", None)
-        if (
+        autocommit = self.dialect.urgent_autocommit and all(c.urgent for c in calls)
+        if autocommit and self.dialect.autocommit_switch:
+            driver: Any = connection
+            driver.autocommit = True
+            try:
+                values = self._run_in(connection, calls, autocommit)
+            finally:
+                try:
+                    driver.autocommit = False
+                except Exception:
+                    # Never leave a connection in autocommit mode: the next
+                    # transaction would not be one.
+                    connection.close()
+                    raise
+        elif (
             pipeline is None
             or not self.dialect.pipeline
             or any(call.merge is None for call in calls)
         ):
-            values = self._run_in(connection, calls)
+            values = self._run_in(connection, calls, autocommit)
         else:
             with pipeline():
-                values = self._run_in(connection, calls)
+                values = self._run_in(connection, calls, autocommit)
         for key, later in list(values.items()):
             if isinstance(later, _Later):
                 group, answers = later.group, later.after.read()
@@ -349,11 +370,12 @@ class Engine:
                 del values[key]
         return [(call, values[id(call)]) for call in calls]
 
-    def _run_in(self, connection: Connection, calls: list[_Call]) -> dict[int, Any]:
+    def _run_in(
+        self, connection: Connection, calls: list[_Call], autocommit: bool
+    ) -> dict[int, Any]:
+        """Run *calls* in one transaction (or, *autocommit*, each statement
+        its own: urgent calls are idempotent writes, the marks)."""
         cursor = connection.cursor()
-        # Urgent calls are idempotent single-row writes (the marks): where
-        # the dialect allows, each statement is its own transaction.
-        autocommit = self.dialect.urgent_autocommit and all(c.urgent for c in calls)
         if self.dialect.begin and not autocommit:
             cursor.execute(self.dialect.begin)
         values: dict[int, Any] = {}

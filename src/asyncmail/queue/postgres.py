@@ -80,6 +80,8 @@ POSTGRES = Dialect(
     write_results=write_results,
     arrays=True,
     pipeline=True,
+    urgent_autocommit=True,
+    autocommit_switch=True,
     lock_clause=" FOR UPDATE SKIP LOCKED",
     # The claim takes the first due messages in the claim index's order and
     # stops there. Without statistics (a new or freshly filled table) the
