@@ -974,3 +974,28 @@ def test_an_outbox_made_with_the_owner_index_loses_it_when_opened(
     anyio.run(use)
     assert "asyncmail_outbox_leased" not in indexes()
     assert {"asyncmail_outbox_queued", "asyncmail_outbox_lease"} <= indexes()
+
+
+@pytest.mark.anyio
+async def test_a_transaction_after_a_batch_of_marks_is_still_one(
+    outbox_url: str,
+) -> None:
+    """Marks run without a transaction of their own (one statement each);
+    the calls after them are transactions again: one that fails midway
+    leaves nothing written."""
+    store = open_store(outbox_url)
+    await enqueue(store, [message(1)])
+    [job] = await store.claim("w1", 5, 60.0, RetryPolicy())
+    await store.mark_inflight(job, "w1")
+
+    def half_done(cursor: object) -> None:
+        cursor.execute(  # type: ignore[attr-defined]
+            store.dialect.sql("UPDATE asyncmail_outbox SET subject = ?"), ("changed",)
+        )
+        raise RuntimeError("failed after a write")
+
+    with pytest.raises(QueueError, match="failed after a write"):
+        await store.run(half_done)
+    [row] = await store.messages(ids=[job.id])
+    assert row.subject == "Message 1"
+    assert row.state is State.INFLIGHT
