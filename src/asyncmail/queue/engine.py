@@ -9,8 +9,9 @@ calls run again one transaction each, so a bad call fails alone.
 
 Urgent calls (the in-flight marks, each awaited by a connection just before
 its end of data) have a lane of their own: the thread runs the urgent calls
-waiting, alone in their transaction, before anything else, so that a mark
-never waits behind a claim or a batch of results (those wait at most
+waiting before anything else, alone (and in autocommit mode where the
+dialect allows: one statement, no BEGIN and COMMIT), so that a mark never
+waits behind a claim or a batch of results (those wait at most
 :attr:`Engine.MAX_DEFER` seconds for a gap between marks).
 
 This module is over 400 lines because it is one mechanism: the thread, its
