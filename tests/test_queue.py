@@ -884,3 +884,118 @@ async def test_batched_marks_and_results_write_only_what_is_still_leased(
     ]
     assert await store.finish_many(settlements, "w2") == [True, True]
     assert (await store.counts())[State.FAILED] == 2
+
+
+@pytest.mark.anyio
+async def test_marks_go_before_calls_already_waiting(outbox_url: str) -> None:
+    """An in-flight mark (an urgent call) waits for no claim or results
+    batch queued before it: the store's thread runs it first."""
+    import asyncio
+    import threading
+
+    store = open_store(outbox_url)
+    await store.counts()  # the thread is running
+    order: list[str] = []
+    gate = threading.Event()
+    blocker = store.submit(lambda cursor: gate.wait(30))
+
+    def ordinary(cursor: object) -> None:
+        order.append("ordinary")
+
+    def urgent(cursor: object, items: list[object]) -> list[None]:
+        order.extend("urgent" for _ in items)
+        return [None for _ in items]
+
+    queued = [
+        asyncio.ensure_future(store.run(ordinary)),
+        asyncio.ensure_future(store.run_merged(urgent, 1, urgent=True)),
+        asyncio.ensure_future(store.run_merged(urgent, 2, urgent=True)),
+    ]
+    await asyncio.sleep(0)  # every call is queued behind the blocker
+    gate.set()
+    await asyncio.gather(*queued)
+    assert blocker.result() is True
+    assert order == ["urgent", "urgent", "ordinary"]
+
+
+def test_an_outbox_made_with_the_owner_index_loses_it_when_opened(
+    outbox_url: str,
+) -> None:
+    """Every update of a leased row wrote an entry in the index by owner as
+    well; an existing outbox is migrated (the index dropped) on open."""
+    from asyncmail import queue
+
+    anyio.run(open_store(outbox_url).counts)
+    queue._stores.pop(outbox_url).close()
+    old_index = (
+        "CREATE INDEX asyncmail_outbox_leased ON asyncmail_outbox (lease_owner) "
+        "WHERE lease_owner IS NOT NULL"
+    )
+    if outbox_url.startswith("postgresql"):
+        import psycopg
+
+        def indexes() -> set[str]:
+            with psycopg.connect(outbox_url, autocommit=True) as connection:
+                rows = connection.execute(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = "
+                    "'asyncmail_outbox'"
+                ).fetchall()
+            return {row[0] for row in rows}
+
+        with psycopg.connect(outbox_url, autocommit=True) as connection:
+            connection.execute(old_index)
+    else:
+        path = outbox_url.removeprefix("sqlite:///")
+
+        def indexes() -> set[str]:
+            connection = sqlite3.connect(path)
+            try:
+                rows = connection.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' AND "
+                    "tbl_name = 'asyncmail_outbox'"
+                ).fetchall()
+            finally:
+                connection.close()
+            return {row[0] for row in rows}
+
+        connection = sqlite3.connect(path)
+        connection.execute(old_index)
+        connection.commit()
+        connection.close()
+    assert "asyncmail_outbox_leased" in indexes()
+
+    async def use() -> None:
+        store = open_store(outbox_url)
+        await enqueue(store, [message(1)])
+        [job] = await store.claim("w1", 5, 60.0, RetryPolicy())
+        assert await store.heartbeat("w1", 60.0) == 1
+        await store.mark_inflight(job, "w1")
+
+    anyio.run(use)
+    assert "asyncmail_outbox_leased" not in indexes()
+    assert {"asyncmail_outbox_queued", "asyncmail_outbox_lease"} <= indexes()
+
+
+@pytest.mark.anyio
+async def test_a_transaction_after_a_batch_of_marks_is_still_one(
+    outbox_url: str,
+) -> None:
+    """Marks run without a transaction of their own (one statement each);
+    the calls after them are transactions again: one that fails midway
+    leaves nothing written."""
+    store = open_store(outbox_url)
+    await enqueue(store, [message(1)])
+    [job] = await store.claim("w1", 5, 60.0, RetryPolicy())
+    await store.mark_inflight(job, "w1")
+
+    def half_done(cursor: object) -> None:
+        cursor.execute(  # type: ignore[attr-defined]
+            store.dialect.sql("UPDATE asyncmail_outbox SET subject = ?"), ("changed",)
+        )
+        raise RuntimeError("failed after a write")
+
+    with pytest.raises(QueueError, match="failed after a write"):
+        await store.run(half_done)
+    [row] = await store.messages(ids=[job.id])
+    assert row.subject == "Message 1"
+    assert row.state is State.INFLIGHT

@@ -7,9 +7,16 @@ process enqueueing from many requests at once pays one commit per batch, not
 per message. If one call of a batch fails, the batch is rolled back and its
 calls run again one transaction each, so a bad call fails alone.
 
-This module is a little over 400 lines because it is one mechanism: the
-thread, its batching of calls, their one transaction and the retry of a
-failed batch call by call only make sense read together.
+Urgent calls (the in-flight marks, each awaited by a connection just before
+its end of data) have a lane of their own: the thread runs the urgent calls
+waiting before anything else, alone (and in autocommit mode where the
+dialect allows: one statement, no BEGIN and COMMIT), so that a mark never
+waits behind a claim or a batch of results (those wait at most
+:attr:`Engine.MAX_DEFER` seconds for a gap between marks).
+
+This module is over 400 lines because it is one mechanism: the thread, its
+batching of calls, their one transaction and the retry of a failed batch
+call by call only make sense read together.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 from ..exceptions import MailError
 from .model import QueueError
 
-__all__ = ["Connection", "Dialect", "Engine", "Merge", "WriteResults"]
+__all__ = ["After", "Connection", "Dialect", "Engine", "Merge", "WriteResults"]
 
 T = TypeVar("T")
 
@@ -59,6 +67,8 @@ class Dialect:
     write_results: WriteResults
     #: The inner SELECT of a claim (picks due messages; SKIP LOCKED on PG).
     lock_clause: str = ""
+    #: Run before a claim, in its transaction (e.g. planner settings).
+    claim_setup: str | None = None
     placeholder: str = "?"
     greatest: str = "MAX"
     #: Run first in every transaction of the store's thread (None: implicit).
@@ -69,14 +79,35 @@ class Dialect:
     arrays: bool = False
     #: Whether a transaction's statements are pipelined (psycopg 3).
     pipeline: bool = False
+    #: Whether a batch of urgent calls runs without BEGIN and COMMIT, each
+    #: statement its own transaction (SQLite: one call into the database
+    #: for a batch of marks, instead of three, each a wait for the GIL;
+    #: PostgreSQL: one round trip and one statement for the server).
+    urgent_autocommit: bool = False
+    #: Whether the connection's ``autocommit`` is switched on for that
+    #: (psycopg; an SQLite connection of the store is always in it).
+    autocommit_switch: bool = False
 
     def sql(self, text: str) -> str:
         return text if self.placeholder == "?" else text.replace("?", self.placeholder)
 
 
 #: A call merged with the others of its kind in a batch: ``merge(cursor,
-#: items)`` returns one value per item (one statement for many callers).
-Merge = Callable[[Any, list[Any]], list[Any]]
+#: items)`` returns one value per item (one statement for many callers),
+#: or an :class:`After` that reads them once the transaction committed.
+Merge = Callable[[Any, list[Any]], "list[Any] | After"]
+
+
+class After:
+    """A merge's answers read after the commit: ``read()`` returns one value
+    per item. With a pipelining driver the statement's rows are then
+    already in (the commit waited for every reply), so the batch costs one
+    round trip, not one for the rows and one for the commit."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, read: Callable[[], list[Any]]) -> None:
+        self.read = read
 
 
 class _Call:
@@ -84,7 +115,7 @@ class _Call:
     merge function; answered through a concurrent future (blocking callers)
     or an asyncio future of *loop* (resolved in one loop callback a batch)."""
 
-    __slots__ = ("function", "future", "item", "loop", "merge")
+    __slots__ = ("function", "future", "item", "loop", "merge", "queued_at", "urgent")
 
     def __init__(
         self,
@@ -99,6 +130,8 @@ class _Call:
         self.loop = loop
         self.merge = merge
         self.item = item
+        self.queued_at = 0.0
+        self.urgent = False
 
     def live(self) -> bool:
         future = self.future
@@ -123,6 +156,8 @@ class Engine:
 
     #: Calls run in one transaction at most (group commit).
     MAX_BATCH = 512
+    #: Seconds an ordinary call waits at most while urgent calls go first.
+    MAX_DEFER = 0.05
 
     def __init__(
         self,
@@ -134,6 +169,7 @@ class Engine:
         self.dialect = dialect
         self._connect = connect
         self._calls: deque[_Call] = deque()
+        self._urgent: deque[_Call] = deque()
         self._ready = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -184,6 +220,7 @@ class Engine:
         (the parent's connection is never used here)."""
         self._pid = os.getpid()
         self._calls = deque()
+        self._urgent = deque()
         self._ready = threading.Condition()
         self._started = threading.Lock()
         self._thread = None
@@ -214,14 +251,11 @@ class Engine:
         try:
             while True:
                 with self._ready:
-                    while not self._calls and not self._closed:
+                    while not self._calls and not self._urgent and not self._closed:
                         self._ready.wait()
-                    if not self._calls:
+                    batch = self._next_batch()
+                    if not batch:
                         return
-                    batch = [
-                        self._calls.popleft()
-                        for _ in range(min(len(self._calls), self.MAX_BATCH))
-                    ]
                 if connection is None:
                     # Lost earlier (the database restarted, the network...):
                     # connect again, or fail this batch and try next time.
@@ -241,6 +275,21 @@ class Engine:
             if connection is not None:
                 with contextlib.suppress(Exception):
                     connection.close()
+
+    def _next_batch(self) -> list[_Call]:
+        """The urgent calls waiting, alone; else (or when an ordinary call
+        has waited :attr:`MAX_DEFER`) everything waiting. Called holding
+        the condition's lock."""
+        urgent, calls = self._urgent, self._calls
+        if urgent and not (
+            calls and time.monotonic() - calls[0].queued_at > self.MAX_DEFER
+        ):
+            lane = urgent
+        else:
+            lane = calls
+            while urgent:
+                calls.append(urgent.popleft())
+        return [lane.popleft() for _ in range(min(len(lane), self.MAX_BATCH))]
 
     def _run_batch(self, connection: Connection, batch: list[_Call]) -> bool:
         """Run and answer *batch*; False if the connection is broken."""
@@ -277,29 +326,58 @@ class Engine:
         self, connection: Connection, calls: list[_Call]
     ) -> list[tuple[_Call, Any]]:
         """Run *calls* in one transaction and commit: plain calls in order,
-        merged ones together, at the place of the first of their kind.
+        merged ones together, at the place of the first of their kind; the
+        answers of a merge that returned an :class:`After` are read after
+        the commit.
 
         A batch of merged calls only (the hot path: marks, results,
         inserts) is pipelined where the driver can (psycopg's pipeline
         mode): statements go out without waiting for the previous one's
         answer, the server is waited for only where a result is read and at
         the commit. Plain calls may read ``rowcount``, which a pipeline
-        leaves unknown, so a batch with one runs unpipelined."""
+        leaves unknown, so a batch with one runs unpipelined. A batch of
+        urgent calls runs in autocommit mode where the dialect allows
+        (:attr:`Dialect.urgent_autocommit`): one statement, no BEGIN, no
+        COMMIT, no pipeline."""
         pipeline = getattr(connection, "pipeline", None)
-        if (
+        autocommit = self.dialect.urgent_autocommit and all(c.urgent for c in calls)
+        if autocommit and self.dialect.autocommit_switch:
+            driver: Any = connection
+            driver.autocommit = True
+            try:
+                values = self._run_in(connection, calls, autocommit)
+            finally:
+                try:
+                    driver.autocommit = False
+                except Exception:
+                    # Never leave a connection in autocommit mode: the next
+                    # transaction would not be one.
+                    connection.close()
+                    raise
+        elif (
             pipeline is None
             or not self.dialect.pipeline
             or any(call.merge is None for call in calls)
         ):
-            return self._run_in(connection, calls)
-        with pipeline():
-            return self._run_in(connection, calls)
+            values = self._run_in(connection, calls, autocommit)
+        else:
+            with pipeline():
+                values = self._run_in(connection, calls, autocommit)
+        for key, later in list(values.items()):
+            if isinstance(later, _Later):
+                group, answers = later.group, later.after.read()
+                for call, answer in zip(group, answers, strict=True):
+                    values[id(call)] = answer
+                del values[key]
+        return [(call, values[id(call)]) for call in calls]
 
     def _run_in(
-        self, connection: Connection, calls: list[_Call]
-    ) -> list[tuple[_Call, Any]]:
+        self, connection: Connection, calls: list[_Call], autocommit: bool
+    ) -> dict[int, Any]:
+        """Run *calls* in one transaction (or, *autocommit*, each statement
+        its own: urgent calls are idempotent writes, the marks)."""
         cursor = connection.cursor()
-        if self.dialect.begin:
+        if self.dialect.begin and not autocommit:
             cursor.execute(self.dialect.begin)
         values: dict[int, Any] = {}
         merged: dict[Merge, list[_Call]] = {}
@@ -319,10 +397,14 @@ class Engine:
             else:
                 group = merged[step]
                 answers = step(cursor, [call.item for call in group])
+                if isinstance(answers, After):
+                    values[id(step)] = _Later(group, answers)
+                    continue
                 for call, answer in zip(group, answers, strict=True):
                     values[id(call)] = answer
-        connection.commit()
-        return [(call, values[id(call)]) for call in calls]
+        if not autocommit:
+            connection.commit()
+        return values
 
     def _answer(self, outcomes: list[tuple[_Call, Any, bool]]) -> None:
         """Resolve the futures: one callback per event loop for the batch
@@ -344,7 +426,7 @@ class Engine:
             with contextlib.suppress(RuntimeError):  # that loop is closed
                 loop.call_soon_threadsafe(_settle_futures, answers)
 
-    def _enqueue(self, call: _Call) -> None:
+    def _enqueue(self, call: _Call, urgent: bool = False) -> None:
         if self._pid != os.getpid():
             self._after_fork()
         if self._thread is None:
@@ -352,8 +434,13 @@ class Engine:
         with self._ready:
             if self._closed:
                 raise QueueError(f"{self!r} is closed")
-            self._calls.append(call)
-            if len(self._calls) == 1:
+            if urgent:
+                call.urgent = True
+                self._urgent.append(call)
+            else:
+                call.queued_at = time.monotonic()
+                self._calls.append(call)
+            if len(self._calls) + len(self._urgent) == 1:
                 self._ready.notify()
 
     def submit(self, function: Callable[[Any], T]) -> concurrent.futures.Future[T]:
@@ -370,13 +457,13 @@ class Engine:
         self._enqueue(_Call(function, future, loop))
         return await future
 
-    async def run_merged(self, merge: Merge, item: Any) -> Any:
+    async def run_merged(self, merge: Merge, item: Any, *, urgent: bool = False) -> Any:
         """Have *item* handled by ``merge(cursor, items)`` together with the
         other items given to the same *merge* in the batch (one statement
-        for many callers)."""
+        for many callers). *urgent* calls go first (see the module)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._enqueue(_Call(None, future, loop, merge, item))
+        self._enqueue(_Call(None, future, loop, merge, item), urgent)
         return await future
 
     def run_sync(self, function: Callable[[Any], T]) -> T:
@@ -395,6 +482,16 @@ class Engine:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class _Later:
+    """A merge's :class:`After`, with the calls it answers."""
+
+    __slots__ = ("after", "group")
+
+    def __init__(self, group: list[_Call], after: After) -> None:
+        self.group = group
+        self.after = after
 
 
 def _rolled_back(connection: Connection) -> bool:

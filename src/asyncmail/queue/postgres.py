@@ -80,7 +80,14 @@ POSTGRES = Dialect(
     write_results=write_results,
     arrays=True,
     pipeline=True,
+    urgent_autocommit=True,
+    autocommit_switch=True,
     lock_clause=" FOR UPDATE SKIP LOCKED",
+    # The claim takes the first due messages in the claim index's order and
+    # stops there. Without statistics (a new or freshly filled table) the
+    # planner may instead read every queued row and sort them all, at each
+    # claim: milliseconds, growing with the backlog.
+    claim_setup="SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off",
     placeholder="%s",
     greatest="GREATEST",
     notify=f"NOTIFY {CHANNEL}",

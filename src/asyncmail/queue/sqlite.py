@@ -98,6 +98,7 @@ SQLITE = Dialect(
     schema=SCHEMA,
     write_results=write_results,
     begin="BEGIN IMMEDIATE",
+    urgent_autocommit=True,
 )
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .admin import OutboxAdmin
+from .engine import After
 from .inserts import chunks, insert_many
 from .model import (
     Job,
@@ -97,26 +98,39 @@ class Store(OutboxAdmin):
     ) -> list[Job]:
         sql = self.dialect.sql
         now = time.time()
+        if self.dialect.claim_setup:
+            cursor.execute(self.dialect.claim_setup)
         self._expire(cursor, now, policy)
-        cursor.execute(
-            sql(
-                "UPDATE asyncmail_outbox SET state = 'claimed', lease_owner = ?, "
-                "lease_until = ?, claims = claims + 1 WHERE id IN (SELECT id FROM "
-                "asyncmail_outbox WHERE state = 'queued' AND due_at <= ? ORDER BY "
-                f"priority DESC, due_at, id LIMIT ?{self.dialect.lock_clause}) "
-                "RETURNING id, key, sender, recipients, pending, attempts, "
-                "priority, outcomes, due_at"
-            ),
-            (owner, now + lease, now, limit),
+        claim = (
+            "UPDATE asyncmail_outbox SET state = 'claimed', lease_owner = ?, "
+            "lease_until = ?, claims = claims + 1 WHERE id IN (SELECT id FROM "
+            "asyncmail_outbox WHERE state = 'queued' AND due_at <= ? ORDER BY "
+            f"priority DESC, due_at, id LIMIT ?{self.dialect.lock_clause}) "
+            "RETURNING id, key, sender, recipients, pending, attempts, "
+            "priority, outcomes, due_at"
         )
-        rows = sorted(cursor.fetchall(), key=lambda r: (-int(r[6]), float(r[8]), r[0]))
+        params = (owner, now + lease, now, limit)
         data: dict[str, bytes] = {}
-        for keys in chunks([r[1] for r in rows], 500):
-            where, params = self._among("key", keys)
+        if self.dialect.arrays:  # PostgreSQL: the claim and its data, one statement
             cursor.execute(
-                sql(f"SELECT key, data FROM asyncmail_data WHERE {where}"), params
+                sql(
+                    f"WITH c AS ({claim}) SELECT c.*, d.data FROM c JOIN "
+                    "asyncmail_data AS d ON d.key = c.key"
+                ),
+                params,
             )
-            data.update((key, bytes(value)) for key, value in cursor.fetchall())
+            rows = cursor.fetchall()
+            data = {r[1]: bytes(r[9]) for r in rows}
+        else:
+            cursor.execute(sql(claim), params)
+            rows = cursor.fetchall()
+            for keys in chunks([r[1] for r in rows], 500):
+                where, keyed = self._among("key", keys)
+                cursor.execute(
+                    sql(f"SELECT key, data FROM asyncmail_data WHERE {where}"), keyed
+                )
+                data.update((key, bytes(value)) for key, value in cursor.fetchall())
+        rows.sort(key=lambda r: (-int(r[6]), float(r[8]), r[0]))
         loads = json.loads
         return [
             Job(
@@ -135,6 +149,17 @@ class Store(OutboxAdmin):
 
     def _expire(self, cursor: Any, now: float, policy: RetryPolicy) -> None:
         sql = self.dialect.sql
+        # Usually no lease has expired: one look (on the lease index, in its
+        # order, so that no planner reads the table for it) first.
+        cursor.execute(
+            sql(
+                "SELECT 1 FROM asyncmail_outbox WHERE lease_owner IS NOT NULL AND "
+                "lease_until < ? ORDER BY lease_until LIMIT 1"
+            ),
+            (now,),
+        )
+        if cursor.fetchone() is None:
+            return
         cursor.execute(
             sql(
                 "UPDATE asyncmail_outbox SET state = 'dead', lease_owner = NULL, "
@@ -188,31 +213,43 @@ class Store(OutboxAdmin):
     async def mark_inflight(self, job: Job, owner: str) -> None:
         """Durably record that *job*'s end of data is about to be written;
         raise :class:`LeaseLostError` if the claim is no longer *owner*'s.
-        Concurrent marks share one statement and one commit."""
-        if not await self.run_merged(self._mark_many, (job.id, owner)):
+        Concurrent marks share one statement and one commit, and go before
+        any other call waiting for the store's thread."""
+        if not await self.run_merged(self._mark_many, (job.id, owner), urgent=True):
             raise LeaseLostError(
                 f"The claim on outbox message {job.id} expired; not sending it"
             )
 
-    def _mark_many(self, cursor: Any, items: list[tuple[int, str]]) -> list[Any]:
-        marked: set[tuple[int, str]] = set()
+    def _mark_many(self, cursor: Any, items: list[tuple[int, str]]) -> Any:
         owners: dict[str, list[int]] = {}
         for ident, owner in items:
             owners.setdefault(owner, []).append(ident)
         sql = self.dialect.sql
+        mark = (
+            "UPDATE asyncmail_outbox SET state = 'inflight' WHERE lease_owner = ? "
+            "AND state IN ('claimed', 'inflight') AND "
+        )
+        if self.dialect.arrays:
+            # PostgreSQL: one statement an owner, returning the ids marked,
+            # read after the commit (the batch is then one round trip).
+            reads = []
+            for owner, idents in owners.items():
+                own = cursor.connection.cursor()
+                own.execute(sql(mark + "id = ANY(?) RETURNING id"), [owner, idents])
+                reads.append((owner, own))
+
+            def read() -> list[Any]:
+                marked = {(int(r[0]), o) for o, own in reads for r in own.fetchall()}
+                return [item in marked for item in items]
+
+            return After(read)
+        marked: set[tuple[int, str]] = set()
         for owner, idents in owners.items():
             for chunk in chunks(idents, 500):
                 where, params = self._among("id", chunk)
                 # No RETURNING: a row read is a call into the database (on
                 # SQLite, a wait for the GIL); all marked is the usual case.
-                cursor.execute(
-                    sql(
-                        "UPDATE asyncmail_outbox SET state = 'inflight' WHERE "
-                        "lease_owner = ? AND state IN ('claimed', 'inflight') AND "
-                        f"{where}"
-                    ),
-                    [owner, *params],
-                )
+                cursor.execute(sql(mark + where), [owner, *params])
                 if cursor.rowcount == len(chunk):
                     marked.update((ident, owner) for ident in chunk)
                     continue
@@ -290,7 +327,8 @@ class Store(OutboxAdmin):
             cursor.execute(
                 self.dialect.sql(
                     "UPDATE asyncmail_outbox SET lease_until = ? WHERE lease_owner "
-                    "= ? AND state IN ('claimed', 'inflight')"
+                    "IS NOT NULL AND lease_owner = ? AND state IN ('claimed', "
+                    "'inflight')"
                 ),
                 (time.time() + lease, owner),
             )
@@ -341,7 +379,8 @@ class Store(OutboxAdmin):
             cursor.execute(
                 self.dialect.sql(
                     "UPDATE asyncmail_outbox SET lease_until = 0 WHERE lease_owner "
-                    "= ? AND state IN ('claimed', 'inflight')"
+                    "IS NOT NULL AND lease_owner = ? AND state IN ('claimed', "
+                    "'inflight')"
                 ),
                 (owner,),
             )

@@ -91,8 +91,11 @@ class Worker:
     :param on_result: called with each message's result.
     """
 
-    #: Seconds the result writer waits for more results to write together.
-    SETTLE_DELAY = 0.005
+    #: Seconds the result writer waits for more results to write together
+    #: (less once half a batch of them is waiting): each write is a
+    #: transaction (a commit, on SQLite FULL a sync to disk) that the
+    #: in-flight marks may have to wait for, so fewer and larger is better.
+    SETTLE_DELAY = 0.02
 
     def __init__(
         self,
@@ -166,6 +169,8 @@ class Worker:
         #: Delivered messages whose results are not written yet.
         self._unsettled: list[tuple[Job, MessageResult]] = []
         self._settle_ready = anyio.Event()
+        self._settle_full: anyio.Event | None = None
+        self._settle_threshold = max(self.concurrency, self.batch // 2)
         self._settler_closing = False
 
     def __repr__(self) -> str:
@@ -271,6 +276,8 @@ class Worker:
                             self._job_ready.set()
                     self._settler_closing = True
                     self._settle_ready.set()
+                    if self._settle_full is not None:
+                        self._settle_full.set()
                 outer.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -396,14 +403,22 @@ class Worker:
                 # (the heartbeat covers it) and in flight until the write
                 # commits, so a worker dying meanwhile leaves it unknown,
                 # never resent.
-                self._unsettled.append((job, result))
-                self._settle_ready.set()
+                unsettled = self._unsettled
+                unsettled.append((job, result))
+                if len(unsettled) == 1:
+                    self._settle_ready.set()
+                elif (
+                    len(unsettled) >= self._settle_threshold
+                    and self._settle_full is not None
+                ):
+                    self._settle_full.set()
                 self._done()
 
     async def _settler(self) -> None:
         """Write the results of delivered messages, many per call (one
         transaction): after the first result it waits a moment
-        (:attr:`SETTLE_DELAY`) for the others under way to join it."""
+        (:attr:`SETTLE_DELAY`, or until half a batch of results is in) for
+        the others under way to join it."""
         while True:
             if not self._unsettled:
                 if self._settler_closing:
@@ -411,8 +426,14 @@ class Worker:
                 self._settle_ready = anyio.Event()
                 await self._settle_ready.wait()
                 continue
-            if len(self._unsettled) < self.concurrency and not self._settler_closing:
-                await anyio.sleep(self.SETTLE_DELAY)
+            if (
+                len(self._unsettled) < self._settle_threshold
+                and not self._settler_closing
+            ):
+                self._settle_full = full = anyio.Event()
+                with anyio.move_on_after(self.SETTLE_DELAY):
+                    await full.wait()
+                self._settle_full = None
             batch, self._unsettled = self._unsettled, []
             await self._settle(batch)
 
