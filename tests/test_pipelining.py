@@ -452,3 +452,31 @@ async def test_held_back_end_of_data_lost_with_the_connection_is_not_written() -
     with pytest.raises(SMTPError):
         await stream.flushed(end)
     assert transport.written == []
+
+
+async def test_cancelling_the_message_ahead_leaves_the_one_behind_in_step() -> None:
+    """Message 1 is cancelled while it awaits the reply to its end of data,
+    with message 2 pipelined behind it: 1 is unknown, its reply is dropped
+    on arrival, and 2 gets its own replies and is delivered."""
+    with scripted() as server:
+        server.on(".", reply(FINAL_OK, delay=0.5), match="rcpt1@")
+        async with make_backend(server, timeout=5.0) as backend:
+            first, second = message(1), message(2)
+            one = asyncio.ensure_future(backend.send_messages([first]))
+            for _ in range(200):
+                await asyncio.sleep(0.01)
+                if server.count("DATA") == 1 and server.sessions[0].data:
+                    break
+            two = asyncio.ensure_future(backend.send_messages([second]))
+            await asyncio.sleep(0.1)
+            one.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await one
+            assert await asyncio.wait_for(two, 10) == 1
+    assert result_of(first).recipients["rcpt1@example.com"].outcome is (Outcome.UNKNOWN)
+    assert result_of(second).error is None
+    assert len(server.sessions) == 1
+    assert sorted(a.mail_from for a in server.accepted) == [
+        "sender1@example.com",
+        "sender2@example.com",
+    ]

@@ -103,6 +103,8 @@ class ReplyStream(asyncio.Protocol):
         self._corked: list[bytes | memoryview] | None = None
         self._uncorked: asyncio.Future[None] | None = None
         self.dropped = False  # held-back writes were never written
+        #: The transaction waiting for its end of data to leave (flushed).
+        self.pending_end: object | None = None
         #: Where the session ended, as a reply number: that of the first 421
         #: read (the server is closing), of the reply a transaction failed
         #: on, or the first reply still missing when the connection failed.
@@ -515,11 +517,23 @@ class SMTPConnection:
             return collateral
         except BaseException:
             # Cancelled (or worse) mid-exchange.
+            if stream.pending_end is transaction:
+                # Cancelled waiting for its end of data to leave: once it was
+                # handed to the transport it may be delivered (unknown,
+                # never resent); still held back, the abort below drops it.
+                stream.pending_end = None
+                if not stream.corked and not stream.dropped:
+                    transaction.end_of_data_written()
+            final = transaction.awaiting_final  # only its last reply was due
             transaction.cancelled(stream.take(tickets))
-            if transaction.awaiting_final and tickets and not stream.broken:
+            if final and not tickets:
+                pass  # that reply was here: the session is clean
+            elif final and not stream.broken:
                 stream.abandon(tickets)  # the session is in step without us
-            elif tickets or not transaction.settled:
-                stream.transport.abort()  # the session state is unknown
+            else:
+                # Mid-exchange (e.g. a 354 taken but no data sent): the
+                # session state is unknown.
+                stream.transport.abort()
                 stream.abandon(tickets)
             raise
         return False
@@ -540,8 +554,11 @@ class SMTPConnection:
             if isinstance(action, Read):
                 if action.fresh_deadline:
                     stream.set_deadline(self._deadline(deadline))
-                ticket = tickets.popleft()
+                # The ticket leaves *tickets* only once its reply is read: a
+                # cancelled wait must still find it there (see run).
+                ticket = tickets[0]
                 if queued and stream.consumed == ticket:
+                    tickets.popleft()
                     reply = queued.popleft()
                     stream.consumed = ticket + 1
                     if queued:
@@ -550,10 +567,10 @@ class SMTPConnection:
                     try:
                         reply = await stream.read(ticket)
                     except SMTPError as exc:
-                        tickets.appendleft(ticket)
                         if not transaction.lost(exc):
                             raise
                         continue
+                    tickets.popleft()
                 if reply.code == 421 and stream.ended_at is None:
                     stream.ended_at = ticket
                 transaction.receive(reply)
@@ -589,7 +606,11 @@ class SMTPConnection:
                     (stream.corked or stream.transport.get_write_buffer_size() > 0)
                     and stream.consumed + len(queued) <= last
                 ):
+                    # Cancelled while waiting here, the end of data may have
+                    # gone out already: run() looks (see pending_end).
+                    stream.pending_end = transaction
                     await stream.flushed(last)  # else it is written already
+                    stream.pending_end = None
                 transaction.end_of_data_written()
             elif isinstance(action, SendChunks):
                 stream.set_deadline(self._deadline(deadline))
