@@ -846,7 +846,9 @@ class Transaction:
             self._apply_final(queued[0])
         elif not self.envelope_done:
             self.replies.extend(queued)
-        self.fail(SMTPError("The send was cancelled before this message was completed"))
+        self.fail(
+            SMTPError("The send was interrupted before this message was completed")
+        )
 
     def _cancelled_chunked(self) -> bool:
         """Cancelled under CHUNKING with every reply in (the LAST chunk's
