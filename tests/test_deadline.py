@@ -13,12 +13,13 @@ import time
 import uuid
 from typing import Any
 
+import anyio
 import pytest
 
 import asyncmail
 from asyncmail import EmailMessage, Outcome, SMTPTimeoutError, send_mail
 from asyncmail.backends.smtp import EmailBackend
-from scriptserver import DEFAULT_EXTENSIONS, SILENCE, ScriptServer
+from scriptserver import DEFAULT_EXTENSIONS, SILENCE, ScriptServer, settle
 
 TIMEOUT = 1.0
 
@@ -109,3 +110,44 @@ async def test_explicit_open_is_bounded_by_the_deadline_too() -> None:
 
     assert len(server.sessions) == 1
     assert elapsed < 2.5 * TIMEOUT
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("chunking", [False, True], ids=["DATA", "BDAT"])
+async def test_a_deadline_passed_in_the_end_of_data_hook_sends_no_end(
+    chunking: bool,
+) -> None:
+    """The end-of-data hook (the durable queue's in-flight mark) outlasts the
+    message's deadline: the end of data is not written then (the message is
+    not sent: temporary, safe to retry), rather than written after the
+    deadline and reported "maybe delivered"."""
+    from asyncmail.backends.smtp import end_of_data_hook
+
+    async def slow_mark() -> None:
+        await anyio.sleep(1.5 * TIMEOUT)
+
+    with ScriptServer(chunking=chunking) as server:
+        mail = message()
+        token = end_of_data_hook.set(slow_mark)
+        try:
+            async with EmailBackend(
+                host=server.host,
+                port=server.port,
+                local_hostname="client.example",
+                timeout=10 * TIMEOUT,
+                deadline=TIMEOUT,
+                retries=0,
+            ) as connection:
+                sent = await connection.send_messages([mail], fail_silently=True)
+        finally:
+            end_of_data_hook.reset(token)
+        await settle(lambda: server.live == 0)
+
+    assert sent == 0
+    result = mail.result
+    assert result is not None
+    (recipient,) = result.recipients.values()
+    assert recipient.outcome is Outcome.TEMPORARY
+    assert "deadline" in recipient.text
+    assert server.accepted == []
+    assert len(server.sessions) == 1

@@ -25,7 +25,11 @@ from typing import Any
 import pytest
 
 from asyncmail import ConfigurationError, Outcome
-from asyncmail.exceptions import SMTPError
+from asyncmail.exceptions import (
+    DeliveryUnknownError,
+    SMTPDeadlineExceededError,
+    SMTPError,
+)
 from asyncmail.smtp.connection import ReplyStream
 from helpers import make_backend, message, result_of, scripted
 from scriptserver import reply
@@ -424,6 +428,71 @@ async def test_abandoned_replies_are_dropped_and_the_rest_stay_in_step() -> None
     assert stream.outstanding == 0
 
 
+async def test_the_earliest_limit_in_flight_binds_until_its_owner_leaves() -> None:
+    """Two transactions in flight: the later one's limit never extends the
+    earlier one's; once the earlier leaves, only the later one's counts."""
+    loop = asyncio.get_running_loop()
+    stream = ReplyStream(_Transport(), loop)
+    ahead, behind = object(), object()
+    stream.set_deadline(ahead, loop.time() + 0.2, SMTPDeadlineExceededError)
+    stream.set_deadline(behind, loop.time() + 30)  # handed the connection later
+    ticket = stream.send(b".\r\n", 1)
+    started = loop.time()
+    with pytest.raises(SMTPDeadlineExceededError):
+        await stream.read(ticket)
+    assert loop.time() - started < 5  # the earlier limit, not 30 s
+
+    stream = ReplyStream(_Transport(), loop)
+    stream.set_deadline(ahead, loop.time() + 0.05)
+    stream.set_deadline(behind, loop.time() + 30)
+    stream.release(ahead)  # its reply was read: its limit is gone
+    ticket = stream.send(b"NOOP\r\n", 1)
+    waiting = asyncio.ensure_future(stream.read(ticket))
+    await asyncio.sleep(0.3)
+    assert not waiting.done()  # well past the released limit
+    stream.data_received(b"250 fine\r\n")
+    assert (await waiting).text == "fine"
+
+
+async def test_a_message_handed_the_connection_later_does_not_extend_a_deadline() -> (
+    None
+):
+    """Message 1's final reply never comes; message 2, sent 1.5 s later by
+    another caller, pipelines behind it on the same connection with a later
+    deadline of its own. Message 1 still fails at its own deadline (2 s),
+    not at message 2's (3.5 s); message 2 is retried on a new session."""
+    with scripted() as server:
+        server.on(".", reply(FINAL_OK, delay=8.0), match="rcpt1@")
+        first, second = message(1), message(2)
+        options: dict[str, Any] = {"deadline": 2.0, "max_connections": 1}
+        async with make_backend(server, **options) as backend:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            one = asyncio.ensure_future(
+                backend.send_messages([first], fail_silently=True)
+            )
+            await asyncio.sleep(1.5)
+            two = asyncio.ensure_future(
+                backend.send_messages([second], fail_silently=True)
+            )
+            await one
+            took = loop.time() - started
+            assert await two == 1
+    assert 1.9 < took < 3.0
+    assert isinstance(result_of(first).error, DeliveryUnknownError)
+    assert "deadline" in str(result_of(first).error)
+    assert result_of(second).error is None
+    # (Before the fix, message 1 took 3.5 s: message 2's envelope, written
+    # behind it, had moved the connection's deadline to its own.)
+    assert len(server.sessions) == 2
+    # The server did take message 1 (hence "unknown", never resent); message 2
+    # once, on the second session.
+    assert sorted(a.mail_from for a in server.accepted) == [
+        "sender1@example.com",
+        "sender2@example.com",
+    ]
+
+
 async def test_end_of_data_and_the_next_envelope_go_in_one_write() -> None:
     transport = _Transport()
     stream = ReplyStream(transport, asyncio.get_running_loop())
@@ -434,7 +503,7 @@ async def test_end_of_data_and_the_next_envelope_go_in_one_write() -> None:
         stream.send(b"MAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n", 3)
 
     task = asyncio.ensure_future(next_message())
-    await stream.flushed(end)
+    await stream.flushed(end, len(b"body\r\n.\r\n"))
     await task
     assert transport.written == [
         b"body\r\n.\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n"
@@ -450,8 +519,70 @@ async def test_held_back_end_of_data_lost_with_the_connection_is_not_written() -
     end = stream.send_together(b"body\r\n.\r\n", 1)
     stream.connection_lost(ConnectionResetError("reset"))
     with pytest.raises(SMTPError):
-        await stream.flushed(end)
+        await stream.flushed(end, stream.queued)
     assert transport.written == []
+
+
+class _Buffering(_Transport):
+    """A transport holding its last *buffered* bytes back from the OS."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffered = 0
+        self.closing = False
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+@pytest.mark.parametrize(
+    ("behind", "buffered", "written"),
+    [
+        (0, 0, True),  # all of it left
+        (0, 1, False),  # its last byte (the end of data's LF) is still ours
+        (100, 100, True),  # only what was sent after it is still buffered
+        (100, 101, False),
+        (100, 0, True),
+    ],
+)
+async def test_an_end_of_data_left_once_its_own_bytes_did(
+    behind: int, buffered: int, written: bool
+) -> None:
+    """Whether an end of data was written depends on where it is in the
+    stream, not on whether the transport's buffer is empty: bytes written
+    after it (the next message's envelope, handed the connection) may still
+    be buffered when the session breaks, and the end of data is then maybe
+    delivered (unknown, never resent), not "not written" (resent: a
+    duplicate)."""
+    transport = _Buffering()
+    stream = ReplyStream(transport, asyncio.get_running_loop())
+    ticket = stream.send(b"body\r\n.\r\n", 1)
+    end = stream.queued
+    if behind:
+        stream.send(b"x" * behind, 0)
+    transport.buffered = buffered
+    assert stream.left(end) is written
+    stream.connection_lost(ConnectionResetError("reset"))  # buffer kept as is
+    if written:
+        await stream.flushed(ticket, end)
+    else:
+        with pytest.raises(SMTPError):
+            await stream.flushed(ticket, end)
+
+
+async def test_a_reply_to_the_end_of_data_means_it_left() -> None:
+    transport = _Buffering()
+    stream = ReplyStream(transport, asyncio.get_running_loop())
+    ticket = stream.send(b"body\r\n.\r\n", 1)
+    transport.buffered = 3  # the transport says it still holds some
+    waiting = asyncio.ensure_future(stream.flushed(ticket, stream.queued))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    stream.data_received(b"250 queued\r\n")
+    await asyncio.wait_for(waiting, 5)  # the server has it all
 
 
 async def test_cancelling_the_message_ahead_leaves_the_one_behind_in_step() -> None:

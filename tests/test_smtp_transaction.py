@@ -622,4 +622,4 @@ def test_cancelled_before_anything_is_temporary_and_keeps_queued_refusals() -> N
     txn.cancelled([Reply(550, "5.1.1 no such user")])  # a's reply, not read yet
     assert txn.recipients["a@example.com"].code == 550
     assert txn.recipients["b@example.com"].outcome is TEMPORARY
-    assert "cancelled" in str(txn.error)
+    assert "interrupted" in str(txn.error)

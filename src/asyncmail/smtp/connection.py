@@ -10,10 +10,14 @@ action says, and nothing else decides anything about SMTP here.
 
 Time limits use one timer per connection, armed lazily: moving the deadline
 later costs an attribute write, and the timer re-arms itself when it fires
-early (instead of one timer per command or per phase). The end of data
-counts as written only once the transport handed it to the operating
-system (a connection lost while it still sat in our buffer never
-delivered it).
+early (instead of one timer per command or per phase). Each transaction in
+flight keeps its own limit on the stream, and the earliest binds: a message
+handed the connection later never extends the wait of the one ahead.
+
+The end of data counts as written only once the transport handed its bytes
+to the operating system (a connection lost while they still sat in our
+buffer never delivered them); the stream counts bytes, so what was sent
+after them (the next envelope) being still buffered does not matter.
 
 A little over the house's ~400 lines: the protocol and its driver share
 the transport's life (timers, flow control, the end-of-data flush), and
@@ -27,6 +31,7 @@ import os
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
+from operator import itemgetter
 from typing import Final, Protocol
 
 from .. import observability
@@ -49,6 +54,7 @@ from .wire import WRITE_CHUNK, WirePayload
 __all__ = ["QUIT_TIMEOUT", "ReplyStream", "SMTPConnection", "end_of_data_hook"]
 
 QUIT_TIMEOUT: Final = 5.0
+_first = itemgetter(0)
 
 #: Awaited, in the task delivering a message, just before its end of data is
 #: written (the last moment nothing can have been delivered). The durable
@@ -102,9 +108,15 @@ class ReplyStream(asyncio.Protocol):
         #: Writes held back to go out as one (see send_together).
         self._corked: list[bytes | memoryview] | None = None
         self._uncorked: asyncio.Future[None] | None = None
-        self.dropped = False  # held-back writes were never written
-        #: The transaction waiting for its end of data to leave (flushed).
+        #: Bytes sent so far, in wire order, and those of them handed to the
+        #: transport (the rest are held back, or were dropped with the
+        #: connection): where one write ends says whether it left (flushed).
+        self.queued = 0
+        self.handed = 0
+        #: The transaction waiting for its end of data to leave (flushed),
+        #: and where that end of data is (a value of ``queued``).
         self.pending_end: object | None = None
+        self.pending_end_at = 0
         #: Where the session ended, as a reply number: that of the first 421
         #: read (the server is closing), of the reply a transaction failed
         #: on, or the first reply still missing when the connection failed.
@@ -112,10 +124,13 @@ class ReplyStream(asyncio.Protocol):
         self.ended_at: int | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._paused = False
-        self._deadline: float | None = None
+        #: Each waiter's limit (a transaction in flight, a NOOP): a loop time
+        #: and what passing it means (see SMTPConnection._arm).
+        self._limits: dict[object, tuple[float, type[SMTPTimeoutError]]] = {}
+        self._deadline: float | None = None  # the earliest of them
         self._timer: asyncio.TimerHandle | None = None
         self.error: SMTPError | None = None
-        # Which limit the deadline is (see SMTPConnection._deadline).
+        # Which limit the deadline is.
         self.timeout_error: type[SMTPTimeoutError] = SMTPReadTimeoutError
 
     @property
@@ -124,11 +139,39 @@ class ReplyStream(asyncio.Protocol):
 
     # -- time limits ----------------------------------------------------------------
 
-    def set_deadline(self, deadline: float | None) -> None:
-        """Fail the waits from now on at loop time *deadline* (None: never)."""
-        self._deadline = deadline
+    def set_deadline(
+        self,
+        owner: object,
+        deadline: float | None,
+        error: type[SMTPTimeoutError] = SMTPReadTimeoutError,
+    ) -> None:
+        """*owner*'s waits from now on must end by loop time *deadline*
+        (None: no limit), else they fail with *error*. The stream fails at
+        the earliest limit of all its owners: replies come in wire order, so
+        a limit passed ahead is one passed for everyone behind it."""
+        limits = self._limits
         if deadline is None:
+            limits.pop(owner, None)
+        else:
+            limits[owner] = (deadline, error)
+        self._rearm()
+
+    def release(self, owner: object) -> None:
+        """*owner* waits no more: its limit no longer binds the others."""
+        if self._limits.pop(owner, None) is not None:
+            self._rearm()
+
+    def _rearm(self) -> None:
+        limits = self._limits
+        if not limits:
+            self._deadline = None
             return
+        if len(limits) == 1:
+            ((deadline, error),) = limits.values()
+        else:
+            deadline, error = min(limits.values(), key=_first)
+        self._deadline = deadline
+        self.timeout_error = error
         timer = self._timer
         if timer is None or timer.when() > deadline:
             if timer is not None:
@@ -256,9 +299,11 @@ class ReplyStream(asyncio.Protocol):
         self.parser.expect(replies)
         ticket = self.written
         self.written = ticket + replies
+        self.queued += len(data)
         corked = self._corked
         if corked is None:
             self.transport.write(data)
+            self.handed = self.queued
         else:
             corked.append(data)
         return ticket
@@ -281,13 +326,9 @@ class ReplyStream(asyncio.Protocol):
 
     def _uncork(self) -> None:
         corked, self._corked = self._corked, None
-        if corked:
-            if self.broken:
-                self.dropped = True  # never written: safe to retry
-            else:
-                self.transport.write(
-                    corked[0] if len(corked) == 1 else b"".join(corked)
-                )
+        if corked and not self.broken:  # else never written: safe to retry
+            self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+            self.handed = self.queued
         waiter, self._uncorked = self._uncorked, None
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -326,27 +367,36 @@ class ReplyStream(asyncio.Protocol):
         if self.parser.replies:
             self.wake()
 
-    async def flushed(self, ticket: int) -> None:
-        """Wait until the transport has handed everything written to the
-        operating system: only then has it been *written*.
+    def left(self, end: int) -> bool:
+        """Whether the bytes up to offset *end* (a value of ``queued``) were
+        handed to the operating system: only then were they *written*. What
+        was sent after them may still sit in the transport's buffer."""
+        return self.handed - self.transport.get_write_buffer_size() >= end
 
-        Raises if the connection failed with data still buffered. A failure
-        that emptied the buffer itself (a reset) is taken as written: when
-        in doubt, "maybe delivered", never a resend. The reply numbered
-        *ticket* (that of the last write) arriving means the server has it
-        all (a reply to an earlier command says nothing about it).
+    async def flushed(self, ticket: int, end: int) -> None:
+        """Wait until the write ending at offset *end* left (see
+        :meth:`left`); *ticket* is the reply to it.
+
+        Raises if the connection failed before: those bytes never left (they
+        were held back, or still buffered when the session broke; nothing
+        writes them any more). A failure that emptied the buffer itself (a
+        reset) is taken as written: when in doubt, "maybe delivered", never
+        a resend. The reply numbered *ticket* arriving means the server has
+        it all (a reply to an earlier command says nothing about it).
         """
-        if self._uncorked is not None:
-            await self._uncorked
-        if self.dropped:
-            raise self.error or SMTPConnectError("Connection closed")
         transport = self.transport
         replies = self.parser.replies
         delay = 0.0005
         while (
-            transport.get_write_buffer_size() > 0
+            self.handed - transport.get_write_buffer_size() < end
             and self.consumed + len(replies) <= ticket
         ):
+            if self.handed < end:
+                if self._uncorked is not None:  # held back: goes out soon
+                    await self._uncorked
+                    continue
+                # Dropped with the connection, never handed over.
+                raise self.error or SMTPConnectError("Connection closed")
             if self.error is None:
                 self._check_deadline()
             if self.broken:
@@ -429,15 +479,15 @@ class SMTPConnection:
         whose connection was handed on): closed when the pool next sees it."""
         self.retired = True
 
-    def _deadline(self, limit: float | None) -> float | None:
-        """The loop time by which the next phase must finish: one timeout from
-        now, but never after *limit* (the message's overall deadline)."""
-        phase = None if self.timeout is None else self.stream.loop.time() + self.timeout
+    def _arm(self, owner: object, limit: float | None) -> None:
+        """*owner*'s next phase must finish one timeout from now, but never
+        after *limit* (the message's overall deadline)."""
+        stream = self.stream
+        phase = None if self.timeout is None else stream.loop.time() + self.timeout
         if phase is None or (limit is not None and limit <= phase):
-            self.stream.timeout_error = SMTPDeadlineExceededError
-            return limit
-        self.stream.timeout_error = SMTPReadTimeoutError
-        return phase
+            stream.set_deadline(owner, limit, SMTPDeadlineExceededError)
+        else:
+            stream.set_deadline(owner, phase)
 
     def transaction(
         self,
@@ -489,7 +539,7 @@ class SMTPConnection:
         the transactions after it.
         """
         stream = self.stream
-        stream.set_deadline(self._deadline(deadline))
+        self._arm(transaction, deadline)
         tickets: deque[int] = deque()  # the replies this transaction awaits
         first = stream.written  # the ticket of its first reply
         try:
@@ -522,7 +572,7 @@ class SMTPConnection:
                 # handed to the transport it may be delivered (unknown,
                 # never resent); still held back, the abort below drops it.
                 stream.pending_end = None
-                if not stream.corked and not stream.dropped:
+                if stream.handed >= stream.pending_end_at:
                     transaction.end_of_data_written()
             final = transaction.awaiting_final  # only its last reply was due
             transaction.cancelled(stream.take(tickets))
@@ -536,6 +586,8 @@ class SMTPConnection:
                 stream.transport.abort()
                 stream.abandon(tickets)
             raise
+        finally:
+            stream.release(transaction)
         return False
 
     async def _drive(
@@ -553,7 +605,7 @@ class SMTPConnection:
             action = transaction.next_action()
             if isinstance(action, Read):
                 if action.fresh_deadline:
-                    stream.set_deadline(self._deadline(deadline))
+                    self._arm(transaction, deadline)
                 # The ticket leaves *tickets* only once its reply is read: a
                 # cancelled wait must still find it there (see run).
                 ticket = tickets[0]
@@ -578,11 +630,11 @@ class SMTPConnection:
                     raise stream.error  # e.g. more replies than commands
             elif isinstance(action, Write):
                 if action.fresh_deadline:
-                    stream.set_deadline(self._deadline(deadline))
+                    self._arm(transaction, deadline)
                 first = stream.send(action.data, action.replies)
                 tickets.extend(range(first, first + action.replies))
             elif isinstance(action, SendData):
-                stream.set_deadline(self._deadline(deadline))
+                self._arm(transaction, deadline)
                 payload = action.payload
                 handing_off = handoff is not None and self.pipelining
                 if (
@@ -597,23 +649,22 @@ class SMTPConnection:
                     else:
                         last = stream.send(payload, 1)
                 else:
-                    last = await self._send_data(payload, deadline)
+                    last = await self._send_data(payload, transaction, deadline)
                 tickets.append(last)
+                end = stream.queued  # where its end of data is in the stream
                 if handing_off and not stream.broken:
                     assert handoff is not None
                     handoff()
-                if stream.dropped or (
-                    (stream.corked or stream.transport.get_write_buffer_size() > 0)
-                    and stream.consumed + len(queued) <= last
-                ):
+                if not stream.left(end) and stream.consumed + len(queued) <= last:
                     # Cancelled while waiting here, the end of data may have
                     # gone out already: run() looks (see pending_end).
                     stream.pending_end = transaction
-                    await stream.flushed(last)  # else it is written already
+                    stream.pending_end_at = end
+                    await stream.flushed(last, end)  # else it is written already
                     stream.pending_end = None
                 transaction.end_of_data_written()
             elif isinstance(action, SendChunks):
-                stream.set_deadline(self._deadline(deadline))
+                self._arm(transaction, deadline)
                 chunks = action.chunks
                 if (
                     len(chunks) == 1
@@ -627,22 +678,34 @@ class SMTPConnection:
                     first = stream.send(action.lead + chunks[0][0] + content, count)
                     tickets.extend(range(first, first + count))
                 else:
-                    await self._send_chunks(action, deadline, tickets)
+                    await self._send_chunks(action, transaction, deadline, tickets)
                 if action.last:
                     # The reply to the LAST chunk (not one to MAIL or an
-                    # earlier chunk) proves it left our buffer.
-                    last = tickets[-1]
-                    if stream.dropped or (
-                        (stream.corked or stream.transport.get_write_buffer_size())
-                        and stream.consumed + len(queued) <= last
-                    ):
-                        await stream.flushed(last)
+                    # earlier chunk) proves it left our buffer. Nothing was
+                    # sent on the stream after it (BDAT never hands on).
+                    last, end = tickets[-1], stream.queued
+                    if not stream.left(end) and stream.consumed + len(queued) <= last:
+                        await stream.flushed(last, end)
                     transaction.end_of_data_written()
             else:
                 assert action is DONE
                 return
 
-    async def _send_data(self, data: WirePayload, deadline: float | None) -> int:
+    async def _end_hook(
+        self, hook: Callable[[], Awaitable[None]], deadline: float | None
+    ) -> None:
+        """Await the end-of-data hook; if the message's deadline passed
+        meanwhile, fail before the end of data is written (the message is
+        then not sent, not "maybe delivered")."""
+        await hook()
+        if deadline is not None and self.stream.loop.time() >= deadline:
+            raise SMTPDeadlineExceededError(
+                "The message's deadline passed before its end of data was written"
+            )
+
+    async def _send_data(
+        self, data: WirePayload, owner: object, deadline: float | None
+    ) -> int:
         """Write the data and the end of data (the hook awaited just before
         the end of data is written); the ticket of the reply to the end."""
         stream = self.stream
@@ -659,12 +722,12 @@ class SMTPConnection:
                     stream.send(view[start : start + WRITE_CHUNK], 0)
                     start += WRITE_CHUNK
                     await stream.drain()
-                    stream.set_deadline(self._deadline(deadline))  # progress
+                    self._arm(owner, deadline)  # progress
                 if hook is not None:
-                    await hook()
+                    await self._end_hook(hook, deadline)
                 return stream.send(view[start:], 1)
             if hook is not None:
-                await hook()
+                await self._end_hook(hook, deadline)
             return stream.send(data, 1)
         for chunk in data:
             if isinstance(chunk, bytes):
@@ -686,13 +749,17 @@ class SMTPConnection:
                     break
                 stream.send(block, 0)
                 await stream.drain()
-                stream.set_deadline(self._deadline(deadline))  # progress
+                self._arm(owner, deadline)  # progress
         if hook is not None:
-            await hook()
+            await self._end_hook(hook, deadline)
         return stream.send(b".\r\n", 1)
 
     async def _send_chunks(
-        self, action: SendChunks, deadline: float | None, tickets: deque[int]
+        self,
+        action: SendChunks,
+        owner: object,
+        deadline: float | None,
+        tickets: deque[int],
     ) -> None:
         """Write the action's commands and BDAT chunks (the hook awaited just
         before the write that carries the end of the LAST chunk); the
@@ -706,7 +773,7 @@ class SMTPConnection:
             if isinstance(content, bytes) and len(content) <= WRITE_CHUNK:
                 if ends:
                     assert hook is not None
-                    await hook()
+                    await self._end_hook(hook, deadline)
                 first = stream.send(lead + command + content, replies + 1)
             elif isinstance(content, bytes):
                 # A large chunk in slices, each written once the previous
@@ -718,10 +785,10 @@ class SMTPConnection:
                     stream.send(view[start : start + WRITE_CHUNK], 0)
                     start += WRITE_CHUNK
                     await stream.drain()
-                    stream.set_deadline(self._deadline(deadline))  # progress
+                    self._arm(owner, deadline)  # progress
                 if ends:
                     assert hook is not None
-                    await hook()
+                    await self._end_hook(hook, deadline)
                 stream.send(view[start:], 0)
             else:
                 # A streamed attachment: its size was announced, so exactly
@@ -744,7 +811,7 @@ class SMTPConnection:
                         break
                     stream.send(block, 0)
                     await stream.drain()
-                    stream.set_deadline(self._deadline(deadline))  # progress
+                    self._arm(owner, deadline)  # progress
                 if sent != content.encoded_size:
                     raise InvalidMessageError(
                         "An attachment could not be sent: it changed size while "
@@ -756,16 +823,19 @@ class SMTPConnection:
 
     async def noop(self) -> bool:
         """A NOOP round trip: True when the server answered 250."""
+        stream = self.stream
         try:
-            self.stream.set_deadline(self._deadline(None))
-            ticket = self.stream.send(b"NOOP\r\n", 1)
-            reply = await self.stream.read(ticket)
+            self._arm(self, None)
+            ticket = stream.send(b"NOOP\r\n", 1)
+            reply = await stream.read(ticket)
         except (SMTPError, OSError):
             return False
         except BaseException:
             # Cancelled waiting for the reply: the session is out of step.
-            self.stream.transport.abort()
+            stream.transport.abort()
             raise
+        finally:
+            stream.release(self)
         return reply.positive
 
     def detach(self) -> None:
