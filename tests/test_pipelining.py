@@ -573,6 +573,51 @@ async def test_an_end_of_data_left_once_its_own_bytes_did(
             await stream.flushed(ticket, end)
 
 
+class _Client:
+    hostname = "relay.example"
+    port = 25
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("stuck", "outcome"),
+    [
+        (0, Outcome.UNKNOWN),  # all of it left: maybe delivered
+        (1, Outcome.TEMPORARY),  # its last byte never left: not delivered
+        (3, Outcome.TEMPORARY),  # ".\r\n" never left
+    ],
+)
+async def test_a_session_failing_with_the_end_of_data_buffered_did_not_write_it(
+    stuck: int, outcome: Outcome
+) -> None:
+    """The transaction does not wait for its end of data to leave before it
+    reads the final reply; when the session then fails (here the timeout),
+    what had left by then decides: bytes of it still in the transport's
+    buffer (never sent: the transport is aborted at once) mean not
+    delivered, safe to retry; otherwise unknown."""
+    from asyncmail.smtp.connection import SMTPConnection
+
+    transport = _Buffering()
+    connection = SMTPConnection(
+        transport, extensions={"pipelining": ""}, client=_Client(), timeout=0.3
+    )
+    body = b"Subject: x\r\n\r\nbody\r\n.\r\n"
+    transaction = connection.transaction(
+        "a@example.com", ["b@example.com"], body, eight_bit=False, smtputf8=False
+    )
+    running = asyncio.ensure_future(connection.run(transaction, deadline=None))
+    await asyncio.sleep(0)
+    transport.buffered = stuck  # the socket takes all but the last *stuck*
+    connection.stream.data_received(b"250 ok\r\n250 ok\r\n354 go\r\n")
+    assert not await asyncio.wait_for(running, 5)  # the timeout: no reply
+    assert transport.written[-1] == body
+    (result,) = transaction.recipients.values()
+    assert result.outcome is outcome, result
+    assert transaction.end_written is (outcome is Outcome.UNKNOWN)
+
+
 async def test_a_reply_to_the_end_of_data_means_it_left() -> None:
     transport = _Buffering()
     stream = ReplyStream(transport, asyncio.get_running_loop())

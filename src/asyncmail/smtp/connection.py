@@ -113,10 +113,8 @@ class ReplyStream(asyncio.Protocol):
         #: connection): where one write ends says whether it left (flushed).
         self.queued = 0
         self.handed = 0
-        #: The transaction waiting for its end of data to leave (flushed),
-        #: and where that end of data is (a value of ``queued``).
-        self.pending_end: object | None = None
-        self.pending_end_at = 0
+        #: The bytes that had left when the session failed (see left()).
+        self.left_at_failure = 0
         #: Where the session ended, as a reply number: that of the first 421
         #: read (the server is closing), of the reply a transaction failed
         #: on, or the first reply still missing when the connection failed.
@@ -273,6 +271,13 @@ class ReplyStream(asyncio.Protocol):
     def _fail(self, error: SMTPError) -> None:
         if self.error is None:
             self.error = error
+            # What left by now stays the truth: what is still buffered is
+            # dropped, never written (a reset emptied the buffer already:
+            # all of it counts as left).
+            left = self.handed - self._buffered()
+            self.left_at_failure = left
+            if left < self.handed:
+                self.transport.abort()
             if self.ended_at is None:
                 self.ended_at = self.consumed + len(self.parser.replies)
         for waiter in self._waiters.values():
@@ -318,7 +323,6 @@ class ReplyStream(asyncio.Protocol):
             return self.send(data, replies)
         self._corked = []
         ticket = self.send(data, replies)
-        self._uncorked = self.loop.create_future()
         # Two hops: a task woken by what the caller does next (the pool
         # handing the connection on) runs in the next iteration, before this.
         self.loop.call_soon(self.loop.call_soon, self._uncork)
@@ -370,8 +374,18 @@ class ReplyStream(asyncio.Protocol):
     def left(self, end: int) -> bool:
         """Whether the bytes up to offset *end* (a value of ``queued``) were
         handed to the operating system: only then were they *written*. What
-        was sent after them may still sit in the transport's buffer."""
-        return self.handed - self.transport.get_write_buffer_size() >= end
+        was sent after them may still sit in the transport's buffer. Once
+        the session failed, what had left by then (nothing leaves after)."""
+        if self.error is not None:
+            return self.left_at_failure >= end
+        return self.handed - self._buffered() >= end
+
+    def _buffered(self) -> int:
+        """The bytes the transport still holds (none once it is gone)."""
+        try:
+            return self.transport.get_write_buffer_size()
+        except AttributeError:  # a TLS transport after connection_lost
+            return 0
 
     async def flushed(self, ticket: int, end: int) -> None:
         """Wait until the write ending at offset *end* left (see
@@ -384,23 +398,18 @@ class ReplyStream(asyncio.Protocol):
         a resend. The reply numbered *ticket* arriving means the server has
         it all (a reply to an earlier command says nothing about it).
         """
-        transport = self.transport
         replies = self.parser.replies
         delay = 0.0005
-        while (
-            self.handed - transport.get_write_buffer_size() < end
-            and self.consumed + len(replies) <= ticket
-        ):
-            if self.handed < end:
-                if self._uncorked is not None:  # held back: goes out soon
-                    await self._uncorked
-                    continue
-                # Dropped with the connection, never handed over.
-                raise self.error or SMTPConnectError("Connection closed")
+        while not self.left(end) and self.consumed + len(replies) <= ticket:
             if self.error is None:
                 self._check_deadline()
             if self.broken:
                 raise self.error or SMTPConnectError("Connection closed")
+            if self._corked is not None:  # held back: goes out soon
+                if self._uncorked is None:
+                    self._uncorked = self.loop.create_future()
+                await self._uncorked
+                continue
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -542,13 +551,19 @@ class SMTPConnection:
         self._arm(transaction, deadline)
         tickets: deque[int] = deque()  # the replies this transaction awaits
         first = stream.written  # the ticket of its first reply
+        # Where its end of data ends in the stream, once sent: it counts as
+        # written from then on, unless the session fails before those bytes
+        # left (see ReplyStream.left): then it is taken back, below.
+        end: list[int] = []
         try:
             if deadline is not None and stream.loop.time() >= deadline:
                 raise SMTPDeadlineExceededError(
                     "The message's deadline passed before it was sent"
                 )
-            await self._drive(transaction, deadline, tickets, handoff)
+            await self._drive(transaction, deadline, tickets, handoff, end)
         except (MailError, OSError, TimeoutError) as exc:
+            if end and transaction.awaiting_final and not stream.left(end[0]):
+                transaction.end_of_data_unsent()
             if stream.written != first:  # it wrote: the session is out of step
                 if stream.ended_at is None:
                     stream.ended_at = max(first, stream.consumed - 1)
@@ -567,13 +582,20 @@ class SMTPConnection:
             return collateral
         except BaseException:
             # Cancelled (or worse) mid-exchange.
-            if stream.pending_end is transaction:
-                # Cancelled waiting for its end of data to leave: once it was
-                # handed to the transport it may be delivered (unknown,
-                # never resent); still held back, the abort below drops it.
-                stream.pending_end = None
-                if stream.handed >= stream.pending_end_at:
-                    transaction.end_of_data_written()
+            if (
+                end
+                and transaction.awaiting_final
+                and (
+                    stream.handed < end[0]
+                    or (stream.error is not None and not stream.left(end[0]))
+                )
+            ):
+                # Its end of data is still held back (see send_together), and
+                # the abort below drops it; or the session failed before its
+                # bytes left: never written. Once handed to a sound session
+                # it may be delivered (unknown, never resent): the session
+                # goes on and writes what is still buffered.
+                transaction.end_of_data_unsent()
             final = transaction.awaiting_final  # only its last reply was due
             transaction.cancelled(stream.take(tickets))
             if final and not tickets:
@@ -596,6 +618,7 @@ class SMTPConnection:
         deadline: float | None,
         tickets: deque[int],
         handoff: Callable[[], None] | None,
+        end: list[int],
     ) -> None:
         stream = self.stream
         # Replies already parsed are taken from here with no coroutine (what
@@ -651,18 +674,14 @@ class SMTPConnection:
                 else:
                     last = await self._send_data(payload, transaction, deadline)
                 tickets.append(last)
-                end = stream.queued  # where its end of data is in the stream
+                # Written, as far as anyone waits to know: once its bytes
+                # leave, or else (the session failed first) run() takes it
+                # back. Nothing waits for the transport here.
+                end.append(stream.queued)
+                transaction.end_of_data_written()
                 if handing_off and not stream.broken:
                     assert handoff is not None
                     handoff()
-                if not stream.left(end) and stream.consumed + len(queued) <= last:
-                    # Cancelled while waiting here, the end of data may have
-                    # gone out already: run() looks (see pending_end).
-                    stream.pending_end = transaction
-                    stream.pending_end_at = end
-                    await stream.flushed(last, end)  # else it is written already
-                    stream.pending_end = None
-                transaction.end_of_data_written()
             elif isinstance(action, SendChunks):
                 self._arm(transaction, deadline)
                 chunks = action.chunks
@@ -683,9 +702,12 @@ class SMTPConnection:
                     # The reply to the LAST chunk (not one to MAIL or an
                     # earlier chunk) proves it left our buffer. Nothing was
                     # sent on the stream after it (BDAT never hands on).
-                    last, end = tickets[-1], stream.queued
-                    if not stream.left(end) and stream.consumed + len(queued) <= last:
-                        await stream.flushed(last, end)
+                    last, ends_at = tickets[-1], stream.queued
+                    if (
+                        not stream.left(ends_at)
+                        and stream.consumed + len(queued) <= last
+                    ):
+                        await stream.flushed(last, ends_at)
                     transaction.end_of_data_written()
             else:
                 assert action is DONE

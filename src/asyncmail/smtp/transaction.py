@@ -362,6 +362,15 @@ class Transaction:
         assert self._actions is not None
         self._actions.append(_READ_FINAL)
 
+    def end_of_data_unsent(self) -> None:
+        """Take back :meth:`end_of_data_written` (DATA only): the session
+        failed before the end of data's bytes left. Only before
+        :meth:`fail` or :meth:`cancelled`, which decide the recipients."""
+        assert not self._chunking
+        self.end_written = False
+        self.awaiting_final = False
+        self.phase = Phase.DATA
+
     def lost(self, error: MailError) -> bool:
         """The connection failed while a reply was awaited. True when the
         transaction can still be decided from the replies it has: the
