@@ -376,7 +376,7 @@ def test_column_names_in_errors_carry_no_terminal_codes(
     assert "'\\x1b[2Jname'" in err
 
 
-def test_a_second_ctrl_c_cuts_off_the_messages_in_flight_as_unknown(
+def test_a_second_ctrl_c_cuts_off_the_messages_in_flight_as_they_stand(
     tmp_path: Path,
 ) -> None:
     rows = _rows(tmp_path / "rows.csv", 50)
@@ -409,12 +409,18 @@ def test_a_second_ctrl_c_cuts_off_the_messages_in_flight_as_unknown(
                 process.kill()
     assert process.returncode == 130, err
     assert "Traceback" not in err
-    table = _read_results(results)
-    # Rows 1 and 2 reached their end of data; 3 and 4 were pipelined behind
-    # them (two in flight per connection) when the run was cut off: no
-    # result came for any of the four, so all four are reported unknown.
-    assert sorted(int(row["row"]) for row in table) == [1, 2, 3, 4]
-    assert {row["outcome"] for row in table} == {"unknown"}
-    assert all("may have been delivered" in row["reply"] for row in table)
-    assert "4 messages were cut off in flight" in out
+    table = {int(row["row"]): row for row in _read_results(results)}
+    # Rows 1 and 2 reached their end of data (the sink holds its reply):
+    # unknown, they may have been delivered. Rows 3 and 4 were pipelined
+    # behind them (two in flight per connection), their envelopes written
+    # but no 354 yet: cut off before any data, so not delivered (temporary),
+    # which is what the send recorded on them as it was cancelled.
+    assert sorted(table) == [1, 2, 3, 4]
+    assert [table[n]["outcome"] for n in (1, 2)] == ["unknown", "unknown"]
+    assert all("may have been delivered" in table[n]["reply"] for n in (1, 2))
+    assert [table[n]["outcome"] for n in (3, 4)] == ["temporary", "temporary"]
+    assert all("interrupted" in table[n]["reply"] for n in (3, 4))
+    assert sink.counts.messages == 2  # nothing of rows 3 and 4 was stored
+    assert "2 messages were cut off in flight: their outcome is unknown" in out
+    assert "2 messages were cut off before their data was sent" in out
     assert "Interrupted: 46 rows not sent (rows 5 to 50); resume with --skip 4" in out

@@ -610,6 +610,7 @@ def test_cancelled_after_the_end_of_data_is_unknown(pipelining: bool) -> None:
     txn = _until_final(pipelining)
     txn.cancelled([])
     assert txn.recipients["a@example.com"].outcome is UNKNOWN
+    assert "may have been delivered" in txn.recipients["a@example.com"].text
     assert isinstance(txn.error, DeliveryUnknownError)
 
 

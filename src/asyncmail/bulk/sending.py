@@ -12,7 +12,7 @@ import anyio
 from ..backends.base import BaseEmailBackend
 from ..exceptions import MailError
 from ..message import EmailMessage
-from ..results import MessageResult
+from ..results import MessageResult, Outcome
 from .output import Progress, ResultsFile
 from .rows import Row, RowReader
 from .templates import Templates
@@ -30,16 +30,20 @@ class BulkSummary:
     #: Set when stopped early: the first row not sent and how many were not.
     first_not_sent: int | None = None
     not_sent: int = 0
-    #: Messages cut off in flight by a second interrupt (outcome unknown).
+    #: Messages cut off in flight by a second interrupt: those whose outcome
+    #: is unknown (the end of data was written), and those that had not
+    #: reached it (not delivered: temporary in the results).
     cut_off: int = 0
+    cut_before_sent: int = 0
 
 
 class BulkSend:
     """One bulk send: rows to messages to the backend, results to the file.
 
     :meth:`stop` (the first Ctrl-C) stops taking rows and lets the messages
-    in flight finish; a second :meth:`stop` cuts them off (recorded as
-    unknown: they may have been delivered).
+    in flight finish; a second :meth:`stop` cuts them off, each recorded as
+    the backend left it (accepted, not sent, or unknown: it may have been
+    delivered), or unknown when it left nothing.
     """
 
     def __init__(
@@ -135,7 +139,7 @@ class BulkSend:
                 ticker.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
-                cut_off = self._cut_off()
+                cut_off, cut_before_sent = self._cut_off()
                 self.progress.finish()
                 await self.results.close()
                 await anyio.to_thread.run_sync(self.reader.close)
@@ -151,13 +155,34 @@ class BulkSend:
             first_not_sent=first if not_sent else None,
             not_sent=not_sent,
             cut_off=cut_off,
+            cut_before_sent=cut_before_sent,
         )
 
-    def _cut_off(self) -> int:
-        """Record the messages still in flight (cut off) as unknown."""
+    def _cut_off(self) -> tuple[int, int]:
+        """Record the messages still in flight when cut off: each with the
+        result its send recorded on it while cancelled (accepted where the
+        reply came, unknown where the end of data was written, not sent
+        before that), or as unknown if there is none. How many are unknown,
+        and how many were cut off before any of their data was delivered."""
         cut = list(self._in_flight.values())
         self._in_flight.clear()
+        unknown = before_sent = 0
         for number, message in cut:
+            result = message.result
+            if result is not None and result.message is message:
+                self.results.add_result(number, result)
+                if result.sent:
+                    self.progress.sent += 1
+                else:
+                    self.progress.failed += 1
+                if not result.ok:
+                    self.all_accepted = False
+                outcomes = {r.outcome for r in result.recipients.values()}
+                if Outcome.UNKNOWN in outcomes:
+                    unknown += 1
+                elif outcomes <= {Outcome.TEMPORARY}:
+                    before_sent += 1
+                continue
             for address in message.recipients():
                 self.results.add(
                     number,
@@ -165,5 +190,7 @@ class BulkSend:
                     "unknown",
                     "interrupted while in flight: it may have been delivered",
                 )
-        self.progress.failed += len(cut)
-        return len(cut)
+            self.progress.failed += 1
+            self.all_accepted = False
+            unknown += 1
+        return unknown, before_sent

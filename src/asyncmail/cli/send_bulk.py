@@ -44,7 +44,8 @@ unknown, invalid), code, enhanced_status, reply, message_id.
 
 Ctrl-C stops taking rows, lets the messages in flight finish, writes the
 results and says which rows were not sent (resume with --skip); a second
-Ctrl-C cuts off the messages in flight (their outcome: unknown)."""
+Ctrl-C cuts off the messages in flight (unknown once their data was sent,
+else temporary: not delivered)."""
 
 
 def add_command(commands: Any) -> None:
@@ -206,6 +207,11 @@ async def run(args: argparse.Namespace) -> int:
         print(
             f"{summary.cut_off:,} messages were cut off in flight: their outcome "
             "is unknown (they may have been delivered)."
+        )
+    if summary.cut_before_sent:
+        print(
+            f"{summary.cut_before_sent:,} messages were cut off before their data "
+            "was sent: not delivered (temporary in the results)."
         )
     if summary.first_not_sent is not None:
         last = summary.first_not_sent + summary.not_sent - 1

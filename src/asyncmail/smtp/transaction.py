@@ -855,9 +855,17 @@ class Transaction:
             self._apply_final(queued[0])
         elif not self.envelope_done:
             self.replies.extend(queued)
-        self.fail(
-            SMTPError("The send was interrupted before this message was completed")
-        )
+        if self.end_written:
+            self.fail(
+                SMTPError(
+                    "The send was interrupted after the end of data was written; "
+                    "the message may have been delivered"
+                )
+            )
+        else:
+            self.fail(
+                SMTPError("The send was interrupted before this message was completed")
+            )
 
     def _cancelled_chunked(self) -> bool:
         """Cancelled under CHUNKING with every reply in (the LAST chunk's
