@@ -108,6 +108,12 @@ class BulkSend:
 
     async def _record(self, result: MessageResult) -> None:
         number, _message = self._in_flight.pop(id(result.message))
+        self._add(number, result)
+        if self.results.due:
+            await self.results.flush()
+
+    def _add(self, number: int, result: MessageResult) -> None:
+        """Row *number*'s result: to the results file and the counts."""
         self.results.add_result(number, result)
         if result.sent:
             self.progress.sent += 1
@@ -115,8 +121,6 @@ class BulkSend:
             self.progress.failed += 1
         if not result.ok:
             self.all_accepted = False
-        if self.results.due:
-            await self.results.flush()
 
     async def _tick(self) -> None:
         while True:
@@ -170,13 +174,7 @@ class BulkSend:
         for number, message in cut:
             result = message.result
             if result is not None and result.message is message:
-                self.results.add_result(number, result)
-                if result.sent:
-                    self.progress.sent += 1
-                else:
-                    self.progress.failed += 1
-                if not result.ok:
-                    self.all_accepted = False
+                self._add(number, result)
                 outcomes = {r.outcome for r in result.recipients.values()}
                 if Outcome.UNKNOWN in outcomes:
                     unknown += 1
