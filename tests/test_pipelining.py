@@ -30,7 +30,7 @@ from asyncmail.exceptions import (
     SMTPDeadlineExceededError,
     SMTPError,
 )
-from asyncmail.smtp.connection import ReplyStream
+from asyncmail.smtp.stream import ReplyStream
 from helpers import make_backend, message, result_of, scripted
 from scriptserver import reply
 

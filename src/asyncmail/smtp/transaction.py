@@ -855,17 +855,14 @@ class Transaction:
             self._apply_final(queued[0])
         elif not self.envelope_done:
             self.replies.extend(queued)
-        if self.end_written:
-            self.fail(
-                SMTPError(
-                    "The send was interrupted after the end of data was written; "
-                    "the message may have been delivered"
-                )
+        self.fail(
+            SMTPError(
+                "The send was interrupted after the end of data was written; "
+                "the message may have been delivered"
+                if self.end_written
+                else "The send was interrupted before this message was completed"
             )
-        else:
-            self.fail(
-                SMTPError("The send was interrupted before this message was completed")
-            )
+        )
 
     def _cancelled_chunked(self) -> bool:
         """Cancelled under CHUNKING with every reply in (the LAST chunk's
