@@ -29,6 +29,7 @@ from asyncmail.exceptions import (
     DeliveryUnknownError,
     SMTPDeadlineExceededError,
     SMTPError,
+    SMTPReadTimeoutError,
 )
 from asyncmail.smtp.stream import ReplyStream
 from helpers import make_backend, message, result_of, scripted
@@ -488,6 +489,65 @@ async def test_a_message_handed_the_connection_later_does_not_extend_a_deadline(
     # The server did take message 1 (hence "unknown", never resent); message 2
     # once, on the second session.
     assert sorted(a.mail_from for a in server.accepted) == [
+        "sender1@example.com",
+        "sender2@example.com",
+    ]
+
+
+async def test_a_turn_starts_the_phase_clock_of_those_behind_only() -> None:
+    """Releasing an owner restarts the phase limits of the owners that came
+    after it (capped by their own deadline), and of no one ahead of it."""
+    loop = asyncio.get_running_loop()
+    stream = ReplyStream(_Transport(), loop)
+    ahead, middle, behind, last = object(), object(), object(), object()
+    now = loop.time()
+    stream.set_deadline(ahead, now + 0.1)
+    stream.set_deadline(middle, now + 0.2)
+    stream.set_deadline(behind, now + 0.3, cap=now + 0.5)
+    stream.set_deadline(last, now + 0.4, SMTPDeadlineExceededError)
+    stream.release(middle, 1.0)
+    later = loop.time()
+    limits = stream._limits
+    assert limits[ahead] == (now + 0.1, SMTPReadTimeoutError, None)  # ahead
+    assert limits[behind] == (now + 0.5, SMTPDeadlineExceededError, now + 0.5)
+    assert limits[last] == (now + 0.4, SMTPDeadlineExceededError, None)
+    stream.release(ahead, 0.25)
+    assert limits[behind][0] == now + 0.5  # never moved earlier
+    stream.set_deadline(ahead, now + 0.1)  # came on after the others now
+    stream.release(behind, 5.0)
+    assert limits[ahead][0] >= later + 5.0
+    # Without a phase nothing moves.
+    before = limits[ahead]
+    stream.set_deadline(last, now + 0.4)
+    stream.release(behind_of := object())  # not an owner: nothing happens
+    stream.set_deadline(behind_of, now + 0.1)
+    stream.release(last)
+    assert limits[ahead] == before
+    assert limits[behind_of][0] == now + 0.1
+
+
+async def test_a_message_behind_a_slow_one_gets_its_phase_from_its_turn() -> None:
+    """Timeout 1 s (each wait), deadline 5 s (each message). The server
+    takes 0.8 s to accept message 1, then 0.6 s
+    to answer message 2's MAIL, whose envelope went on the wire right behind
+    message 1's end of data: every reply came within its phase of the one
+    before, so both are delivered on one session. (Before, message 2's clock
+    started at its write: it timed out at 1 s, its MAIL answered at 1.4.)"""
+    with scripted() as server:
+        server.on(".", reply(FINAL_OK, delay=0.8), match="rcpt1@")
+        server.on("MAIL", reply("250 2.1.0 OK", delay=0.6), match="sender2@")
+        first, second = message(1), message(2)
+        options: dict[str, Any] = {"timeout": 1.0, "deadline": 5.0}
+        async with make_backend(server, max_connections=1, **options) as backend:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            sent = await backend.send_messages([first, second], fail_silently=True)
+            took = loop.time() - started
+    assert result_of(second).error is None, result_of(second).error
+    assert sent == 2
+    assert took > 1.3  # message 2's MAIL was answered after its write's 1 s
+    assert len(server.sessions) == 1
+    assert [a.mail_from for a in server.accepted] == [
         "sender1@example.com",
         "sender2@example.com",
     ]

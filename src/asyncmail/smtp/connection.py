@@ -116,7 +116,7 @@ class SMTPConnection:
         if phase is None or (limit is not None and limit <= phase):
             stream.set_deadline(owner, limit, SMTPDeadlineExceededError)
         else:
-            stream.set_deadline(owner, phase)
+            stream.set_deadline(owner, phase, cap=limit)
 
     def transaction(
         self,
@@ -229,7 +229,9 @@ class SMTPConnection:
                 stream.abandon(tickets)
             raise
         finally:
-            stream.release(transaction)
+            # The transactions behind it on the connection get their turn:
+            # their phase clocks start now, not when they were written.
+            stream.release(transaction, self.timeout)
         return False
 
     async def _drive(

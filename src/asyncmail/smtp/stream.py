@@ -7,7 +7,9 @@ Time limits use one timer per connection, armed lazily: moving the deadline
 later costs an attribute write, and the timer re-arms itself when it fires
 early (instead of one timer per command or per phase). Each transaction in
 flight keeps its own limit on the stream, and the earliest binds: a message
-handed the connection later never extends the wait of the one ahead.
+handed the connection later never extends the wait of the one ahead, and
+when the one ahead leaves, the phase clocks of those behind it start anew
+(their replies could not come before its own).
 
 The stream counts the bytes it is given and those it handed to the
 transport: a write counts as written once the bytes up to its end left the
@@ -86,7 +88,9 @@ class ReplyStream(asyncio.Protocol):
         self._paused = False
         #: Each waiter's limit (a transaction in flight, a NOOP): a loop time
         #: and what passing it means (see SMTPConnection._arm).
-        self._limits: dict[object, tuple[float, type[SMTPTimeoutError]]] = {}
+        self._limits: dict[
+            object, tuple[float, type[SMTPTimeoutError], float | None]
+        ] = {}
         self._deadline: float | None = None  # the earliest of them
         self._timer: asyncio.TimerHandle | None = None
         self.error: SMTPError | None = None
@@ -104,22 +108,47 @@ class ReplyStream(asyncio.Protocol):
         owner: object,
         deadline: float | None,
         error: type[SMTPTimeoutError] = SMTPReadTimeoutError,
+        cap: float | None = None,
     ) -> None:
         """*owner*'s waits from now on must end by loop time *deadline*
-        (None: no limit), else they fail with *error*. The stream fails at
+        (None: no limit), else they fail with *error*; *cap* is the latest
+        its limit may ever move to (see :meth:`release`). The stream fails at
         the earliest limit of all its owners: replies come in wire order, so
         a limit passed ahead is one passed for everyone behind it."""
         limits = self._limits
         if deadline is None:
             limits.pop(owner, None)
         else:
-            limits[owner] = (deadline, error)
+            limits[owner] = (deadline, error, cap)
         self._rearm()
 
-    def release(self, owner: object) -> None:
-        """*owner* waits no more: its limit no longer binds the others."""
-        if self._limits.pop(owner, None) is not None:
-            self._rearm()
+    def release(self, owner: object, phase: float | None = None) -> None:
+        """*owner* waits no more: its limit no longer binds the others.
+
+        With *phase* (the connection's timeout for one phase), the owners
+        that came on the connection after *owner* had their replies queued
+        behind its replies, which the server answers first: their phase
+        clocks start now (arm on turn), never past their own cap (their
+        message's deadline). Owners ahead of *owner* keep their limits."""
+        limits = self._limits
+        if owner not in limits:
+            return
+        # The dict is in the order the owners came on the connection (an
+        # owner enters it when its exchange starts), the order on the wire.
+        owners = list(limits) if len(limits) > 1 else []
+        del limits[owner]
+        if phase is not None and owners and self.error is None:
+            now = self.loop.time()
+            for other in owners[owners.index(owner) + 1 :]:
+                deadline, error, cap = limits[other]
+                if error is not SMTPReadTimeoutError:
+                    continue  # its message's deadline binds, not a phase
+                turn = now + phase
+                if cap is not None and cap <= turn:
+                    turn, error = cap, SMTPDeadlineExceededError
+                if turn > deadline:
+                    limits[other] = (turn, error, cap)
+        self._rearm()
 
     def _rearm(self) -> None:
         limits = self._limits
@@ -127,9 +156,9 @@ class ReplyStream(asyncio.Protocol):
             self._deadline = None
             return
         if len(limits) == 1:
-            ((deadline, error),) = limits.values()
+            ((deadline, error, _),) = limits.values()
         else:
-            deadline, error = min(limits.values(), key=_first)
+            deadline, error, _ = min(limits.values(), key=_first)
         self._deadline = deadline
         self.timeout_error = error
         timer = self._timer
