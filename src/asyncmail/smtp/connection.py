@@ -111,12 +111,7 @@ class SMTPConnection:
     def _arm(self, owner: object, limit: float | None) -> None:
         """*owner*'s next phase must finish one timeout from now, but never
         after *limit* (the message's overall deadline)."""
-        stream = self.stream
-        phase = None if self.timeout is None else stream.loop.time() + self.timeout
-        if phase is None or (limit is not None and limit <= phase):
-            stream.set_deadline(owner, limit, SMTPDeadlineExceededError)
-        else:
-            stream.set_deadline(owner, phase, cap=limit)
+        self.stream.arm(owner, self.timeout, limit)
 
     def transaction(
         self,

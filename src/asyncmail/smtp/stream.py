@@ -122,14 +122,30 @@ class ReplyStream(asyncio.Protocol):
             limits[owner] = (deadline, error, cap)
         self._rearm()
 
-    def release(self, owner: object, phase: float | None = None) -> None:
+    def arm(self, owner: object, timeout: float | None, cap: float | None) -> None:
+        """*owner*'s next phase must end one *timeout* from now (None: no
+        limit), but never after *cap*, its message's deadline."""
+        self._limit(owner, timeout, cap)
+        self._rearm()
+
+    def _limit(self, owner: object, timeout: float | None, cap: float | None) -> None:
+        phase = None if timeout is None else self.loop.time() + timeout
+        if phase is None or (cap is not None and cap <= phase):
+            if cap is None:
+                self._limits.pop(owner, None)
+            else:
+                self._limits[owner] = (cap, SMTPDeadlineExceededError, cap)
+        else:
+            self._limits[owner] = (phase, SMTPReadTimeoutError, cap)
+
+    def release(self, owner: object, timeout: float | None = None) -> None:
         """*owner* waits no more: its limit no longer binds the others.
 
-        With *phase* (the connection's timeout for one phase), the owners
-        that came on the connection after *owner* had their replies queued
+        With *timeout* (the connection's, for one phase), the owners that
+        came on the connection after *owner* had their replies queued
         behind its replies, which the server answers first: their phase
-        clocks start now (arm on turn), never past their own cap (their
-        message's deadline). Owners ahead of *owner* keep their limits."""
+        clocks start now (arm on turn), still never past their cap. Owners
+        ahead of *owner*, and limits that are already a deadline, stay."""
         limits = self._limits
         if owner not in limits:
             return
@@ -137,17 +153,11 @@ class ReplyStream(asyncio.Protocol):
         # owner enters it when its exchange starts), the order on the wire.
         owners = list(limits) if len(limits) > 1 else []
         del limits[owner]
-        if phase is not None and owners and self.error is None:
-            now = self.loop.time()
+        if timeout is not None and owners and self.error is None:
             for other in owners[owners.index(owner) + 1 :]:
-                deadline, error, cap = limits[other]
-                if error is not SMTPReadTimeoutError:
-                    continue  # its message's deadline binds, not a phase
-                turn = now + phase
-                if cap is not None and cap <= turn:
-                    turn, error = cap, SMTPDeadlineExceededError
-                if turn > deadline:
-                    limits[other] = (turn, error, cap)
+                _, error, cap = limits[other]
+                if error is SMTPReadTimeoutError:  # a phase, set before now
+                    self._limit(other, timeout, cap)
         self._rearm()
 
     def _rearm(self) -> None:
