@@ -716,3 +716,82 @@ async def test_cancelling_the_message_ahead_leaves_the_one_behind_in_step() -> N
         "sender1@example.com",
         "sender2@example.com",
     ]
+
+
+class _CountingWrites:
+    """A transport that counts the writes made through it."""
+
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: Any) -> None:
+        self._writes.append(bytes(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+async def test_an_outbox_worker_pipelines_each_message_after_its_mark(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker sends as the direct path does: message k+1's envelope goes
+    in the same write as message k's end of data (one round trip and one
+    write a message), and each message was marked in flight, committed,
+    before its end of data reached the server."""
+    import sqlite3
+
+    from asyncmail.queue import Worker, enqueue, open_store
+
+    writes: list[bytes] = []
+    original = ReplyStream.__init__
+
+    def counted(self: ReplyStream, transport: Any, loop: Any) -> None:
+        original(self, _CountingWrites(transport, writes), loop)
+
+    monkeypatch.setattr(ReplyStream, "__init__", counted)
+    path = tmp_path / "outbox.db"
+    store = open_store(f"sqlite:///{path}")
+    ids = await enqueue(store, [message(n) for n in range(1, 6)])
+    database = sqlite3.connect(path)
+    at_end: list[tuple[bytes, str]] = []  # each body, its row's state then
+
+    class Checked(list[bytes]):
+        def append(self, body: bytes) -> None:
+            n = 1 + len(self)
+            assert f"Subject: Message {n}\r\n".encode() in body
+            [(state,)] = database.execute(
+                "SELECT state FROM asyncmail_outbox WHERE id = ?", (ids[n - 1],)
+            ).fetchall()
+            at_end.append((body, state))
+            super().append(body)
+
+    try:
+        async with Lockstep(5) as server:
+            server.bodies = Checked()
+            backend = _backend(server.port, max_connections=1)
+            worker = Worker(store, backend=backend, concurrency=1, batch=5)
+            await worker.run(until_idle=True)
+    finally:
+        database.close()
+        store.close()
+    assert worker.delivered == 5
+    assert server.stalls == 0, server.events
+    assert server.sessions == 1
+    assert [state for _, state in at_end] == ["inflight"] * 5
+    mails = [i for i, e in enumerate(server.events) if e.startswith("> MAIL")]
+    finals = [i for i, e in enumerate(server.events) if e == f"< {FINAL_OK}"]
+    for k in range(4):
+        assert mails[k + 1] < finals[k]
+    # After the greeting: the first envelope, then one write a message (its
+    # data and end of data, with the next envelope but for the last), QUIT.
+    assert writes[0].startswith(b"MAIL FROM:<sender1@")
+    assert writes[-1] == b"QUIT\r\n"
+    data = writes[1:-1]
+    assert len(data) == 5, [w[:40] for w in writes]
+    for n, write in enumerate(data, 1):
+        assert f"Subject: Message {n}\r\n".encode() in write
+        following = f"\r\n.\r\nMAIL FROM:<sender{n + 1}@example.com>\r\n"
+        assert write.endswith(b"\r\n.\r\n" if n == 5 else b"DATA\r\n")
+        assert (following.encode() in write) is (n < 5)

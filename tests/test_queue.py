@@ -136,6 +136,29 @@ async def test_the_server_gets_the_stored_bytes_once(
 
 
 @pytest.mark.anyio
+async def test_concurrent_deliveries_open_a_closed_backend_once(
+    outbox_url: str, server: SMTPServer
+) -> None:
+    """The worker's deliveries start together on a closed backend: one opens
+    it, the others wait for it; none is refused as sent to a closed backend
+    (and retried: every message goes on its first attempt)."""
+    store = open_store(outbox_url)
+    ids = await enqueue(store, [message(n) for n in range(12)])
+    backend = smtp(server, retries=0)  # a refused try would show as a retry
+    worker = Worker(store, backend=backend, policy=FAST, concurrency=4)
+    await worker.run(until_idle=True)
+    assert worker.delivered == 12
+    assert backend.state.value == "closed"  # opened by the worker, closed by it
+    assert len(server.messages) == 12
+    for ident in ids:
+        found = await store.get(ident)
+        assert found is not None
+        assert (found.state, found.attempts) == (State.SENT, 1)
+        [result] = await store.results(ident)
+        assert (result.outcome, result.code) == ("accepted", 250)
+
+
+@pytest.mark.anyio
 async def test_idempotency_key_stores_and_sends_once(
     outbox_url: str, server: SMTPServer
 ) -> None:

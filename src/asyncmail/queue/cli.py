@@ -70,11 +70,13 @@ def add_commands(commands: Any) -> None:
     )
     worker.add_argument(
         "--concurrency", type=int, default=10,
-        help="messages delivered at once (default: %(default)s)",
+        help="SMTP connections at once, each carrying the backend's "
+        "pipeline_depth messages at once (default: %(default)s)",
     )  # fmt: skip
     worker.add_argument(
         "--batch", type=int,
-        help="messages claimed at once (default: twice --concurrency)",
+        help="messages claimed at once (default: twice the messages in "
+        "flight at once)",
     )  # fmt: skip
     worker.add_argument(
         "--lease", type=float, default=60.0,

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 
@@ -63,11 +63,11 @@ async def deliver(
     store: Store,
     job: Job,
     owner: str,
-    opened: Callable[[], None],
+    ensure_open: Callable[[], Awaitable[None]],
 ) -> MessageResult | None:
     """Send *job* through *backend*; return its result (None when the claim
-    was left to its lease: nothing to record). *opened* is called when this
-    call opened the backend (its worker then closes it)."""
+    was left to its lease: nothing to record). *ensure_open* opens the
+    backend if it is closed (once for all the worker's deliveries)."""
     # The stored bytes were rendered (and checked) by asyncmail at enqueue:
     # they go out as a RawMessage, as a direct send of bytes does (a small
     # one is rendered on the loop, without a thread hop).
@@ -76,10 +76,9 @@ async def deliver(
     result: MessageResult | None = None
     token = smtp.end_of_data_hook.set(mark)
     try:
-        if backend.state.value == "closed":
+        if backend.state.value != "open":
             try:
-                if await backend.open():
-                    opened()
+                await ensure_open()
             except MailError as exc:
                 outcome = Outcome.TEMPORARY if is_transient(exc) else Outcome.PERMANENT
                 result = failed_result(message, exc, outcome)

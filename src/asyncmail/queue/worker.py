@@ -9,10 +9,12 @@ machines, can share one store:
   a heartbeat extends while they work; a worker that dies leaves its claims
   to expire, and another takes them;
 * each message is delivered through the backend (the pooled SMTP backend
-  by default, or any asyncmail backend) with ``concurrency`` deliveries at
-  once; just before the end of data is written the message is marked in
-  flight, durably (through :data:`asyncmail.backends.smtp.end_of_data_hook`;
-  other backends are marked before they are handed the message), so a worker
+  by default, or any asyncmail backend) over ``concurrency`` connections
+  (each carrying the SMTP backend's ``pipeline_depth`` messages at once, as
+  a direct send does: one round trip a message); just before the end of
+  data is written the message is marked in flight, durably (through
+  :data:`asyncmail.backends.smtp.end_of_data_hook`; other backends are
+  marked before they are handed the message), so a worker
   that dies after that point leaves it unknown, never resent;
 * every per-recipient result is stored, and published as the results of any
   send are (:mod:`asyncmail.results`); recipients refused temporarily are
@@ -26,9 +28,10 @@ machines, can share one store:
 the deliveries under way, gives back the claims not started, and returns.
 
 Inside a worker three kinds of task keep the connections busy: the producer
-claims the next batch when half of the last one was taken; ``concurrency``
-consumers (one a connection) each take the most urgent claimed message,
-send it, hand its result over and take the next at once; one settler writes
+claims the next batch when half of the last one was taken; consumers (one
+a message a connection carries at once, see :meth:`Worker._consumers`) each
+take the most urgent claimed message, send it, hand its result over and take
+the next at once; one settler writes
 the results handed over, many per transaction. A result not yet written
 leaves its message in flight and leased (the heartbeat extends it), so a
 worker dying before the write leaves the message unknown, never resent.
@@ -74,8 +77,11 @@ class Worker:
     :param backend: a backend instance, a dotted path, or None for the pooled
         SMTP backend configured by the EMAIL_* settings.
     :param backend_options: options for a backend given by path.
-    :param concurrency: deliveries at once (the SMTP pool's size by default).
-    :param batch: messages claimed at once (default 2 x concurrency).
+    :param concurrency: connections at once (the SMTP pool's size by
+        default); where the backend pipelines (SMTP's ``pipeline_depth``),
+        each carries that many deliveries at once.
+    :param batch: messages claimed at once (default: twice the deliveries at
+        once, see ``concurrency``).
     :param lease: seconds a claim lasts without a heartbeat; a dead worker's
         messages wait this long before another worker takes them.
     :param poll_interval: seconds between looks at an idle store (enqueues in
@@ -126,6 +132,8 @@ class Worker:
         if burst < 1:
             raise ConfigurationError("burst must be 1 or more")
         self.concurrency = concurrency
+        self._batch_option = batch
+        #: Messages claimed at once (set by :meth:`run` unless given).
         self.batch = batch or 2 * concurrency
         self.lease = lease
         self.poll_interval = poll_interval
@@ -161,6 +169,7 @@ class Worker:
         self._progress: anyio.Event | None = None
         self._group: anyio.abc.TaskGroup | None = None
         self._opened_backend = False
+        self._opening = anyio.Lock()
         self._woken = False
         #: Claimed jobs not yet taken by a connection (most urgent first).
         self._jobs: deque[Job] = deque()
@@ -170,7 +179,7 @@ class Worker:
         self._unsettled: list[tuple[Job, MessageResult]] = []
         self._settle_ready = anyio.Event()
         self._settle_full: anyio.Event | None = None
-        self._settle_threshold = max(self.concurrency, self.batch // 2)
+        self._settle_threshold = 0
         self._settler_closing = False
 
     def __repr__(self) -> str:
@@ -253,6 +262,11 @@ class Worker:
         self.store.listeners.append(self._poke)
         if self.recover_own:
             await self.store.recover(self.name, self.policy)
+        consumers = self._consumers(backend)
+        # Twice the deliveries at once by default: a new claim is made when
+        # half of it was taken, so the consumers never wait for one.
+        self.batch = self._batch_option or 2 * consumers
+        self._settle_threshold = max(consumers, self.batch // 2)
         self._settle_ready = anyio.Event()
         self._settler_closing = False
         self._job_ready = anyio.Event()
@@ -267,7 +281,7 @@ class Worker:
                 async with anyio.create_task_group() as settling:
                     settling.start_soon(self._settler)
                     async with anyio.create_task_group() as inner:
-                        for _ in range(self.concurrency):
+                        for _ in range(consumers):
                             inner.start_soon(self._consume, unstarted)
                         try:
                             await self._produce(until_idle)
@@ -296,6 +310,17 @@ class Worker:
                     with contextlib.suppress(Exception):
                         await backend.close()
 
+    def _consumers(self, backend: BaseEmailBackend) -> int:
+        """Messages delivered at once: ``concurrency``, times the messages
+        one connection carries at once where the backend pipelines them
+        (the SMTP backend's ``pipeline_depth``): a message whose end of data
+        is written hands its connection to the next while it awaits the
+        reply, so the next one's envelope travels with that end of data
+        (one round trip a message). The connections stay ``concurrency``:
+        the extra deliveries only await their last reply."""
+        depth = getattr(backend, "pipeline_depth", 1)
+        return self.concurrency * (depth if isinstance(depth, int) and depth > 1 else 1)
+
     async def _produce(self, until_idle: bool) -> None:
         """Claim due messages while there is room: a new batch is claimed
         when half of the last one was taken, so the connections never wait
@@ -321,7 +346,6 @@ class Worker:
                     self.poll_interval if self._outstanding == 0 else 0.05
                 )
                 continue
-            self._reset_breaker()
             self._outstanding += len(jobs)
             self._jobs.extend(jobs)
             self._job_ready.set()
@@ -339,13 +363,6 @@ class Worker:
             return
         with anyio.move_on_after(seconds):
             await self._wake.wait()
-
-    def _reset_breaker(self) -> None:
-        # The SMTP backend fails the rest of a send_messages call fast once a
-        # message could not connect; for a worker, each claimed batch is a
-        # fresh call (the attribute is the backend's own; absent elsewhere).
-        if self.backend is not None and hasattr(self.backend, "_unreachable"):
-            self.backend._unreachable = None
 
     async def _heartbeat(self) -> None:
         while True:
@@ -461,10 +478,18 @@ class Worker:
             except QueueError as exc:
                 log.warning("%s: rate limit unavailable: %s", self.name, exc)
                 return None  # the claim expires; the message is taken again
-        return await deliver(backend, self.store, job, self.name, self._opened)
+        return await deliver(backend, self.store, job, self.name, self._ensure_open)
 
-    def _opened(self) -> None:
-        self._opened_backend = True  # opened by a delivery: closed by run()
+    async def _ensure_open(self) -> None:
+        """Open the backend if it is closed: one delivery does it, the others
+        wait for it (each opening it alone, the ones that found it opening
+        would be refused as sent to a closed backend). Opened here, it is
+        closed by :meth:`run`."""
+        backend = self.backend
+        assert backend is not None
+        async with self._opening:
+            if backend.state.value != "open" and await backend.open():
+                self._opened_backend = True
 
     async def _settle(self, batch: list[tuple[Job, MessageResult]]) -> None:
         """Record *batch*'s results (see :func:`.delivery.write_results`)."""

@@ -277,13 +277,12 @@ class SMTPConnection:
                 self._arm(transaction, deadline)
                 payload = action.payload
                 handing_off = handoff is not None and self.pipelining
-                if (
-                    isinstance(payload, bytes)
-                    and len(payload) <= WRITE_CHUNK
-                    and end_of_data_hook.get() is None
-                ):
+                if isinstance(payload, bytes) and len(payload) <= WRITE_CHUNK:
                     # What _send_data does for it; handing the connection on,
                     # the next envelope goes in the same write.
+                    hook = end_of_data_hook.get()
+                    if hook is not None:
+                        await self._end_hook(hook, deadline)
                     if handing_off:
                         last = stream.send_together(payload, 1)
                     else:
