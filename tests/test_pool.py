@@ -312,6 +312,50 @@ async def test_waiting_for_a_busy_pool_does_not_trip_the_breaker() -> None:
     assert [item.mail_from for item in server.accepted] == ["sender2@example.com"]
 
 
+@pytest.mark.anyio
+async def test_slots_go_to_waiters_in_order_and_time_out_alone() -> None:
+    """The pool's slots: a released one goes to the first waiter still
+    waiting; a waiter past its deadline gets TimeoutError and takes no slot;
+    one cancelled just after being handed a slot passes it on."""
+    from asyncmail.pool import _Slots
+
+    slots = _Slots(1)
+    assert slots.take_nowait()
+    assert not slots.take_nowait()
+    loop = asyncio.get_running_loop()
+    got: list[str] = []
+
+    async def wait(name: str, deadline: float | None = None) -> None:
+        try:
+            await slots.take(deadline)
+        except TimeoutError:
+            got.append(f"{name} timed out")
+        else:
+            got.append(name)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(wait, "late", loop.time() + 0.05)
+        group.start_soon(wait, "first")
+        group.start_soon(wait, "second")
+        await anyio.sleep(0.2)
+        assert got == ["late timed out"]
+        slots.give()  # to "first" (the timed-out one is skipped)
+        await anyio.lowlevel.checkpoint()
+        assert got == ["late timed out", "first"]
+
+        cancelled = loop.create_task(slots.take(None))  # behind "second"
+        await anyio.lowlevel.checkpoint()
+        slots.give()  # to "second"
+        await anyio.lowlevel.checkpoint()
+        slots.give()  # to the waiting task, cancelled before it runs
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+    assert got == ["late timed out", "first", "second"]
+    assert slots.take_nowait()  # the cancelled one's slot came back
+    assert not slots.take_nowait()
+
+
 # -- the blocking API over the pool --------------------------------------------
 
 

@@ -30,8 +30,11 @@ writing a byte (see :meth:`ConnectionPool.orphan`).
 
 Loop-bound primitives are created lazily inside the loop that uses them.
 They are anyio's, as everywhere above the protocol layer (see
-:mod:`asyncmail.backends.smtp`); the one asyncio call left is the task a new
-connection is made in, for its traceback (see :meth:`ConnectionPool._take`).
+:mod:`asyncmail.backends.smtp`), but for two: the task a new connection is
+made in, for its traceback (see :meth:`ConnectionPool._take`), and the
+connection slots (:class:`_Slots`), whose wait under a deadline is one loop
+timer rather than a cancel scope: with pipelining, every message waits there
+for the connection the one ahead hands on.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import contextlib
 import os
 import time
 import weakref
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -63,6 +67,55 @@ def fail_at(deadline: float | None) -> AbstractContextManager[anyio.CancelScope]
     return anyio.fail_after(
         None if deadline is None else deadline - anyio.current_time()
     )
+
+
+class _Slots:
+    """The pool's connections in use, bounded: a counting semaphore, first
+    come first served, whose wait takes a loop-time deadline (TimeoutError)
+    as one timer. A released slot goes straight to the first waiter."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def take_nowait(self) -> bool:
+        if self._free:  # never with waiters: a release hands on to them
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self, deadline: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = None if deadline is None else loop.call_at(deadline, _expire, waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and not waiter.exception():
+                self.give()  # handed a slot just as it was cancelled: pass it on
+            elif waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def give(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # else timed out or cancelled
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 def _after_fork_in_child() -> None:
@@ -135,7 +188,7 @@ class ConnectionPool(Generic[C]):
         self._idle: list[Pooled[C]] = []
         self._live: dict[int, Pooled[C]] = {}  # every open connection, by id
         self._in_use = 0
-        self._slots: anyio.Semaphore | None = None
+        self._slots: _Slots | None = None
         self._changed: anyio.Event | None = None  # returned, made or failed
         self._connecting = 0  # connections being made right now
         self._hold: int | None = None  # open no more than this many...
@@ -200,11 +253,9 @@ class ConnectionPool(Generic[C]):
                     self._detach(entry.connection)
         _ORPHANS.append(live)
 
-    def _semaphore(self) -> anyio.Semaphore:
+    def _semaphore(self) -> _Slots:
         if self._slots is None:
-            self._slots = anyio.Semaphore(
-                self.limits.max_connections, fast_acquire=True
-            )
+            self._slots = _Slots(self.limits.max_connections)
         return self._slots
 
     async def acquire(self, deadline: float | None = None) -> Pooled[C]:
@@ -215,25 +266,15 @@ class ConnectionPool(Generic[C]):
         callback's own error).
         """
         slots = self._semaphore()
-        if slots.value:
-            slots.acquire_nowait()
-        elif deadline is None:
-            await slots.acquire()
-        else:
-            # A bare scope, not fail_at()'s context manager: every message
-            # behind a busy pool waits here (pipelining keeps it full), and
-            # the generator-based wrapper costs as much as the wait itself.
-            with anyio.CancelScope(deadline=deadline) as scope:
-                await slots.acquire()
-            if scope.cancelled_caught:
-                raise TimeoutError
+        if not slots.take_nowait():
+            await slots.take(deadline)
         self._in_use += 1
         try:
             return await self._take(deadline)
         except BaseException:
             if not self.orphaned:
                 self._in_use -= 1
-                slots.release()
+                slots.give()
             raise
 
     async def _expire_idle(self) -> None:
@@ -330,7 +371,7 @@ class ConnectionPool(Generic[C]):
         finally:
             if not self.orphaned:
                 self._in_use -= 1
-                self._semaphore().release()
+                self._semaphore().give()
 
     def lend(self, entry: Pooled[C]) -> bool:
         """Give a connection back while its holder still awaits replies on it
@@ -353,7 +394,7 @@ class ConnectionPool(Generic[C]):
         if self._changed is not None:
             self._changed.set()
         self._in_use -= 1
-        self._semaphore().release()
+        self._semaphore().give()
         return True
 
     async def _discard(self, entry: Pooled[C]) -> None:
