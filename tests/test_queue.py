@@ -158,6 +158,36 @@ async def test_concurrent_deliveries_open_a_closed_backend_once(
         assert (result.outcome, result.code) == ("accepted", 250)
 
 
+def test_a_claimed_message_is_its_stored_bytes_unchecked_again() -> None:
+    """What a worker sends: the stored bytes and envelope as they are (they
+    were rendered, checked and addressed at enqueue), rendered on the event
+    loop unless big, 8-bit content refused for a 7-bit server as a raw
+    message's is."""
+    from asyncmail.message import RENDER_IN_THREAD, render_is_heavy
+    from asyncmail.queue.delivery import ClaimedMessage
+    from asyncmail.queue.model import Job
+
+    def job(data: bytes) -> Job:
+        return Job(
+            1, "k", "a@example.com", ["b@example.com", "c@example.com"],
+            ["c@example.com"], data, 1, 0, {}, "<id@example.com>",
+        )  # fmt: skip
+
+    data = b"Subject: caf\xc3\xa9\r\nMessage-ID: <id@example.com>\r\n\r\nhi\r\n"
+    claimed = ClaimedMessage(job(data))
+    rendered = claimed.render()
+    assert rendered.data is data
+    assert (rendered.eight_bit, rendered.smtputf8) == (False, True)
+    assert rendered.message_id == "<id@example.com>"
+    assert claimed.envelope() == ("a@example.com", ["c@example.com"])  # pending
+    assert not render_is_heavy(claimed)
+    assert render_is_heavy(ClaimedMessage(job(b"x" * (RENDER_IN_THREAD + 1))))
+    eight_bit = ClaimedMessage(job(b"Subject: x\r\n\r\ncaf\xc3\xa9\r\n"))
+    assert eight_bit.render().eight_bit
+    with pytest.raises(InvalidMessageError, match="8-bit"):
+        eight_bit.render(allow_8bit=False)
+
+
 @pytest.mark.anyio
 async def test_idempotency_key_stores_and_sends_once(
     outbox_url: str, server: SMTPServer

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Final, NamedTuple
 
 import anyio
 
-from ..address import envelope_address
 from ..dkim import DKIMSigner
 from ..exceptions import (
     DeliveryUnknownError,
@@ -161,12 +160,7 @@ class Delivery:
 async def prepare(message: EmailMessage, dkim: DKIMSigner | None) -> Prepared:
     """Render and address *message* once, for any connection (BadHeaderError
     and such: nothing on the wire)."""
-    sender = envelope_address(message.from_email)
-    recipients: list[str] = []
-    for address in message.recipients():
-        key = envelope_address(address)  # raises for an invalid recipient
-        if key not in recipients:
-            recipients.append(key)
+    sender, recipients = message.envelope()  # raises for an invalid address
     if dkim is not None:  # rendered 7-bit where it can be, and signed
         rendered = await dkim.arender(message)
         payload = wire_payload(rendered)

@@ -170,7 +170,9 @@ def render_is_heavy(message: BaseMessage) -> bool:
     millisecond or so (more than :data:`RENDER_IN_THREAD` octets of content
     to encode now, or foreign parts to re-render): backends then render it
     in a worker thread. Rendering is pure, so that is safe."""
-    if isinstance(message, RawMessage) and type(message).render is RawMessage.render:
+    if isinstance(message, RawMessage) and (
+        type(message).render is RawMessage.render or type(message).light_render
+    ):
         # Its own bytes, checked and normalised in one linear pass: heavy only
         # when they are many (a thread hop per small message costs more).
         return len(message.data) > RENDER_IN_THREAD

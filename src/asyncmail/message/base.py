@@ -19,7 +19,7 @@ from email.headerregistry import Address
 from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any
 
-from ..address import AddressLike
+from ..address import AddressLike, envelope_address
 from ..lazytext import is_lazy_text, resolve_text
 from ..settings import settings
 
@@ -69,6 +69,18 @@ class BaseMessage:
     def recipients(self) -> list[AddressLike]:
         """Every envelope recipient: to + cc + bcc, without empty entries."""
         return [address for address in (*self.to, *self.cc, *self.bcc) if address]
+
+    def envelope(self) -> tuple[str, list[str]]:
+        """The SMTP envelope: the sender and each recipient once, as the
+        addr-specs ``MAIL FROM`` and ``RCPT TO`` carry, strictly checked
+        (:class:`~asyncmail.exceptions.InvalidAddressError` otherwise)."""
+        sender = envelope_address(self.from_email)
+        recipients: list[str] = []
+        for address in self.recipients():
+            key = envelope_address(address)
+            if key not in recipients:
+                recipients.append(key)
+        return sender, recipients
 
     def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
         """Serialise the message for sending (see

@@ -13,7 +13,7 @@ import email.parser
 import email.policy
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from ..address import AddressLike
 from ..exceptions import BadHeaderError, InvalidMessageError
@@ -81,6 +81,10 @@ class RawMessage(BaseMessage):
     """
 
     _decode_for_utf8 = False  # the headers are shown as the bytes give them
+    #: A subclass whose render() does no more than this class's (one linear
+    #: pass over the bytes) says so: a small one is then rendered on the
+    #: event loop, not in a thread (see render_is_heavy).
+    light_render: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from ..address import envelope_address
 from ..exceptions import InvalidMessageError
 from ..threads import SharedLock
 from .inserts import INSERT, INSERT_DATA, insert_rows
@@ -156,12 +155,7 @@ def prepare(
         priority = getattr(message, "priority", 0)
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise InvalidMessageError(f"priority must be an int, not {priority!r}")
-    sender = envelope_address(message.from_email)
-    recipients: list[str] = []
-    for address in message.recipients():
-        envelope = envelope_address(address)
-        if envelope not in recipients:
-            recipients.append(envelope)
+    sender, recipients = message.envelope()
     if not recipients:
         raise InvalidMessageError("The message has no recipients to queue it for")
     try:

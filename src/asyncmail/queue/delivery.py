@@ -22,15 +22,45 @@ import anyio
 
 from ..backends import smtp
 from ..backends.base import BaseEmailBackend, failed_result
-from ..exceptions import MailError, is_transient
-from ..message import RawMessage
+from ..exceptions import InvalidMessageError, MailError, is_transient
+from ..message import RawMessage, RenderedMessage
 from ..results import MessageResult, Outcome, ResultCallback, record
 from .model import Job, QueueError, RetryPolicy, settle
 from .store import Store
 
-__all__ = ["SharedRate", "deliver", "write_results"]
+__all__ = ["ClaimedMessage", "SharedRate", "deliver", "write_results"]
 
 log = logging.getLogger("asyncmail.queue")
+
+
+class ClaimedMessage(RawMessage):
+    """A claimed message's stored bytes and envelope, sent as a RawMessage
+    is. They are what asyncmail rendered, checked and addressed when the
+    message was enqueued, so they are not checked again on every attempt:
+    :meth:`render` and :meth:`envelope` give them as stored."""
+
+    light_render = True
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(job.data, job.sender, job.pending)
+        head, _, body = job.data.partition(b"\r\n\r\n")
+        self._stored = RenderedMessage(
+            (job.data,), not body.isascii(), not head.isascii(), job.message_id
+        )
+
+    def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
+        rendered = self._stored
+        if rendered.eight_bit and not allow_8bit:
+            raise InvalidMessageError(
+                "The queued message has 8-bit content and cannot be re-encoded "
+                "for a server without 8BITMIME"
+            )
+        return rendered
+
+    def envelope(self) -> tuple[str, list[str]]:
+        sender = self.from_email
+        assert isinstance(sender, str)  # as stored: addr-specs
+        return sender, [str(address) for address in self.to]
 
 
 class _Mark:
@@ -68,10 +98,7 @@ async def deliver(
     """Send *job* through *backend*; return its result (None when the claim
     was left to its lease: nothing to record). *ensure_open* opens the
     backend if it is closed (once for all the worker's deliveries)."""
-    # The stored bytes were rendered (and checked) by asyncmail at enqueue:
-    # they go out as a RawMessage, as a direct send of bytes does (a small
-    # one is rendered on the loop, without a thread hop).
-    message = RawMessage(job.data, job.sender, job.pending)
+    message = ClaimedMessage(job)
     mark = _Mark(store, job, owner)
     result: MessageResult | None = None
     token = smtp.end_of_data_hook.set(mark)

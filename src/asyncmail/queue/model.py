@@ -96,6 +96,7 @@ class Job:
     attempts: int
     priority: int
     outcomes: dict[str, str]
+    message_id: str = ""  # that of the stored data (found in it at enqueue)
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,7 +107,7 @@ class Store(OutboxAdmin):
             "asyncmail_outbox WHERE state = 'queued' AND due_at <= ? ORDER BY "
             f"priority DESC, due_at, id LIMIT ?{self.dialect.lock_clause}) "
             "RETURNING id, key, sender, recipients, pending, attempts, "
-            "priority, outcomes, due_at"
+            "priority, outcomes, due_at, message_id"
         )
         params = (owner, now + lease, now, limit)
         data: dict[str, bytes] = {}
@@ -120,7 +120,7 @@ class Store(OutboxAdmin):
                 params,
             )
             rows = cursor.fetchall()
-            data = {r[1]: bytes(r[9]) for r in rows}
+            data = {r[1]: bytes(r[10]) for r in rows}
         else:
             cursor.execute(sql(claim), params)
             rows = cursor.fetchall()
@@ -143,6 +143,7 @@ class Store(OutboxAdmin):
                 int(r[5]),
                 int(r[6]),
                 loads(r[7]),
+                r[9] or "",
             )
             for r in rows
         ]
