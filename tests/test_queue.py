@@ -189,6 +189,28 @@ def test_a_claimed_message_is_its_stored_bytes_unchecked_again() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_message_waiting_its_turn_has_not_started_its_deadline(
+    outbox_url: str, server: SMTPServer
+) -> None:
+    """The worker carries more messages than it has connections (pipelining),
+    but takes one only when it may start (as a direct send does): one behind
+    a slow message does not spend its deadline waiting for the connection."""
+    server.recorder.stall["RCPT"] = 0.35  # each message takes that long
+    store = open_store(outbox_url)
+    ids = await enqueue(store, [message(n) for n in range(3)])
+    backend = SMTPBackend(
+        host="127.0.0.1", port=server.port, max_connections=1, deadline=0.6, retries=0
+    )
+    worker = Worker(store, backend=backend, policy=FAST, concurrency=1)
+    await worker.run(until_idle=True)
+    assert len(server.messages) == 3
+    for ident in ids:
+        found = await store.get(ident)
+        assert found is not None
+        assert (found.state, found.attempts) == (State.SENT, 1)
+
+
+@pytest.mark.anyio
 async def test_idempotency_key_stores_and_sends_once(
     outbox_url: str, server: SMTPServer
 ) -> None:

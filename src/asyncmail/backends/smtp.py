@@ -45,7 +45,6 @@ import asyncio
 import dataclasses
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
@@ -82,6 +81,7 @@ from .delivery import (
 )
 from .retry import Breaker, RetryPolicy
 from .sending import Source
+from .turns import Lease, Turns
 
 if TYPE_CHECKING:
     from ..message import BaseMessage as EmailMessage  # any sendable message
@@ -628,11 +628,11 @@ class EmailBackend(BaseEmailBackend):
             exc.__traceback__ = None
             return self._failed(delivery, exc)
         reusable = False
-        lease: _Lease | None = None
+        lease: Lease | None = None
         try:
             connection = entry.connection
             if self.pipeline_depth > 1 and connection.pipelining:
-                lease = _Lease(pool, entry)
+                lease = Lease(pool, entry)
             try:
                 data, eight_bit = payload_for(delivery.prepared, connection, self.dkim)
             except MailError as problem:
@@ -773,14 +773,8 @@ class EmailBackend(BaseEmailBackend):
         # At most max_connections messages of the batch are before their end
         # of data at once (taken, connecting, in the envelope or the data),
         # as without pipelining; the other workers' messages only await
-        # their last reply. A worker takes a message once it has a turn,
-        # and its message gives the turn back when its end of data is
-        # written and the connection handed on (see _Lease.lend).
-        gate = (
-            anyio.Semaphore(connections, fast_acquire=True)
-            if workers > connections
-            else None
-        )
+        # their last reply (see turns.py).
+        turns = Turns(connections) if workers > connections else None
         lock = anyio.Lock(fast_acquire=True)
         errors: list[Exception] = []
         # A plain iterable (a list...) is taken from with no await: the lock
@@ -792,10 +786,7 @@ class EmailBackend(BaseEmailBackend):
         )
 
         async def work() -> None:
-            turn = None
-            if gate is not None:
-                turn = _Turn(gate)
-                _TURN.set(turn)  # this worker's task only
+            turn = None if turns is None else turns.join()
             try:
                 while not errors:
                     if turn is not None:
@@ -825,54 +816,6 @@ class EmailBackend(BaseEmailBackend):
                 group.start_soon(work)
         if errors:
             raise errors[0]  # as the one-connection path raises it
-
-
-class _Lease:
-    """A connection taken from the pool for one message, which it may lend
-    back (see :meth:`ConnectionPool.lend`) once the end of data is written."""
-
-    __slots__ = ("entry", "lent", "pool")
-
-    def __init__(
-        self, pool: ConnectionPool[SMTPConnection], entry: Pooled[SMTPConnection]
-    ) -> None:
-        self.pool = pool
-        self.entry = entry
-        self.lent = False
-
-    def lend(self) -> None:
-        entry = self.entry
-        entry.messages += 1  # counted before: the pool retires it at its limit
-        self.lent = self.pool.lend(entry)
-        if not self.lent:
-            entry.messages -= 1
-            return
-        turn = _TURN.get()
-        if turn is not None:
-            turn.give_back()  # the next message of the batch may start
-
-
-class _Turn:
-    """A dispatch worker's turn to start a message (see _dispatch)."""
-
-    __slots__ = ("gate", "held")
-
-    def __init__(self, gate: anyio.Semaphore) -> None:
-        self.gate = gate
-        self.held = False
-
-    async def take(self) -> None:
-        await self.gate.acquire()
-        self.held = True
-
-    def give_back(self) -> None:
-        if self.held:
-            self.held = False
-            self.gate.release()
-
-
-#: The turn of the dispatch worker running in this task, if any.
-_TURN: ContextVar[_Turn | None] = ContextVar("asyncmail_dispatch_turn", default=None)
 
 
 class _Blocked(Exception):  # noqa: N818 - a signal, not an error

@@ -57,6 +57,7 @@ from typing import Any, Self
 import anyio
 
 from ..backends.base import BaseEmailBackend
+from ..backends.turns import Turns
 from ..exceptions import ConfigurationError, MailError
 from ..results import MessageResult, ResultCallback
 from .delivery import SharedRate, deliver, write_results
@@ -281,8 +282,16 @@ class Worker:
                 async with anyio.create_task_group() as settling:
                     settling.start_soon(self._settler)
                     async with anyio.create_task_group() as inner:
+                        # As in a direct send, only as many messages as
+                        # there are connections are before their end of
+                        # data at once (see asyncmail.backends.turns).
+                        turns = (
+                            Turns(self.concurrency)
+                            if consumers > self.concurrency
+                            else None
+                        )
                         for _ in range(consumers):
-                            inner.start_soon(self._consume, unstarted)
+                            inner.start_soon(self._consume, unstarted, turns)
                         try:
                             await self._produce(until_idle)
                         finally:
@@ -382,10 +391,12 @@ class Worker:
                 log.warning("%s: LISTEN failed, retrying: %s", self.name, exc)
             await anyio.sleep(self.poll_interval)
 
-    async def _consume(self, unstarted: list[int]) -> None:
-        """One connection's loop: take the most urgent claimed job, send it,
-        hand its result to the settler, take the next."""
+    async def _consume(self, unstarted: list[int], turns: Turns | None) -> None:
+        """One consumer's loop: take the most urgent claimed job (once it has
+        a turn, with *turns*), send it, hand its result to the settler, take
+        the next."""
         jobs = self._jobs
+        turn = None if turns is None else turns.join()
         while True:
             if self._stopping:
                 while jobs:
@@ -399,6 +410,11 @@ class Worker:
                     self._job_ready = event = anyio.Event()
                 await event.wait()
                 continue
+            if turn is not None and not turn.held:
+                await turn.take()
+                if not jobs or self._stopping:  # taken by another meanwhile
+                    turn.give_back()
+                    continue
             job = jobs.popleft()
             result: MessageResult | None = None
             try:
@@ -412,6 +428,9 @@ class Worker:
                     await self.store.abandon(
                         self.name, job.id, f"{type(exc).__name__}: {exc}"
                     )
+            finally:
+                if turn is not None:
+                    turn.give_back()  # unless its connection was handed on
             if result is None:
                 self._done()
             else:
