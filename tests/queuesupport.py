@@ -36,11 +36,14 @@ def _binaries() -> Path | None:
 
 
 class PostgresCluster:
-    """A throwaway PostgreSQL server (fsync off: the tests kill workers,
-    never the database)."""
+    """A throwaway PostgreSQL server. By default fsync and synchronous
+    commits are off (the tests kill workers, never the database);
+    *durable* keeps PostgreSQL's defaults (every commit flushed to disk),
+    as a production outbox runs and as the benchmarks measure it."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, *, durable: bool = False) -> None:
         self.bin = bin_dir
+        self.durable = durable
         self.dir = Path(tempfile.mkdtemp(prefix="asyncmail-pg-"))
         self.port = unused_port()
         self.as_user: list[str] = []
@@ -70,10 +73,9 @@ class PostgresCluster:
             "UTF8",
             "--no-sync",
         )
-        options = (
-            f"-h 127.0.0.1 -p {self.port} -k {self.dir} -F "
-            "-c synchronous_commit=off -c max_connections=100"
-        )
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=100"
+        if not self.durable:
+            options += " -F -c synchronous_commit=off"
         self._run(
             str(self.bin / "pg_ctl"),
             "-D",
