@@ -6,7 +6,10 @@
 Every run starts Postfix's smtp-sink and, in front of it, delay_proxy.py
 (its own process, 25 ms each way), then runs one contender through the
 proxy: smtp-source (C) with 1 and 20 sessions, asyncmail with 1 and 20
-connections (fresh messages, a list, asyncio).  Before the runs, a
+connections (fresh messages, a list, asyncio), and an outbox worker with 1
+and 20 connections draining messages queued in SQLite before its timer
+(each message marked in flight durably before its end of data, its result
+recorded).  Before the runs, a
 ping-pong through the proxy to an echo server checks that the round trip
 really is 50 ms +- 2 ms, and the run stops if it is not.
 
@@ -129,6 +132,17 @@ def contenders(args: argparse.Namespace) -> list[Contender]:
             Contender(
                 f"asyncmail, {n} conn, fresh, list",
                 (*mine, "--connections", str(n)),
+                "latency",
+                THROUGHPUT,
+                count,
+                "proxied",
+            )
+        )
+        outbox = (py, str(HERE / "contenders" / "asyncmail_outbox.py"))
+        out.append(
+            Contender(
+                f"asyncmail outbox worker (SQLite), {n} conn",
+                (*outbox, "--connections", str(n)),
                 "latency",
                 THROUGHPUT,
                 count,
