@@ -113,42 +113,32 @@ def ping_pong(delay_ms: float, cpu: int | None, pings: int = 20) -> list[float]:
 
 
 def contenders(args: argparse.Namespace) -> list[Contender]:
-    py = args.python
+    def script(name: str) -> str:
+        return str(HERE / "contenders" / name)
+
     out = []
     for n, count in ((1, args.count_1), (20, args.count_20)):
-        source = (sys.executable, str(HERE / "contenders" / "smtp_source.py"))
-        out.append(
-            Contender(
-                f"smtp-source (C), {n} sess",
-                (*source, "--connections", str(n)),
-                "latency",
-                THROUGHPUT,
-                count,
-                "proxied",
-            )
-        )
-        mine = (py, str(HERE / "contenders" / "asyncmail_send.py"))
-        out.append(
-            Contender(
+        for name, argv in (
+            (f"smtp-source (C), {n} sess", (sys.executable, script("smtp_source.py"))),
+            (
                 f"asyncmail, {n} conn, fresh, list",
-                (*mine, "--connections", str(n)),
-                "latency",
-                THROUGHPUT,
-                count,
-                "proxied",
-            )
-        )
-        outbox = (py, str(HERE / "contenders" / "asyncmail_outbox.py"))
-        out.append(
-            Contender(
+                (args.python, script("asyncmail_send.py")),
+            ),
+            (
                 f"asyncmail outbox worker (SQLite), {n} conn",
-                (*outbox, "--connections", str(n)),
-                "latency",
-                THROUGHPUT,
-                count,
-                "proxied",
+                (args.python, script("asyncmail_outbox.py")),
+            ),
+        ):
+            out.append(
+                Contender(
+                    name,
+                    (*argv, "--connections", str(n)),
+                    "latency",
+                    THROUGHPUT,
+                    count,
+                    "proxied",
+                )
             )
-        )
     return out
 
 
