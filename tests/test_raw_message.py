@@ -235,3 +235,115 @@ def test_copies_and_pickles_keep_data_and_envelope() -> None:
         assert clone.recipients() == ["to@example.com", "b@example.com"]
         assert clone.subject == SUBJECT
     assert pickled.connection is None
+
+
+# -- checked once, at construction ------------------------------------------------
+#
+# The data and the envelope are checked when the message is made, and a send
+# reuses that check; whatever changes afterwards is what is checked and sent.
+
+
+async def test_data_replaced_after_construction_is_the_data_checked_and_sent(
+    server: SMTPServer,
+) -> None:
+    message = raw()
+    message.data = DATA.replace(b"<raw@example.com>", b"<second@example.com>")
+
+    assert await smtp(server).send_messages([message]) == 1
+
+    (received,) = server.messages
+    assert received.data == message.data
+    assert message.result is not None
+    assert message.result.message_id == "<second@example.com>"
+
+
+async def test_a_bcc_header_added_after_construction_is_refused(
+    server: SMTPServer,
+) -> None:
+    message = raw()
+    message.render()  # checked and fine
+    message.data = DATA.replace(b"Subject:", b"Bcc: secret@example.com\r\nSubject:")
+
+    with pytest.raises(asyncmail.BadHeaderError):
+        message.render()
+    with pytest.raises(asyncmail.BadHeaderError):
+        await smtp(server).send_messages([message])
+
+    assert server.messages == []
+    assert b"secret" not in server.recorder.wire
+
+
+async def test_an_address_made_invalid_after_construction_is_refused(
+    server: SMTPServer,
+) -> None:
+    message = raw(to=["fine@example.com"])
+    assert message.envelope() == ("bounce@example.com", ["fine@example.com"])
+    message.to.append("bad\r\nRCPT TO:<injected@example.com>")
+
+    with pytest.raises(asyncmail.InvalidAddressError):
+        message.envelope()
+    with pytest.raises(asyncmail.InvalidAddressError):
+        await smtp(server).send_messages([message])
+
+    assert server.messages == []
+    assert b"injected" not in server.recorder.wire
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: setattr(m, "from_email", "Other <other@example.com>"),
+        lambda m: m.to.insert(0, "first@example.com"),
+        lambda m: setattr(m, "cc", ["to@example.com", "cc@example.com"]),
+        lambda m: m.bcc.extend(["b@example.com", "B@example.com"]),
+        lambda m: m.to.clear(),
+    ],
+    ids=["from", "to-insert", "cc-set", "bcc-extend", "to-clear"],
+)
+def test_every_envelope_change_gives_the_envelope_of_a_new_message(
+    change: Any,
+) -> None:
+    message = raw()
+    message.envelope()
+    change(message)
+    fresh = RawMessage(DATA, message.from_email, message.to, bcc=message.bcc)
+    fresh.cc = list(message.cc)
+
+    assert message.envelope() == fresh.envelope() == BaseMessage.envelope(fresh)
+
+
+def test_a_subclass_computing_its_recipients_is_addressed_by_them() -> None:
+    class Routed(RawMessage):
+        route = "first@example.com"
+
+        def recipients(self) -> list[Any]:
+            return [self.route]
+
+    message = Routed(DATA, "bounce@example.com", ["to@example.com"])
+    assert message.envelope()[1] == ["first@example.com"]
+    message.route = "second@example.com"
+    assert message.envelope()[1] == ["second@example.com"]
+
+
+def test_the_envelope_returned_is_the_callers_to_change() -> None:
+    message = raw()
+    message.envelope()[1].append("intruder@example.com")
+    assert message.envelope()[1] == ["to@example.com"]
+
+
+def test_bare_line_feeds_are_normalised_whether_checked_early_or_late() -> None:
+    lf = DATA.replace(b"\r\n", b"\n")
+    message = RawMessage(lf, "bounce@example.com", ["to@example.com"])
+    assert message.render().data == DATA
+    message.data = lf.replace(b"Body.", b"Other body.")
+    assert message.render().data == DATA.replace(b"Body.", b"Other body.")
+
+
+def test_a_pickled_copy_is_checked_again_where_it_is_loaded() -> None:
+    message = raw()
+    clone = pickle.loads(pickle.dumps(message))  # noqa: S301 - our own bytes
+    assert clone.render().data == DATA
+    assert clone.envelope() == message.envelope()
+    clone.data = DATA + b"\0"
+    with pytest.raises(asyncmail.InvalidMessageError, match="NUL"):
+        clone.render()

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from ..address import AddressLike
-from ..exceptions import BadHeaderError, InvalidMessageError
+from ..exceptions import BadHeaderError, InvalidMessageError, MailError
 from .base import BaseMessage
 from .foreign import foreign_bytes
 from .mime import RenderedMessage
@@ -99,6 +99,41 @@ class RawMessage(BaseMessage):
         if not isinstance(data, bytes):
             raise TypeError(f"RawMessage data must be bytes, not {type(data).__name__}")
         self.data = data
+        # Checked once, here: a send of the same bytes (the usual case)
+        # reuses the outcome. What fails is not kept; it fails again, with
+        # its error, when the message is rendered (sent), not constructed.
+        self._checked = self._check_once()
+        self._addressed = self._address_once()
+
+    def _check_once(self) -> tuple[bytes, RenderedMessage] | None:
+        """The data and its check, if it passed (see :meth:`render`)."""
+        try:
+            return self.data, _checked_data(self.data)
+        except MailError:
+            return None
+
+    def _address_once(self) -> tuple[tuple[object, ...], tuple[str, list[str]]] | None:
+        """The envelope and what it was computed from, when every address is
+        a plain string (see :meth:`envelope`)."""
+        key = self._envelope_key()
+        if key is None:
+            return None
+        try:
+            return key, super().envelope()
+        except (MailError, TypeError):
+            return None
+
+    def _envelope_key(self) -> tuple[object, ...] | None:
+        # Only plain strings: their text cannot change under the key (a
+        # lazy string's can, with the active language), and only where
+        # recipients() is this class's (a subclass may compute it).
+        if type(self).recipients is not BaseMessage.recipients:
+            return None
+        key = (self.from_email, *self.to, *self.cc, *self.bcc)  # all it depends on
+        for item in key:
+            if type(item) is not str:
+                return None
+        return key
 
     @property
     def subject(self) -> str:
@@ -127,6 +162,15 @@ class RawMessage(BaseMessage):
             f"{type(self).__name__!r} object has no attribute {name!r}", name=name
         )
 
+    def envelope(self) -> tuple[str, list[str]]:
+        addressed: tuple[tuple[object, ...], tuple[str, list[str]]] | None = (
+            self.__dict__.get("_addressed")
+        )
+        if addressed is not None and addressed[0] == self._envelope_key():
+            sender, recipients = addressed[1]
+            return sender, list(recipients)
+        return super().envelope()
+
     def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
         """The data, checked and with CRLF line endings, as one chunk.
 
@@ -134,26 +178,44 @@ class RawMessage(BaseMessage):
         header and :class:`~asyncmail.exceptions.InvalidMessageError` for a
         NUL, an overlong line, or 8-bit content when *allow_8bit* is false
         (raw bytes cannot be re-encoded)."""
-        data, _ = foreign_bytes(self.data, "The raw message")
-        head, _, body = data.partition(b"\r\n\r\n")
-        message_id = ""
-        for match in _RAW_HEADER.finditer(head):
-            if match.group(1).lower() != b"message-id":
-                raise BadHeaderError(
-                    "A raw message must not carry a Bcc header; give Bcc "
-                    "recipients with bcc= (they go in the envelope only)",
-                    header="Bcc",
-                )
-            message_id = match.group(2).decode("ascii", "replace").strip()
-        eight_bit = not body.isascii()
-        if eight_bit and not allow_8bit:
+        checked: tuple[bytes, RenderedMessage] | None = self.__dict__.get("_checked")
+        rendered: RenderedMessage
+        if checked is not None and checked[0] is self.data:
+            rendered = checked[1]  # checked when constructed
+        else:
+            rendered = _checked_data(self.data)
+        if rendered.eight_bit and not allow_8bit:
             raise InvalidMessageError(
                 "The raw message has 8-bit content and cannot be re-encoded "
                 "for a server without 8BITMIME"
             )
-        return RenderedMessage((data,), eight_bit, not head.isascii(), message_id)
+        return rendered
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Checked again where it is unpickled (a copy shares the outcome).
+        state = super().__getstate__()
+        state.pop("_checked", None)
+        state.pop("_addressed", None)
+        return state
 
     def _message_source(self, allow_8bit: bool) -> bytes:
         # The bytes as they are sent, whatever the policy's cte_type: raw
         # content is never re-encoded.
         return self.render().data
+
+
+def _checked_data(data: bytes) -> RenderedMessage:
+    """*data* checked (no Bcc header, NUL or overlong line) and with CRLF
+    line endings, as one chunk; the Message-ID it carries."""
+    data, _ = foreign_bytes(data, "The raw message")
+    head, _, body = data.partition(b"\r\n\r\n")
+    message_id = ""
+    for match in _RAW_HEADER.finditer(head):
+        if match.group(1).lower() != b"message-id":
+            raise BadHeaderError(
+                "A raw message must not carry a Bcc header; give Bcc "
+                "recipients with bcc= (they go in the envelope only)",
+                header="Bcc",
+            )
+        message_id = match.group(2).decode("ascii", "replace").strip()
+    return RenderedMessage((data,), not body.isascii(), not head.isascii(), message_id)

@@ -48,6 +48,12 @@ class ClaimedMessage(RawMessage):
             (job.data,), not body.isascii(), not head.isascii(), job.message_id
         )
 
+    def _check_once(self) -> None:
+        return None  # stored checked: see render()
+
+    def _address_once(self) -> None:
+        return None  # stored addressed: see envelope()
+
     def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
         rendered = self._stored
         if rendered.eight_bit and not allow_8bit:
