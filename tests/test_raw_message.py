@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import pickle
+import tracemalloc
 from collections import UserString
 from collections.abc import Iterator
 from typing import Any
@@ -347,3 +348,18 @@ def test_a_pickled_copy_is_checked_again_where_it_is_loaded() -> None:
     clone.data = DATA + b"\0"
     with pytest.raises(asyncmail.InvalidMessageError, match="NUL"):
         clone.render()
+
+
+def test_data_that_needs_normalising_is_not_held_twice() -> None:
+    # 8 MB of bare line feeds: the CRLF copy is made when it is sent, not
+    # kept alongside the original from construction on.
+    lf = DATA.replace(b"\r\n", b"\n") + b"line of the body\n" * 500_000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        message = RawMessage(lf, "bounce@example.com", ["to@example.com"])
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000, held
+    assert message.render().data.count(b"\r\n") == lf.count(b"\n")

@@ -106,11 +106,14 @@ class RawMessage(BaseMessage):
         self._addressed = self._address_once()
 
     def _check_once(self) -> tuple[bytes, RenderedMessage] | None:
-        """The data and its check, if it passed (see :meth:`render`)."""
+        """The data and its check, if it passed and needed no copy (see
+        :meth:`render`): data with bare line feeds is normalised when it is
+        sent, rather than held twice while it waits."""
         try:
-            return self.data, _checked_data(self.data)
+            rendered = _checked_data(self.data)
         except MailError:
             return None
+        return (self.data, rendered) if rendered.chunks[0] is self.data else None
 
     def _address_once(self) -> tuple[tuple[object, ...], tuple[str, list[str]]] | None:
         """The envelope and what it was computed from, when every address is
