@@ -59,6 +59,7 @@ _MODEL_METHODS = frozenset(
         "body_contains",
     }
 )
+_MODEL_NAMES = _MODEL_ATTRIBUTES | _MODEL_METHODS
 
 
 def _refuse(name: str) -> NoReturn:
@@ -153,13 +154,13 @@ class RawMessage(BaseMessage):
         _refuse("subject")
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _MODEL_ATTRIBUTES or name in _MODEL_METHODS:
+        if name in _MODEL_NAMES:
             _refuse(name)
         super().__setattr__(name, value)
 
     def __getattr__(self, name: str) -> Any:
         # Called only for names the instance lacks.
-        if name in _MODEL_ATTRIBUTES or name in _MODEL_METHODS:
+        if name in _MODEL_NAMES:
             _refuse(name)
         raise AttributeError(
             f"{type(self).__name__!r} object has no attribute {name!r}", name=name
