@@ -326,6 +326,13 @@ def test_a_subclass_computing_its_recipients_is_addressed_by_them() -> None:
     assert message.envelope()[1] == ["second@example.com"]
 
 
+def test_recipients_replaced_on_the_instance_address_the_message() -> None:
+    message = raw()
+    assert message.envelope()[1] == ["to@example.com"]
+    message.recipients = lambda: ["instead@example.com"]  # type: ignore[method-assign]
+    assert message.envelope()[1] == ["instead@example.com"]
+
+
 def test_the_envelope_returned_is_the_callers_to_change() -> None:
     message = raw()
     message.envelope()[1].append("intruder@example.com")

@@ -130,8 +130,12 @@ class RawMessage(BaseMessage):
     def _envelope_key(self) -> tuple[object, ...] | None:
         # Only plain strings: their text cannot change under the key (a
         # lazy string's can, with the active language), and only where
-        # recipients() is this class's (a subclass may compute it).
-        if type(self).recipients is not BaseMessage.recipients:
+        # recipients() is this class's (a subclass, or an instance attribute,
+        # may compute it).
+        if (
+            type(self).recipients is not BaseMessage.recipients
+            or "recipients" in self.__dict__
+        ):
             return None
         key = (self.from_email, *self.to, *self.cc, *self.bcc)  # all it depends on
         for item in key:
