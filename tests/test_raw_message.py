@@ -370,3 +370,89 @@ def test_data_that_needs_normalising_is_not_held_twice() -> None:
         tracemalloc.stop()
     assert held < 1_000_000, held
     assert message.render().data.count(b"\r\n") == lf.count(b"\n")
+
+
+class _Archived(BaseMessage):
+    """A mixin after RawMessage in the order: its envelope() adds a copy."""
+
+    archive: list[str]
+
+    def envelope(self) -> tuple[str, list[str]]:
+        sender, recipients = super().envelope()
+        return sender, recipients + list(self.archive)
+
+
+def test_a_mixins_envelope_is_the_envelope() -> None:
+    class Archived(RawMessage, _Archived):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.archive = ["archive@example.com"]  # set after the base's init
+
+    message = Archived(DATA, "bounce@example.com", ["to@example.com"])
+    assert message.envelope()[1] == ["to@example.com", "archive@example.com"]
+    message.archive = ["other@example.com"]
+    assert message.envelope()[1] == ["to@example.com", "other@example.com"]
+
+
+def test_a_subclass_whose_addresses_are_not_ready_yet_still_constructs() -> None:
+    class Team(RawMessage):
+        @property  # type: ignore[override]
+        def cc(self) -> list[str]:
+            return [f"{name}@example.com" for name in self.members]
+
+        @cc.setter
+        def cc(self, value: list[str]) -> None:
+            pass
+
+        def __init__(self, *args: Any, members: list[str], **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)  # cc read before members exist
+            self.members = members
+
+    message = Team(DATA, "bounce@example.com", ["to@example.com"], members=["ann"])
+    assert message.envelope()[1] == ["to@example.com", "ann@example.com"]
+
+
+def test_recipients_patched_on_the_base_class_address_the_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    message = raw()
+    message.envelope()
+    monkeypatch.setattr(
+        BaseMessage, "recipients", lambda self: ["redirect@example.com"]
+    )
+    assert message.envelope()[1] == ["redirect@example.com"]
+    monkeypatch.undo()
+    assert message.envelope()[1] == ["to@example.com"]
+
+
+def test_an_iterator_given_as_the_recipients_is_read_once_like_before() -> None:
+    message = raw()
+    message.to = iter(["other@example.com"])  # type: ignore[assignment]
+    assert message.envelope() == ("bounce@example.com", ["other@example.com"])
+
+
+def test_data_replaced_lets_the_old_bytes_go() -> None:
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        big = DATA + b"line of the body\r\n" * 500_000  # 9 MB, clean CRLF
+        message = RawMessage(big, "bounce@example.com", ["to@example.com"])
+        message.render()
+        message.data = DATA
+        del big
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000, held
+    assert message.render().data == DATA
+
+
+def test_big_data_is_checked_when_sent_and_refused_then() -> None:
+    # Over the size checked on the event loop: the constructor leaves the
+    # check to render() (run in a thread by the backends).
+    data = DATA + b"line of the body\r\n" * 20_000 + b"\0\r\n"
+    message = RawMessage(data, "bounce@example.com", ["to@example.com"])
+    with pytest.raises(asyncmail.InvalidMessageError, match="NUL"):
+        message.render()
+    message.data = data.replace(b"\0", b"")
+    assert message.render().data == message.data

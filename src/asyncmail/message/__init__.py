@@ -44,7 +44,14 @@ from . import payload, tree
 from .base import BaseMessage, _address_list_argument
 from .fields import make_msgid
 from .foreign import check_part
-from .mime import RenderedMessage, _check_cid, _check_mimetype, _Part, _text_content
+from .mime import (
+    RENDER_IN_THREAD,
+    RenderedMessage,
+    _check_cid,
+    _check_mimetype,
+    _Part,
+    _text_content,
+)
 from .payload import STREAM_THRESHOLD, Base64Payload
 from .raw import RawMessage
 
@@ -67,11 +74,6 @@ __all__ = [
     "make_msgid",
     "render_is_heavy",
 ]
-#: Content size (octets) above which a backend renders the message in a worker
-#: thread instead of on the event loop: rendering costs about 4 ms per MB, so
-#: at this size one render holds the loop for about a millisecond at most.
-#: See :func:`render_is_heavy` and benchmarks/worst_case.py.
-RENDER_IN_THREAD = 256 * 1024
 
 #: MIME type of attachments whose type is not given and cannot be guessed.
 DEFAULT_ATTACHMENT_MIME_TYPE = "application/octet-stream"

@@ -41,7 +41,13 @@ from .payload import STREAM_THRESHOLD, Base64Payload, base64_lines
 if TYPE_CHECKING:
     from . import InlineAttachment
 
-__all__ = ["RenderedMessage"]
+__all__ = ["RENDER_IN_THREAD", "RenderedMessage"]
+
+#: Content size (octets) above which a backend renders the message in a worker
+#: thread instead of on the event loop: rendering costs about 4 ms per MB, so
+#: at this size one render holds the loop for about a millisecond at most.
+#: See ``render_is_heavy`` and benchmarks/worst_case.py.
+RENDER_IN_THREAD = 256 * 1024
 
 
 def _normalise_newlines(data: bytes) -> bytes:

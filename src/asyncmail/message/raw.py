@@ -19,7 +19,7 @@ from ..address import AddressLike
 from ..exceptions import BadHeaderError, InvalidMessageError, MailError
 from .base import BaseMessage
 from .foreign import foreign_bytes
-from .mime import RenderedMessage
+from .mime import RENDER_IN_THREAD, RenderedMessage
 
 if TYPE_CHECKING:
     from ..connection import ConnectionLike
@@ -61,6 +61,12 @@ _MODEL_METHODS = frozenset(
 )
 _MODEL_NAMES = _MODEL_ATTRIBUTES | _MODEL_METHODS
 
+# What an envelope is reused for (see RawMessage._envelope_key): the methods
+# as this module found them, so that a patched or redefined one is seen.
+_BASE_RECIPIENTS = BaseMessage.recipients
+_BASE_ENVELOPE = BaseMessage.envelope
+_SEQUENCES = (list, tuple)
+
 
 def _refuse(name: str) -> NoReturn:
     raise AttributeError(
@@ -101,47 +107,58 @@ class RawMessage(BaseMessage):
             raise TypeError(f"RawMessage data must be bytes, not {type(data).__name__}")
         self.data = data
         # Checked once, here: a send of the same bytes (the usual case)
-        # reuses the outcome. What fails is not kept; it fails again, with
-        # its error, when the message is rendered (sent), not constructed.
-        self._checked = self._check_once()
-        self._addressed = self._address_once()
+        # reuses the outcome. Nothing is raised here: what fails is not
+        # kept, and fails again, with its error, when the message is
+        # rendered (sent).
+        self._raw_checked = self._check_once()
+        self._raw_envelope = self._address_once()
 
     def _check_once(self) -> tuple[bytes, RenderedMessage] | None:
-        """The data and its check, if it passed and needed no copy (see
-        :meth:`render`): data with bare line feeds is normalised when it is
-        sent, rather than held twice while it waits."""
+        """The data and its check (see :meth:`render`), for data that is
+        clean CRLF and small enough to check on the event loop: bare line
+        feeds are normalised when the message is sent, rather than held
+        twice while it waits, and big data is checked where it is sent
+        (off the event loop, see ``render_is_heavy``)."""
+        data = self.data
+        if len(data) > RENDER_IN_THREAD or not _clean_crlf(data):
+            return None
         try:
-            rendered = _checked_data(self.data)
+            return data, _checked_data(data)
         except MailError:
             return None
-        return (self.data, rendered) if rendered.chunks[0] is self.data else None
 
-    def _address_once(self) -> tuple[tuple[object, ...], tuple[str, list[str]]] | None:
-        """The envelope and what it was computed from, when every address is
-        a plain string (see :meth:`envelope`)."""
-        key = self._envelope_key()
-        if key is None:
-            return None
+    def _address_once(self) -> tuple[tuple[str, ...], tuple[str, list[str]]] | None:
+        """The envelope and what it was computed from, where it can be
+        reused (see :meth:`_envelope_key`)."""
         try:
-            return key, super().envelope()
-        except (MailError, TypeError):
+            key = self._envelope_key()
+            if key is None:
+                return None
+            return key, _BASE_ENVELOPE(self)
+        except Exception:  # nothing kept: envelope() raises it when called
             return None
 
-    def _envelope_key(self) -> tuple[object, ...] | None:
-        # Only plain strings: their text cannot change under the key (a
-        # lazy string's can, with the active language), and only where
-        # recipients() is this class's (a subclass, or an instance attribute,
-        # may compute it).
+    def _envelope_key(self) -> tuple[str, ...] | None:
+        """All the envelope depends on, when it is BaseMessage's envelope of
+        these addresses and nothing else: plain strings in lists or tuples
+        (a lazy string's text changes with the active language, an iterator
+        is used up), and recipients() and envelope() not redefined by a
+        subclass, a mixin or the instance."""
+        cls = type(self)
         if (
-            type(self).recipients is not BaseMessage.recipients
+            cls.recipients is not _BASE_RECIPIENTS
             or "recipients" in self.__dict__
+            or super(RawMessage, cls).envelope is not _BASE_ENVELOPE
         ):
             return None
-        key = (self.from_email, *self.to, *self.cc, *self.bcc)  # all it depends on
+        to, cc, bcc = self.to, self.cc, self.bcc
+        if not all(type(given) in _SEQUENCES for given in (to, cc, bcc)):
+            return None
+        key = (self.from_email, *to, *cc, *bcc)
         for item in key:
             if type(item) is not str:
                 return None
-        return key
+        return key  # type: ignore[return-value]
 
     @property
     def subject(self) -> str:
@@ -160,6 +177,9 @@ class RawMessage(BaseMessage):
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _MODEL_NAMES:
             _refuse(name)
+        if name == "data":
+            # New bytes: the old ones' check goes, and with it the old bytes.
+            self.__dict__.pop("_raw_checked", None)
         super().__setattr__(name, value)
 
     def __getattr__(self, name: str) -> Any:
@@ -171,10 +191,8 @@ class RawMessage(BaseMessage):
         )
 
     def envelope(self) -> tuple[str, list[str]]:
-        addressed: tuple[tuple[object, ...], tuple[str, list[str]]] | None = (
-            self.__dict__.get("_addressed")
-        )
-        if addressed is not None and addressed[0] == self._envelope_key():
+        addressed = self.__dict__.get("_raw_envelope")
+        if isinstance(addressed, tuple) and addressed[0] == self._envelope_key():
             sender, recipients = addressed[1]
             return sender, list(recipients)
         return super().envelope()
@@ -186,9 +204,9 @@ class RawMessage(BaseMessage):
         header and :class:`~asyncmail.exceptions.InvalidMessageError` for a
         NUL, an overlong line, or 8-bit content when *allow_8bit* is false
         (raw bytes cannot be re-encoded)."""
-        checked: tuple[bytes, RenderedMessage] | None = self.__dict__.get("_checked")
+        checked = self.__dict__.get("_raw_checked")
         rendered: RenderedMessage
-        if checked is not None and checked[0] is self.data:
+        if isinstance(checked, tuple) and checked[0] is self.data:
             rendered = checked[1]  # checked when constructed
         else:
             rendered = _checked_data(self.data)
@@ -202,14 +220,21 @@ class RawMessage(BaseMessage):
     def __getstate__(self) -> dict[str, Any]:
         # Checked again where it is unpickled (a copy shares the outcome).
         state = super().__getstate__()
-        state.pop("_checked", None)
-        state.pop("_addressed", None)
+        state.pop("_raw_checked", None)
+        state.pop("_raw_envelope", None)
         return state
 
     def _message_source(self, allow_8bit: bool) -> bytes:
         # The bytes as they are sent, whatever the policy's cte_type: raw
         # content is never re-encoded.
         return self.render().data
+
+
+def _clean_crlf(data: bytes) -> bool:
+    """Every line ends with CRLF and no CR or LF is alone (what
+    foreign_bytes passes without a copy)."""
+    crlf = data.count(b"\r\n")
+    return crlf == data.count(b"\n") == data.count(b"\r") and data.endswith(b"\r\n")
 
 
 def _checked_data(data: bytes) -> RenderedMessage:
