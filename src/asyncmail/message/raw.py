@@ -218,7 +218,7 @@ class RawMessage(BaseMessage):
         return rendered
 
     def __getstate__(self) -> dict[str, Any]:
-        # Checked again where it is unpickled (a copy shares the outcome).
+        # A copy or an unpickled message is checked and addressed again.
         state = super().__getstate__()
         state.pop("_raw_checked", None)
         state.pop("_raw_envelope", None)
