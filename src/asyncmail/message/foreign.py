@@ -51,6 +51,7 @@ __all__ = [
     "BCC_HEADERS",
     "MAX_PARTS",
     "check_part",
+    "clean_crlf",
     "foreign_bytes",
     "parse_message",
     "render_message",
@@ -96,12 +97,18 @@ MAX_FOREIGN_HEADER = 16384
 # -- bodies -------------------------------------------------------------------------
 
 
+def clean_crlf(data: bytes) -> bool:
+    """Every line of *data* ends with CRLF and no CR or LF is alone: what
+    :func:`foreign_bytes` checks without making a copy."""
+    crlf = data.count(b"\r\n")
+    return crlf == data.count(b"\n") == data.count(b"\r") and data.endswith(b"\r\n")
+
+
 def foreign_bytes(data: bytes, what: str) -> tuple[bytes, bool]:
     """Normalise bytes asyncmail did not produce to CRLF line endings and
     refuse what the wire cannot carry (a NUL, a line over 998 octets).
     Returns (data, has 8-bit octets)."""
-    crlf = data.count(b"\r\n")
-    if crlf == data.count(b"\n") == data.count(b"\r") and data.endswith(b"\r\n"):
+    if clean_crlf(data):
         # Already clean CRLF (the usual case): check without copying.
         if len(data) > HARD_LIMIT and max(map(len, data.split(b"\r\n"))) > HARD_LIMIT:
             raise InvalidMessageError(

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from ..address import AddressLike
 from ..exceptions import BadHeaderError, InvalidMessageError, MailError
 from .base import BaseMessage
-from .foreign import foreign_bytes
+from .foreign import clean_crlf, foreign_bytes
 from .mime import RENDER_IN_THREAD, RenderedMessage
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class RawMessage(BaseMessage):
         twice while it waits, and big data is checked where it is sent
         (off the event loop, see ``render_is_heavy``)."""
         data = self.data
-        if len(data) > RENDER_IN_THREAD or not _clean_crlf(data):
+        if len(data) > RENDER_IN_THREAD or not clean_crlf(data):
             return None
         try:
             return data, _checked_data(data)
@@ -228,13 +228,6 @@ class RawMessage(BaseMessage):
         # The bytes as they are sent, whatever the policy's cte_type: raw
         # content is never re-encoded.
         return self.render().data
-
-
-def _clean_crlf(data: bytes) -> bool:
-    """Every line ends with CRLF and no CR or LF is alone (what
-    foreign_bytes passes without a copy)."""
-    crlf = data.count(b"\r\n")
-    return crlf == data.count(b"\n") == data.count(b"\r") and data.endswith(b"\r\n")
 
 
 def _checked_data(data: bytes) -> RenderedMessage:
