@@ -188,6 +188,78 @@ def test_a_claimed_message_is_its_stored_bytes_unchecked_again() -> None:
         eight_bit.render(allow_8bit=False)
 
 
+def test_a_claimed_message_is_a_raw_message_of_its_stored_envelope() -> None:
+    """ClaimedMessage sets RawMessage's attributes itself (no argument
+    checks to repeat): it has every one a RawMessage of the same envelope
+    has, its recipients are its own list (not the job's), and the message
+    API works on it as on any raw message."""
+    import copy
+
+    from asyncmail.queue.delivery import ClaimedMessage
+    from asyncmail.queue.model import Job
+
+    data = b"Subject: Hi\r\nMessage-ID: <id@example.com>\r\n\r\nBody\r\n"
+    pending = ["b@example.com", "c@example.com"]
+    job = Job(1, "k", "a@example.com", pending, pending, data, 0, 0, {}, "<id@x>")
+    claimed = ClaimedMessage(job)
+    raw = asyncmail.RawMessage(data, "a@example.com", pending)
+    own = {"_raw_checked", "_raw_envelope"}  # RawMessage's construction caches
+    assert set(raw.__dict__) - own <= set(claimed.__dict__)
+    for name in set(raw.__dict__) - own:
+        assert getattr(claimed, name) == getattr(raw, name), name
+    assert claimed.to is not job.pending
+    claimed.to.append("d@example.com")
+    assert job.pending == ["b@example.com", "c@example.com"]
+    assert claimed.recipients() == [*pending, "d@example.com"]
+    assert claimed.subject == "Hi"
+    assert claimed.message()["Message-ID"] == "<id@example.com>"
+    twin = copy.copy(claimed)
+    assert twin.render().data is data
+    assert twin.envelope() == ("a@example.com", [*pending, "d@example.com"])
+
+
+@pytest.mark.anyio
+async def test_a_claim_gives_the_stored_envelope_and_state_of_each_attempt(
+    outbox_url: str, server: SMTPServer
+) -> None:
+    """A first claim and a later one (after a partial attempt) give the
+    recipients, those still pending and the outcomes so far, as stored; each
+    job's lists are its own."""
+    from asyncmail.queue.model import settle
+
+    store = open_store(outbox_url)
+    email = asyncmail.EmailMessage(
+        "Hi", "Body", "sender@example.com", ["ok@example.com", "late@example.com"]
+    )
+    [ident] = await enqueue(store, [email])
+    policy = RetryPolicy(backoff=0.0, backoff_max=0.0)
+    [job] = await store.claim("w1", 5, 60.0, policy)
+    assert (job.id, job.sender, job.attempts) == (ident, "sender@example.com", 0)
+    assert job.recipients == job.pending == ["ok@example.com", "late@example.com"]
+    assert job.pending is not job.recipients
+    assert job.outcomes == {}
+    job.pending.append("changed@example.com")  # the job's own list
+    assert job.recipients == ["ok@example.com", "late@example.com"]
+    job.pending.pop()
+    settlement = settle(
+        job,
+        recipients={
+            "ok@example.com": ("accepted", 250, "2.0.0", "ok"),
+            "late@example.com": ("temporary", 451, "4.7.1", "later"),
+        },
+        reply="",
+        error="",
+        policy=policy,
+        now=time.time(),
+    )
+    assert await store.finish(settlement, "w1")
+    [again] = await store.claim("w1", 5, 60.0, policy)
+    assert again.recipients == ["ok@example.com", "late@example.com"]
+    assert again.pending == ["late@example.com"]
+    assert again.outcomes == {"ok@example.com": "accepted"}
+    assert again.attempts == 1
+
+
 @pytest.mark.anyio
 async def test_a_message_waiting_its_turn_has_not_started_its_deadline(
     outbox_url: str, server: SMTPServer

@@ -40,19 +40,26 @@ class ClaimedMessage(RawMessage):
     :meth:`render` and :meth:`envelope` give them as stored."""
 
     light_render = True
+    _stored: RenderedMessage
 
     def __init__(self, job: Job) -> None:
-        super().__init__(job.data, job.sender, job.pending)
-        head, _, body = job.data.partition(b"\r\n\r\n")
-        self._stored = RenderedMessage(
-            (job.data,), not body.isascii(), not head.isascii(), job.message_id
+        # What RawMessage's constructor sets, set at once (one message a
+        # delivery: its argument checks and construction-time check are
+        # what the stored form replaces).
+        data = job.data
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.__dict__.update(
+            to=list(job.pending),
+            cc=[],
+            bcc=[],
+            from_email=job.sender,
+            connection=None,
+            result=None,
+            data=data,
+            _stored=RenderedMessage(
+                (data,), not body.isascii(), not head.isascii(), job.message_id
+            ),
         )
-
-    def _check_once(self) -> None:
-        return None  # stored checked: see render()
-
-    def _address_once(self) -> None:
-        return None  # stored addressed: see envelope()
 
     def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
         rendered = self._stored

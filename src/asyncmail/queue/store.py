@@ -131,18 +131,20 @@ class Store(OutboxAdmin):
                 )
                 data.update((key, bytes(value)) for key, value in cursor.fetchall())
         rows.sort(key=lambda r: (-int(r[6]), float(r[8]), r[0]))
-        loads = json.loads
         return [
             Job(
                 int(r[0]),
                 r[1],
                 r[2],
-                loads(r[3]),
-                loads(r[4]),
+                recipients := json.loads(r[3]),
+                # On a first attempt (the usual claim) every recipient is
+                # still pending and there are no outcomes: nothing more to
+                # parse.
+                recipients.copy() if r[4] == r[3] else json.loads(r[4]),
                 data[r[1]],
                 int(r[5]),
                 int(r[6]),
-                loads(r[7]),
+                {} if r[7] == "{}" else json.loads(r[7]),
                 r[9] or "",
             )
             for r in rows
@@ -305,7 +307,7 @@ class Store(OutboxAdmin):
                 s.job.id,
                 owner,
                 s.state.value,
-                dumps(s.pending),
+                dumps(s.pending) if s.pending else "[]",
                 dumps(s.outcomes),
                 s.due_at,
                 s.attempt,
