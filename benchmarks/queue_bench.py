@@ -467,35 +467,50 @@ def main() -> None:
     def ratio(a: str, b: str) -> float:
         return report[a]["median"] / report[b]["median"]
 
-    ratios = {
-        "queue sqlite NORMAL / direct": ratio(
-            "queue sqlite NORMAL msg/s", "direct pooled send msg/s"
+    def paired(a: str, b: str) -> dict[str, float]:
+        # Each round's two figures were taken minutes apart at most: their
+        # ratio is less exposed to the host's drifting load than a ratio of
+        # medians taken over every round.
+        rounds = zip(results[a], results[b], strict=True)
+        return median_range([x / y for x, y in rounds])
+
+    pairs = {
+        "queue sqlite NORMAL / direct": (
+            "queue sqlite NORMAL msg/s",
+            "direct pooled send msg/s",
         ),
-        "queue sqlite FULL / direct": ratio(
-            "queue sqlite FULL msg/s", "direct pooled send msg/s"
+        "queue sqlite FULL / direct": (
+            "queue sqlite FULL msg/s",
+            "direct pooled send msg/s",
         ),
-        "queue sqlite FULL, 20 conns / direct (10 conns)": ratio(
-            "queue sqlite FULL, 20 connections msg/s", "direct pooled send msg/s"
+        "queue sqlite FULL, 20 conns / direct (10 conns)": (
+            "queue sqlite FULL, 20 connections msg/s",
+            "direct pooled send msg/s",
         ),
-        "relay: queue sqlite / direct": ratio(
-            "relay: queue sqlite FULL msg/s", "relay: direct pooled send msg/s"
+        "relay: queue sqlite / direct": (
+            "relay: queue sqlite FULL msg/s",
+            "relay: direct pooled send msg/s",
         ),
-        "enqueue sqlite FULL / build": ratio(
-            "enqueue sqlite FULL per_second", "build+render msg/s"
+        "enqueue sqlite FULL / build": (
+            "enqueue sqlite FULL per_second",
+            "build+render msg/s",
         ),
     }
     if cluster is not None:
-        ratios["postgres 2 workers / 1 worker"] = ratio(
+        pairs["postgres 2 workers / 1 worker"] = (
             "queue postgres 2 worker process(es) msg/s",
             "queue postgres 1 worker process(es) msg/s",
         )
-        ratios["relay: postgres 2 workers / 1 worker"] = ratio(
+        pairs["relay: postgres 2 workers / 1 worker"] = (
             "relay: queue postgres 2 worker process(es) msg/s",
             "relay: queue postgres 1 worker process(es) msg/s",
         )
-        ratios["enqueue postgres / build"] = ratio(
-            "enqueue postgres per_second", "build+render msg/s"
+        pairs["enqueue postgres / build"] = (
+            "enqueue postgres per_second",
+            "build+render msg/s",
         )
+    ratios = {name: ratio(a, b) for name, (a, b) in pairs.items()}
+    by_round = {name: paired(a, b) for name, (a, b) in pairs.items()}
     print(f"placement: {placement.describe()}; {args.rounds} rounds, median (min-max)")
     for name, figures in report.items():
         print(
@@ -505,8 +520,16 @@ def main() -> None:
     print("ratios (of medians, same run):")
     for name, value in ratios.items():
         print(f"  {name:58} {value:10.2f}")
+    print("ratios round by round (both figures of each round), median (min-max):")
+    for name, figures in by_round.items():
+        print(
+            f"  {name:58} {figures['median']:10.2f} "
+            f"({figures['min']:.2f}-{figures['max']:.2f})"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"figures": report, "ratios": ratios}))
+        Path(args.json).write_text(
+            json.dumps({"figures": report, "ratios": ratios, "by_round": by_round})
+        )
 
 
 if __name__ == "__main__":
