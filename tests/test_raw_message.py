@@ -23,6 +23,7 @@ import asyncmail
 from asyncmail import EmailMessage, EmailMultiAlternatives, RawMessage
 from asyncmail.backends.locmem import EmailBackend as LocmemBackend
 from asyncmail.backends.smtp import EmailBackend as SMTPBackend
+from asyncmail.exceptions import BadHeaderError, InvalidMessageError
 from asyncmail.message import BaseMessage
 from asyncmail.queue import prepare
 from asyncmail.testing import capture_mail
@@ -456,3 +457,40 @@ def test_big_data_is_checked_when_sent_and_refused_then() -> None:
         message.render()
     message.data = data.replace(b"\0", b"")
     assert message.render().data == message.data
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"Subject: Hi\r\nMessage-ID: <a@example.com>\r\n\r\nBody\r\n",
+        b"Subject: Hi\nMessage-ID: <b@example.com>\n\nBare\nfeeds\n",
+        b"Subject: caf\xc3\xa9\r\n\r\ncaf\xc3\xa9\r\n",
+    ],
+)
+def test_render_raw_renders_bytes_as_a_raw_message_does(data: bytes) -> None:
+    """render_raw (bytes with no message made of them, e.g. Django's
+    serialisation) gives what RawMessage.render gives, refusals included."""
+    from asyncmail.message.raw import render_raw
+
+    expected = RawMessage(data, "a@example.com", ["b@example.com"]).render()
+    got = render_raw(data)
+    assert (got.data, got.eight_bit, got.smtputf8, got.message_id) == (
+        expected.data,
+        expected.eight_bit,
+        expected.smtputf8,
+        expected.message_id,
+    )
+    if expected.eight_bit:
+        with pytest.raises(InvalidMessageError, match="8-bit"):
+            render_raw(data, allow_8bit=False)
+    else:
+        assert render_raw(data, allow_8bit=False).data == expected.data
+
+
+def test_render_raw_refuses_what_a_raw_message_refuses() -> None:
+    from asyncmail.message.raw import render_raw
+
+    with pytest.raises(BadHeaderError):
+        render_raw(b"Bcc: hidden@example.com\r\nSubject: x\r\n\r\nbody\r\n")
+    with pytest.raises(InvalidMessageError):
+        render_raw(b"Subject: x\r\n\r\nnul\x00byte\r\n")

@@ -40,6 +40,7 @@ from django.utils.functional import Promise
 from ..address import parse_address
 from ..exceptions import InvalidAddressError, InvalidMessageError, MailError
 from ..message import EmailMessage, EmailMultiAlternatives, RawMessage, RenderedMessage
+from ..message.raw import render_raw
 
 __all__ = ["SERIALISERS", "DjangoMessage", "Serialiser"]
 
@@ -183,12 +184,9 @@ class DjangoMessage(EmailMessage):
         try:
             if self.serialiser == "django":
                 self._check_django_can_write_addresses()
-                raw = RawMessage(
-                    django_bytes(self.django_message),
-                    self.from_email,
-                    self.to,
+                return render_raw(
+                    django_bytes(self.django_message), allow_8bit=allow_8bit
                 )
-                return raw.render(allow_8bit=allow_8bit)
             return self._asyncmail_message().render(allow_8bit=allow_8bit)
         except MailError:
             raise

@@ -24,7 +24,7 @@ from .mime import RENDER_IN_THREAD, RenderedMessage
 if TYPE_CHECKING:
     from ..connection import ConnectionLike
 
-__all__ = ["RawMessage"]
+__all__ = ["RawMessage", "render_raw"]
 
 # The header lines a raw message is checked for: Bcc (refused) and
 # Message-ID (reported in the result), in one pass.
@@ -205,17 +205,9 @@ class RawMessage(BaseMessage):
         NUL, an overlong line, or 8-bit content when *allow_8bit* is false
         (raw bytes cannot be re-encoded)."""
         checked = self.__dict__.get("_raw_checked")
-        rendered: RenderedMessage
         if isinstance(checked, tuple) and checked[0] is self.data:
-            rendered = checked[1]  # checked when constructed
-        else:
-            rendered = _checked_data(self.data)
-        if rendered.eight_bit and not allow_8bit:
-            raise InvalidMessageError(
-                "The raw message has 8-bit content and cannot be re-encoded "
-                "for a server without 8BITMIME"
-            )
-        return rendered
+            return _allowed(checked[1], allow_8bit)  # checked when constructed
+        return render_raw(self.data, allow_8bit=allow_8bit)
 
     def __getstate__(self) -> dict[str, Any]:
         # A copy or an unpickled message is checked and addressed again.
@@ -228,6 +220,22 @@ class RawMessage(BaseMessage):
         # The bytes as they are sent, whatever the policy's cte_type: raw
         # content is never re-encoded.
         return self.render().data
+
+
+def render_raw(data: bytes, *, allow_8bit: bool = True) -> RenderedMessage:
+    """*data* rendered as :meth:`RawMessage.render` renders a raw message's
+    (checked, with CRLF line endings), for a caller that has bytes and no
+    message to make of them (the message's addresses play no part)."""
+    return _allowed(_checked_data(data), allow_8bit)
+
+
+def _allowed(rendered: RenderedMessage, allow_8bit: bool) -> RenderedMessage:
+    if rendered.eight_bit and not allow_8bit:
+        raise InvalidMessageError(
+            "The raw message has 8-bit content and cannot be re-encoded "
+            "for a server without 8BITMIME"
+        )
+    return rendered
 
 
 def _checked_data(data: bytes) -> RenderedMessage:
