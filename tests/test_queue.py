@@ -10,6 +10,7 @@ import sqlite3
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -967,6 +968,122 @@ async def test_postgresql_notify_wakes_an_idle_worker(
             while not server.messages:  # noqa: ASYNC110 - another thread's list
                 await anyio.sleep(0.02)
     assert [m.rcpt_tos for m in server.messages] == [["user1@example.com"]]
+    reset_postgres(url)
+
+
+@pytest.mark.anyio
+async def test_an_enqueue_returns_each_keys_id_new_repeated_or_stored_before(
+    outbox_url: str,
+) -> None:
+    """One insert for the whole batch (on PostgreSQL, one statement): a key
+    given twice in it is stored once, a key stored before keeps its message
+    and data, and every row gets its message's id."""
+    from asyncmail.queue import prepare
+
+    store = open_store(outbox_url)
+    [before] = await enqueue(store, [message(1)], key="stored-before")
+    rows = [
+        prepare(message(2), key="twice"),
+        prepare(message(3), key="stored-before"),
+        prepare(message(4), key="twice"),
+        prepare(message(5), key="new"),
+    ]
+    ids = await store.insert(rows)
+    assert ids[1] == before
+    assert ids[0] == ids[2]
+    assert len({ids[0], ids[1], ids[3]}) == 3
+    kept = await store.get("stored-before")
+    assert kept is not None
+    assert kept.recipients == ["user1@example.com"]
+    twice = await store.get("twice")
+    assert twice is not None
+    assert twice.recipients == ["user2@example.com"]
+    assert (await store.counts())[State.QUEUED] == 3
+    jobs = {job.key: job for job in await store.claim("w", 5, 60.0, FAST)}
+    assert jobs["stored-before"].id == before
+    assert b"Subject: Message 1\r\n" in jobs["stored-before"].data  # the first
+    assert b"Subject: Message 2\r\n" in jobs["twice"].data
+    assert b"Subject: Message 5\r\n" in jobs["new"].data
+
+
+@pytest.mark.anyio
+async def test_a_lone_enqueue_is_its_own_transaction_and_a_mixed_batch_is_one(
+    outbox_url: str,
+) -> None:
+    """Calls to a merge that writes in one statement run with no BEGIN and
+    COMMIT when nothing else shares their batch; with another call in the
+    batch they share one transaction again."""
+    import asyncio
+    import threading
+
+    store = open_store(outbox_url)
+    await store.counts()
+    seen: list[bool] = []
+
+    def in_transaction(cursor: Any) -> bool:
+        connection = cursor.connection
+        if isinstance(connection, sqlite3.Connection):
+            return connection.in_transaction
+        return not connection.autocommit
+
+    def merge(cursor: Any, items: list[int]) -> list[int]:
+        seen.append(in_transaction(cursor))
+        return items
+
+    assert await store.run_merged(merge, 1, single=True) == 1
+    assert await store.run_merged(merge, 2) == 2
+    assert seen == [False, True]
+    gate = threading.Event()
+    blocker = store.submit(lambda cursor: gate.wait(30))
+    queued = [
+        asyncio.ensure_future(store.run_merged(merge, 3, single=True)),
+        asyncio.ensure_future(store.run(in_transaction)),
+    ]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*queued) == [3, True]
+    assert blocker.result() is True
+    assert seen[2:] == [True]
+
+
+@pytest.mark.anyio
+async def test_postgresql_enqueue_notifies_and_waits_for_a_concurrent_same_key(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The store's enqueue wakes LISTENing workers, and a key being stored
+    by another transaction meanwhile gets that transaction's message once it
+    commits (not a second message, not an error)."""
+    import asyncio
+
+    import psycopg
+
+    from queuesupport import postgres_cluster, reset_postgres
+
+    url = postgres_cluster(request.config).url
+    reset_postgres(url)
+    store = open_store(url)
+    await store.counts()
+    listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    async with listener:
+        await listener.execute("LISTEN asyncmail_outbox")
+        [first] = await enqueue(store, [message(1)])
+        with anyio.fail_after(10):
+            async for note in listener.notifies():
+                assert note.channel == "asyncmail_outbox"
+                break
+    other = await psycopg.AsyncConnection.connect(url)
+    async with other:
+        await asyncmail.queue.aenqueue_in(other, [message(2)], key="race")
+        racing = asyncio.ensure_future(enqueue(store, [message(3)], key="race"))
+        await asyncio.sleep(0.5)
+        assert not racing.done()  # waits for the other transaction
+        await other.commit()
+        [raced] = await racing
+    stored = await store.get("race")
+    assert stored is not None
+    assert (raced, stored.recipients) == (stored.id, ["user2@example.com"])
+    assert raced != first
+    assert (await store.counts())[State.QUEUED] == 2
     reset_postgres(url)
 
 

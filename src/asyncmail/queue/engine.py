@@ -35,7 +35,15 @@ from typing import Any, Protocol, TypeVar
 from ..exceptions import MailError
 from .model import QueueError
 
-__all__ = ["After", "Connection", "Dialect", "Engine", "Merge", "WriteResults"]
+__all__ = [
+    "After",
+    "Connection",
+    "Dialect",
+    "Engine",
+    "InsertAll",
+    "Merge",
+    "WriteResults",
+]
 
 T = TypeVar("T")
 
@@ -50,6 +58,9 @@ class Connection(Protocol):  # the DB-API 2 subset used here
 WriteResults = Callable[
     [Any, list[tuple[Any, ...]], list[tuple[Any, ...]], float], set[int]
 ]
+#: ``insert(cursor, rows)``: store every row's ``NewMessage.params()`` and
+#: data, in one statement; return the id of each key.
+InsertAll = Callable[[Any, list[tuple[tuple[Any, ...], bytes]]], dict[str, int]]
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,9 @@ class Dialect:
     #: recipient, outcome, code, enhanced_status, text, reply, worker)``);
     #: return the ids written.
     write_results: WriteResults
+    #: An insert of any number of messages in one statement (atomic alone:
+    #: a lone enqueue then needs no BEGIN and COMMIT), or None.
+    insert: InsertAll | None = None
     #: The inner SELECT of a claim (picks due messages; SKIP LOCKED on PG).
     lock_clause: str = ""
     #: Run before a claim, in its transaction (e.g. planner settings).
@@ -79,7 +93,8 @@ class Dialect:
     arrays: bool = False
     #: Whether a transaction's statements are pipelined (psycopg 3).
     pipeline: bool = False
-    #: Whether a batch of urgent calls runs without BEGIN and COMMIT, each
+    #: Whether a batch of urgent calls (or of one-statement merges, see
+    #: :meth:`Engine.run_merged`) runs without BEGIN and COMMIT, each
     #: statement its own transaction (SQLite: one call into the database
     #: for a batch of marks, instead of three, each a wait for the GIL;
     #: PostgreSQL: one round trip and one statement for the server).
@@ -115,7 +130,16 @@ class _Call:
     merge function; answered through a concurrent future (blocking callers)
     or an asyncio future of *loop* (resolved in one loop callback a batch)."""
 
-    __slots__ = ("function", "future", "item", "loop", "merge", "queued_at", "urgent")
+    __slots__ = (
+        "function",
+        "future",
+        "item",
+        "loop",
+        "merge",
+        "queued_at",
+        "single",
+        "urgent",
+    )
 
     def __init__(
         self,
@@ -132,6 +156,8 @@ class _Call:
         self.item = item
         self.queued_at = 0.0
         self.urgent = False
+        #: Its merge writes all the items of a batch in one statement.
+        self.single = False
 
     def live(self) -> bool:
         future = self.future
@@ -336,11 +362,14 @@ class Engine:
         answer, the server is waited for only where a result is read and at
         the commit. Plain calls may read ``rowcount``, which a pipeline
         leaves unknown, so a batch with one runs unpipelined. A batch of
-        urgent calls runs in autocommit mode where the dialect allows
-        (:attr:`Dialect.urgent_autocommit`): one statement, no BEGIN, no
-        COMMIT, no pipeline."""
+        urgent calls, or of calls to one merge that writes them in one
+        statement (see :meth:`run_merged`), runs in autocommit mode where
+        the dialect allows (:attr:`Dialect.urgent_autocommit`): one
+        statement, no BEGIN, no COMMIT, no pipeline."""
         pipeline = getattr(connection, "pipeline", None)
-        autocommit = self.dialect.urgent_autocommit and all(c.urgent for c in calls)
+        autocommit = self.dialect.urgent_autocommit and (
+            all(c.urgent for c in calls) or _one_statement(calls)
+        )
         if autocommit and self.dialect.autocommit_switch:
             driver: Any = connection
             driver.autocommit = True
@@ -375,7 +404,8 @@ class Engine:
         self, connection: Connection, calls: list[_Call], autocommit: bool
     ) -> dict[int, Any]:
         """Run *calls* in one transaction (or, *autocommit*, each statement
-        its own: urgent calls are idempotent writes, the marks)."""
+        its own: urgent calls are idempotent writes, the marks; a
+        one-statement merge is atomic alone)."""
         cursor = connection.cursor()
         if self.dialect.begin and not autocommit:
             cursor.execute(self.dialect.begin)
@@ -457,14 +487,30 @@ class Engine:
         self._enqueue(_Call(function, future, loop))
         return await future
 
-    async def run_merged(self, merge: Merge, item: Any, *, urgent: bool = False) -> Any:
+    async def run_merged(
+        self, merge: Merge, item: Any, *, urgent: bool = False, single: bool = False
+    ) -> Any:
         """Have *item* handled by ``merge(cursor, items)`` together with the
         other items given to the same *merge* in the batch (one statement
-        for many callers). *urgent* calls go first (see the module)."""
+        for many callers). *urgent* calls go first (see the module).
+        *single*: *merge* writes whatever items it is given in one statement
+        (atomic alone), so a batch of such calls only, all to this merge,
+        runs with no BEGIN and COMMIT where the dialect allows (a lone
+        enqueue: one round trip)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._enqueue(_Call(None, future, loop, merge, item), urgent)
+        call = _Call(None, future, loop, merge, item)
+        call.single = single
+        self._enqueue(call, urgent)
         return await future
+
+    def run_merged_sync(self, merge: Merge, item: Any, *, single: bool = False) -> Any:
+        """:meth:`run_merged`, waiting in the calling thread."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        call = _Call(None, future, None, merge, item)
+        call.single = single
+        self._enqueue(call)
+        return future.result()
 
     def run_sync(self, function: Callable[[Any], T]) -> T:
         """:meth:`submit`, waiting in the calling thread."""
@@ -492,6 +538,12 @@ class _Later:
     def __init__(self, group: list[_Call], after: After) -> None:
         self.group = group
         self.after = after
+
+
+def _one_statement(calls: list[_Call]) -> bool:
+    """Whether *calls* are all written by one merge in one statement."""
+    first = calls[0].merge
+    return all(call.single and call.merge is first for call in calls)
 
 
 def _rolled_back(connection: Connection) -> bool:

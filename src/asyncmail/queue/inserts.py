@@ -53,6 +53,9 @@ def insert_many(
     return each call's ids (that of the stored message for a key already
     there)."""
     rows = [row for call in calls for row in call]
+    if dialect.insert is not None:  # one statement
+        ids = dialect.insert(cursor, [(row.params(), row.data) for row in rows])
+        return [[ids[row.key] for row in call] for call in calls]
     sql = dialect.sql
     for chunk in chunks(rows, 256):
         values = ", ".join([_ONE_ROW] * len(chunk))

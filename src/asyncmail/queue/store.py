@@ -60,16 +60,17 @@ class Store(OutboxAdmin):
     async def insert(self, rows: Sequence[NewMessage]) -> list[int]:
         """Store *rows*; return their ids (that of the stored message for a
         key already there). Concurrent callers share the statements."""
-        ids: list[int] = await self.run_merged(self._insert_many, list(rows))
+        ids: list[int] = await self.run_merged(
+            self._insert_many, list(rows), single=self.dialect.insert is not None
+        )
         for listener in list(self.listeners):
             listener()
         return ids
 
     def insert_sync(self, rows: Sequence[NewMessage]) -> list[int]:
         """:meth:`insert` for blocking callers (waits in the calling thread)."""
-        listed = list(rows)
-        ids: list[int] = self.run_sync(
-            lambda cursor: self._insert_many(cursor, [listed])[0]
+        ids: list[int] = self.run_merged_sync(
+            self._insert_many, list(rows), single=self.dialect.insert is not None
         )
         for listener in list(self.listeners):
             listener()
