@@ -1263,3 +1263,147 @@ async def test_a_transaction_after_a_batch_of_marks_is_still_one(
     [row] = await store.messages(ids=[job.id])
     assert row.subject == "Message 1"
     assert row.state is State.INFLIGHT
+
+
+# -- a live worker late to renew its leases, a store that fails for a while ----------
+
+
+@pytest.mark.anyio
+async def test_a_claim_never_expires_what_its_owner_still_holds(
+    outbox_url: str,
+) -> None:
+    """A worker whose leases ran out while it was alive (a blocked event
+    loop, a database outage at the heartbeat) does not take its own messages
+    back with its next claim: it would hold them twice and send them twice.
+    What it no longer holds is expired by its claims as by anyone's."""
+    store = open_store(outbox_url)
+    await enqueue(store, [message(n) for n in range(2)])
+    kept, dropped = sorted(await store.claim("w1", 5, 0.05, FAST), key=lambda j: j.id)
+    await anyio.sleep(0.1)  # both leases expired
+    taken = await store.claim("w1", 5, 60.0, FAST, held=[kept.id])
+    assert [job.id for job in taken] == [dropped.id]  # let go of: taken anew
+    rows = {row.id: row for row in await store.messages(ids=[kept.id, dropped.id])}
+    assert (rows[kept.id].state, rows[kept.id].lease_owner) == (State.CLAIMED, "w1")
+    assert (rows[kept.id].claims, rows[dropped.id].claims) == (1, 2)
+    await store.mark_inflight(kept, "w1")  # still its own: it may send it
+    # Another worker's claim does expire it (in flight: unknown, not resent).
+    assert await store.claim("w2", 5, 60.0, FAST) == []
+    found = await store.get(kept.id)
+    assert found is not None
+    assert found.state is State.UNKNOWN
+
+
+@pytest.mark.anyio
+async def test_a_heartbeat_renews_only_the_messages_named(outbox_url: str) -> None:
+    store = open_store(outbox_url)
+    await enqueue(store, [message(n) for n in range(3)])
+    jobs = sorted(await store.claim("w1", 5, 0.05, FAST), key=lambda j: j.id)
+    assert await store.heartbeat("w1", 60.0, [jobs[0].id, jobs[2].id]) == 2
+    assert await store.heartbeat("w1", 60.0, []) == 0
+    await anyio.sleep(0.1)
+    [again] = await store.claim("w2", 5, 60.0, FAST)  # the one not renewed
+    assert again.id == jobs[1].id
+    assert await store.heartbeat("w1", 60.0) == 2  # all of its own, by default
+
+
+@pytest.mark.anyio
+async def test_a_worker_stalled_past_its_leases_sends_each_message_once(
+    outbox_url: str, server: SMTPServer
+) -> None:
+    """The event loop blocked for longer than the lease while messages were
+    claimed and waiting: afterwards each is delivered once."""
+    store = open_store(outbox_url)
+    ids = await enqueue(store, [message(n) for n in range(6)])
+    server.recorder.stall["RCPT"] = 0.2
+    worker = Worker(
+        store,
+        backend=smtp(server),
+        concurrency=1,
+        batch=20,
+        lease=1.0,
+        poll_interval=0.1,
+        policy=FAST,
+    )
+
+    async def app() -> None:
+        await anyio.sleep(0.3)
+        time.sleep(2.0)  # noqa: ASYNC251 - the point: a blocked loop
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(app)
+        with anyio.fail_after(60):
+            await worker.run(until_idle=True)
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == sorted(
+        f"user{n}@example.com" for n in range(6)
+    )
+    rows = await store.messages(ids=ids)
+    assert {row.state for row in rows} == {State.SENT}
+
+
+@pytest.mark.anyio
+async def test_a_message_let_go_at_its_mark_is_delivered_while_the_worker_runs(
+    outbox_url: str, server: SMTPServer
+) -> None:
+    """The store failed at the in-flight mark, so nothing was sent and the
+    message was left to its lease: the worker no longer renews it, so it
+    expires and is delivered, by this same worker, while it runs."""
+    store = open_store(outbox_url)
+    [ident] = await enqueue(store, [message(1)])
+    real = store.mark_inflight
+    calls = 0
+
+    async def flaky(job: object, owner: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise QueueError("simulated: database is locked")
+        await real(job, owner)  # type: ignore[arg-type]
+
+    store.mark_inflight = flaky  # type: ignore[method-assign]
+    try:
+        async with Worker(
+            store, backend=smtp(server), lease=0.5, poll_interval=0.05, policy=FAST
+        ):
+            found = await settled(outbox_url, ident)
+    finally:
+        del store.mark_inflight
+    assert found.state is State.SENT  # type: ignore[attr-defined]
+    assert calls == 2
+    assert [m.rcpt_tos for m in server.messages] == [["user1@example.com"]]
+
+
+@pytest.mark.anyio
+async def test_results_the_store_refuses_for_a_while_are_written_once_it_is_back(
+    outbox_url: str, server: SMTPServer
+) -> None:
+    """The server accepted the message, then the store refused the result
+    for longer than one write's tries: the worker keeps the message (its
+    lease renewed) and writes the result once the store is back."""
+    store = open_store(outbox_url)
+    [ident] = await enqueue(store, [message(1)])
+    real = store.finish_many
+    refusals = 0
+
+    async def down_for_a_while(settlements: Any, owner: str) -> list[bool]:
+        nonlocal refusals
+        if refusals < 7:  # more than write_results' five tries
+            refusals += 1
+            raise QueueError("simulated: the database is down")
+        return await real(settlements, owner)
+
+    store.finish_many = down_for_a_while  # type: ignore[method-assign]
+    seen: list[asyncmail.MessageResult] = []
+    worker = Worker(
+        store, backend=smtp(server), lease=1.0, policy=FAST, on_result=seen.append
+    )
+    worker.RESULT_RETRY = 0.1
+    try:
+        async with worker:
+            found = await settled(outbox_url, ident)
+    finally:
+        del store.finish_many
+    assert found.state is State.SENT  # type: ignore[attr-defined]
+    assert refusals == 7
+    assert len(server.messages) == 1
+    assert [result.ok for result in seen] == [True]
+    assert worker.delivered == 1

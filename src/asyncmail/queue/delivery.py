@@ -151,8 +151,10 @@ async def write_results(
     """Write *batch*'s results and their messages' next states (one call,
     one transaction), then publish each result; return how many were
     written. A message whose claim was lost meanwhile is not written (its
-    new holder decides); if the store keeps failing, the messages stay in
-    flight and their leases decide (unknown, never resent)."""
+    new holder decides). If the store keeps failing (five tries, about 3
+    s), the last :class:`QueueError` is raised: the caller tries again
+    later, or leaves the messages in flight to their leases (unknown,
+    never resent)."""
     now = time.time()
     settlements = [
         settle(
@@ -173,11 +175,11 @@ async def write_results(
             written = await store.finish_many(settlements, owner)
         except QueueError as exc:
             log.warning("%s: recording %d result(s) failed: %s", owner, len(batch), exc)
+            if attempt == 4:
+                raise
             await anyio.sleep(0.2 * (attempt + 1))
             continue
         break
-    else:
-        return 0
     count = 0
     for (job, result), ok in zip(batch, written, strict=True):
         if not ok:

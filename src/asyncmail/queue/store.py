@@ -82,26 +82,42 @@ class Store(OutboxAdmin):
     # -- workers --------------------------------------------------------------------
 
     async def claim(
-        self, owner: str, limit: int, lease: float, policy: RetryPolicy
+        self,
+        owner: str,
+        limit: int,
+        lease: float,
+        policy: RetryPolicy,
+        *,
+        held: Iterable[int] = (),
     ) -> list[Job]:
         """Lease up to *limit* due messages to *owner*, most urgent first.
 
         Expired leases are dealt with first: a claimed message goes back to
         the queue (or dead, after ``max_claims``), an in-flight one becomes
-        unknown.
+        unknown; except the messages *owner* still holds (*held*: it is
+        alive, only late to renew them; another worker's claim may still
+        take them, and the owner then finds out at the mark).
         """
+        kept = list(held)
         return await self.run(
-            lambda cursor: self._claim(cursor, owner, limit, lease, policy)
+            lambda cursor: self._claim(cursor, owner, limit, lease, policy, held=kept)
         )
 
     def _claim(
-        self, cursor: Any, owner: str, limit: int, lease: float, policy: RetryPolicy
+        self,
+        cursor: Any,
+        owner: str,
+        limit: int,
+        lease: float,
+        policy: RetryPolicy,
+        *,
+        held: list[int],
     ) -> list[Job]:
         sql = self.dialect.sql
         now = time.time()
         if self.dialect.claim_setup:
             cursor.execute(self.dialect.claim_setup)
-        self._expire(cursor, now, policy)
+        self._expire(cursor, now, policy, owner, held)
         claim = (
             "UPDATE asyncmail_outbox SET state = 'claimed', lease_owner = ?, "
             "lease_until = ?, claims = claims + 1 WHERE id IN (SELECT id FROM "
@@ -151,8 +167,22 @@ class Store(OutboxAdmin):
             for r in rows
         ]
 
-    def _expire(self, cursor: Any, now: float, policy: RetryPolicy) -> None:
+    def _expire(
+        self,
+        cursor: Any,
+        now: float,
+        policy: RetryPolicy,
+        owner: str | None = None,
+        held: Sequence[int] = (),
+    ) -> None:
+        """Deal with the expired leases, but those of *held* messages of
+        *owner* (see :meth:`claim`)."""
         sql = self.dialect.sql
+        spare, spared = "", []
+        if owner is not None and held:
+            among, ids = self._among("id", held)
+            spare = f" AND NOT (lease_owner = ? AND {among})"
+            spared = [owner, *ids]
         # Usually no lease has expired: one look (on the lease index, in its
         # order, so that no planner reads the table for it) first.
         cursor.execute(
@@ -169,25 +199,25 @@ class Store(OutboxAdmin):
                 "UPDATE asyncmail_outbox SET state = 'dead', lease_owner = NULL, "
                 "last_error = 'workers stopped while holding it ' || claims || "
                 "' times: a poison message', updated_at = ? WHERE lease_owner IS NOT "
-                "NULL AND lease_until < ? AND state = 'claimed' AND claims >= ?"
+                "NULL AND lease_until < ? AND state = 'claimed' AND claims >= ?" + spare
             ),
-            (now, now, policy.max_claims),
+            (now, now, policy.max_claims, *spared),
         )
         cursor.execute(
             sql(
                 "UPDATE asyncmail_outbox SET state = 'queued', lease_owner = NULL "
                 "WHERE lease_owner IS NOT NULL AND lease_until < ? AND state = "
-                "'claimed'"
+                "'claimed'" + spare
             ),
-            (now,),
+            (now, *spared),
         )
         cursor.execute(
             sql(
                 "SELECT id, pending, outcomes, attempts, lease_owner FROM "
                 "asyncmail_outbox WHERE lease_owner IS NOT NULL AND lease_until < ? "
-                "AND state = 'inflight'"
+                "AND state = 'inflight'" + spare
             ),
-            (now,),
+            (now, *spared),
         )
         text = (
             "the worker stopped after the end of data was written; the message "
@@ -324,18 +354,34 @@ class Store(OutboxAdmin):
         done = self.dialect.write_results(cursor, rows, results, now)
         return [s.job.id in done for s, _ in items]
 
-    async def heartbeat(self, owner: str, lease: float) -> int:
-        """Extend every lease *owner* holds; return how many."""
+    async def heartbeat(
+        self, owner: str, lease: float, ids: Iterable[int] | None = None
+    ) -> int:
+        """Extend the leases *owner* holds (those of *ids* only, if given:
+        a worker renews the messages it still holds, so that one it let go
+        of, e.g. when the store failed at its mark, reaches the end of its
+        lease and is taken again); return how many."""
+        listed = None if ids is None else list(ids)
 
         def beat(cursor: Any) -> int:
-            cursor.execute(
-                self.dialect.sql(
-                    "UPDATE asyncmail_outbox SET lease_until = ? WHERE lease_owner "
-                    "IS NOT NULL AND lease_owner = ? AND state IN ('claimed', "
-                    "'inflight')"
-                ),
-                (time.time() + lease, owner),
+            statement = (
+                "UPDATE asyncmail_outbox SET lease_until = ? WHERE lease_owner "
+                "IS NOT NULL AND lease_owner = ? AND state IN ('claimed', "
+                "'inflight')"
             )
+            params: list[Any] = [time.time() + lease, owner]
+            if listed is not None:
+                if not listed:
+                    return 0
+                count = 0
+                for chunk in chunks(listed, 500):
+                    among, values = self._among("id", chunk)
+                    cursor.execute(
+                        self.dialect.sql(f"{statement} AND {among}"), [*params, *values]
+                    )
+                    count += int(cursor.rowcount)
+                return count
+            cursor.execute(self.dialect.sql(statement), params)
             return int(cursor.rowcount)
 
         return await self.run(beat)

@@ -103,6 +103,8 @@ class Worker:
     #: transaction (a commit, on SQLite FULL a sync to disk) that the
     #: in-flight marks may have to wait for, so fewer and larger is better.
     SETTLE_DELAY = 0.02
+    #: Seconds between tries at results the store refused (see _settle).
+    RESULT_RETRY = 2.0
 
     def __init__(
         self,
@@ -178,6 +180,10 @@ class Worker:
         self._producing = False
         #: Delivered messages whose results are not written yet.
         self._unsettled: list[tuple[Job, MessageResult]] = []
+        #: The ids of the messages this worker holds: claimed and not yet
+        #: settled, let go of or given back. Only their leases are renewed,
+        #: and its own claims never expire them (see Store.claim).
+        self._held: set[int] = set()
         self._settle_ready = anyio.Event()
         self._settle_full: anyio.Event | None = None
         self._settle_threshold = 0
@@ -309,9 +315,10 @@ class Worker:
                 if self._unsettled:  # cancelled: write what was delivered
                     batch, self._unsettled = self._unsettled, []
                     with contextlib.suppress(Exception):
-                        await self._settle(batch)
+                        await self._settle(batch, persist=False)
                 unstarted += [job.id for job in self._jobs]
                 self._jobs.clear()
+                self._held.clear()
                 with contextlib.suppress(MailError):
                     await self.store.release(self.name, unstarted)
                 if self._opened_backend:  # opened here: closed here
@@ -343,7 +350,9 @@ class Worker:
                 continue
             self._woken = False
             try:
-                jobs = await self.store.claim(self.name, room, self.lease, self.policy)
+                jobs = await self.store.claim(
+                    self.name, room, self.lease, self.policy, held=self._held
+                )
             except QueueError as exc:
                 log.warning("%s: claiming failed, trying again: %s", self.name, exc)
                 await self._sleep_or_wake(self.poll_interval)
@@ -355,6 +364,12 @@ class Worker:
                     self.poll_interval if self._outstanding == 0 else 0.05
                 )
                 continue
+            held = self._held
+            # A message this worker still holds is never taken twice, even
+            # if another worker's claim expired it meanwhile and it came
+            # back here: the one in hand goes on (its mark decides).
+            jobs = [job for job in jobs if job.id not in held]
+            held.update(job.id for job in jobs)
             self._outstanding += len(jobs)
             self._jobs.extend(jobs)
             self._job_ready.set()
@@ -377,7 +392,7 @@ class Worker:
         while True:
             await anyio.sleep(self.lease / 3)
             try:
-                await self.store.heartbeat(self.name, self.lease)
+                await self.store.heartbeat(self.name, self.lease, self._held)
             except QueueError as exc:
                 log.warning("%s: heartbeat failed: %s", self.name, exc)
 
@@ -400,7 +415,9 @@ class Worker:
         while True:
             if self._stopping:
                 while jobs:
-                    unstarted.append(jobs.popleft().id)
+                    ident = jobs.popleft().id
+                    unstarted.append(ident)
+                    self._held.discard(ident)
                     self._done()
             if not jobs:
                 if not self._producing:
@@ -428,10 +445,17 @@ class Worker:
                     await self.store.abandon(
                         self.name, job.id, f"{type(exc).__name__}: {exc}"
                     )
+                # Let go of (if abandon failed too, its lease, no longer
+                # renewed, ends and any claim takes it again).
+                self._held.discard(job.id)
             finally:
                 if turn is not None:
                     turn.give_back()  # unless its connection was handed on
             if result is None:
+                # Left to its lease (the claim was lost, or the store failed
+                # before the end of data): no longer renewed here, it
+                # expires and is taken again.
+                self._held.discard(job.id)
                 self._done()
             else:
                 # The result is written by the settler while this connection
@@ -510,11 +534,40 @@ class Worker:
             if backend.state.value != "open" and await backend.open():
                 self._opened_backend = True
 
-    async def _settle(self, batch: list[tuple[Job, MessageResult]]) -> None:
-        """Record *batch*'s results (see :func:`.delivery.write_results`)."""
-        self.delivered += await write_results(
-            self.store, batch, self.name, self.policy, self.on_result
-        )
+    async def _settle(
+        self, batch: list[tuple[Job, MessageResult]], *, persist: bool = True
+    ) -> None:
+        """Record *batch*'s results (see :func:`.delivery.write_results`).
+
+        While the worker runs (*persist*), a batch the store keeps refusing
+        is tried again every few seconds: its messages stay held, their
+        leases renewed, so that a result the server gave is not lost to a
+        database outage. A stopping worker gives up on it: the messages
+        are then left in flight to their leases (unknown, never resent)."""
+        while True:
+            try:
+                self.delivered += await write_results(
+                    self.store, batch, self.name, self.policy, self.on_result
+                )
+            except QueueError as exc:
+                if persist and not self._settler_closing:
+                    log.warning(
+                        "%s: %d result(s) not written yet, trying again: %s",
+                        self.name,
+                        len(batch),
+                        exc,
+                    )
+                    await anyio.sleep(self.RESULT_RETRY)
+                    continue
+                log.error(
+                    "%s: %d result(s) could not be written; their messages are "
+                    "left in flight (unknown once their leases expire): %s",
+                    self.name,
+                    len(batch),
+                    exc,
+                )
+            break
+        self._held.difference_update(job.id for job, _ in batch)
 
 
 __all__ += ["LeaseLostError"]
