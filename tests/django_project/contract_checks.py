@@ -639,3 +639,113 @@ def test_asyncmail_api_sends_with_djangos_settings(server):
         assert asyncio.run(main()) == 1
     assert [m.mail_from for m in server.messages] == ["app@example.com"] * 2
     assert threading.active_count() >= 1
+
+
+# -- Django's serialiser under asyncmail's header checks ------------------------
+
+
+class Overridden(mail.EmailMessage):
+    """A message() override (signing, stamping...): sent through Django's
+    own serialiser, byte for byte."""
+
+    def message(self, **kwargs):
+        return super().message(**kwargs)
+
+
+#: What Django's serialiser would write into a header as given (it refuses
+#: only CR and LF in values, and checks no header name).
+HOSTILE = {
+    "a header name holding a line break": {
+        "headers": {"X-Order: 1\nReply-To": "attacker@evil.example"}
+    },
+    "a vertical tab in the subject": {
+        "subject": "Order\x0bReply-To : attacker@evil.example"
+    },
+    "a form feed in a header value": {
+        "headers": {"X-Note": "a\x0cReply-To: attacker@evil.example"}
+    },
+    "a line separator in the subject": {
+        "subject": "Order\u2028Reply-To: attacker@evil.example"
+    },
+    "an escape in the subject": {"subject": "Order \x1b[31m red"},
+    "a vertical tab in reply_to": {
+        "reply_to": ["a@example.com\x0bBcc: x@evil.example"]
+    },
+    "a vertical tab in an RFC 2231 filename": {
+        "attach": (("utf-8", "", "a\x0bContent-Type: text/html"), "x", "text/plain")
+    },
+}
+
+
+def hostile(cls, case):
+    options = dict(HOSTILE[case])
+    subject = options.pop("subject", "Order")
+    attachment = options.pop("attach", None)
+    message = cls(subject, "b", "shop@example.com", ["ada@example.com"], **options)
+    if attachment is not None:
+        message.attach(*attachment)
+    return message
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+@pytest.mark.parametrize("route", ["message() override", "serializer=django"])
+def test_djangos_serialiser_gets_asyncmails_header_checks(server, case, route):
+    cls = Overridden if route == "message() override" else mail.EmailMessage
+    options = {} if route == "message() override" else {"serializer": "django"}
+    with pytest.raises(asyncmail.BadHeaderError):
+        backend_for(server, **options).send_messages([hostile(cls, case)])
+    assert server.messages == []
+
+
+def test_djangos_serialiser_sends_the_rest_and_fail_silently_holds(server):
+    bad = hostile(mail.EmailMessage, "a vertical tab in the subject")
+    good = mail.EmailMessage("Fine", "b", "shop@example.com", ["bob@example.com"])
+    backend = backend_for(server, serializer="django", fail_silently=True)
+    assert backend.send_messages([bad, good]) == 1
+    assert [m.rcpt_tos for m in server.messages] == [["bob@example.com"]]
+
+
+def test_the_outboxs_django_backend_gets_the_same_checks(server, tmp_path):
+    from asyncmail.queue import open_store
+    from asyncmail.queue.django_backend import EmailBackend as QueueBackend
+
+    url = f"sqlite:///{tmp_path / 'outbox.db'}"
+    for case in HOSTILE:
+        with pytest.raises(asyncmail.BadHeaderError):
+            QueueBackend(url=url).send_messages([hostile(Overridden, case)])
+    assert QueueBackend(url=url, fail_silently=True).send_messages(
+        [hostile(mail.EmailMessage, "a vertical tab in the subject")]
+    ) == 0
+    assert sum(asyncio.run(open_store(url).counts()).values()) == 0
+
+
+@pytest.mark.parametrize("serializer", ["asyncmail", "django"])
+def test_lazy_strings_are_rendered_in_the_callers_language(server, serializer):
+    """Rendered where asyncmail renders (its loop's thread, a worker
+    thread), in the language active where the message was handed over, as
+    Django's own backend renders them in the caller's thread."""
+    from django.utils import translation
+
+    text = gettext_lazy("Enter a valid email address.")
+    with translation.override("de"):
+        german = str(text)
+    with translation.override("fr"):
+        french = str(text)
+    assert german != french
+
+    def made(to):
+        return mail.EmailMessage(text, text, "shop@example.com", [to])
+
+    backend = backend_for(server, serializer=serializer)
+    with translation.override("de"):
+        assert backend.send_messages([made("a@example.com")]) == 1
+        assert backend.send_messages(made(to) for to in ["b@example.com"]) == 1
+
+    async def send():
+        with translation.override("fr"):
+            return await backend.asend_messages([made("c@example.com")])
+
+    assert asyncio.run(send()) == 1
+    subjects = [str(parsed(m.data)["Subject"]) for m in server.messages]
+    assert subjects == [german, german, french]
+    assert parsed(server.messages[0].data).get_content().strip() == german

@@ -36,7 +36,7 @@ from ..backends.smtp import EmailBackend as SMTPBackend
 from ..exceptions import ConfigurationError
 from ..settings import settings
 from ..sync import run_blocking
-from .messages import SERIALISERS, DjangoMessage, Serialiser
+from .messages import SERIALISERS, DjangoMessage, Serialiser, active_language
 
 __all__ = ["EmailBackend", "asend_messages"]
 
@@ -290,9 +290,17 @@ class EmailBackend(DjangoBaseEmailBackend):  # type: ignore[misc]
         list for a list, else an iterator, so that a generator of messages
         is consumed as it is sent, never held in memory whole."""
         serializer = self.serializer
+        # Rendered in the caller's language, wherever the rendering runs.
+        language = active_language()
         if isinstance(email_messages, (list, tuple)):
-            return [DjangoMessage(message, serializer) for message in email_messages]
-        return (DjangoMessage(message, serializer) for message in email_messages)
+            return [
+                DjangoMessage(message, serializer, language=language)
+                for message in email_messages
+            ]
+        return (
+            DjangoMessage(message, serializer, language=language)
+            for message in email_messages
+        )
 
 
 async def asend_messages(

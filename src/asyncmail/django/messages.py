@@ -28,18 +28,30 @@ Django's exact output.
 
 from __future__ import annotations
 
+import contextlib
+import email.errors
 import email.message
 import email.policy
+import re
+from collections.abc import Iterator
 from typing import Any, Final, Literal
 
 import django
 from django.core.mail import EmailMessage as DjangoEmailMessage
 from django.core.mail import EmailMultiAlternatives as DjangoMultiAlternatives
+from django.utils import translation
 from django.utils.functional import Promise
 
 from ..address import parse_address
-from ..exceptions import InvalidAddressError, InvalidMessageError, MailError
+from ..exceptions import (
+    BadHeaderError,
+    InvalidAddressError,
+    InvalidMessageError,
+    MailError,
+)
+from ..headers import check_header_name, check_no_line_separators
 from ..message import EmailMessage, EmailMultiAlternatives, RawMessage, RenderedMessage
+from ..message.foreign import check_part
 from ..message.raw import render_raw
 
 __all__ = ["SERIALISERS", "DjangoMessage", "Serialiser"]
@@ -148,8 +160,84 @@ def to_asyncmail(message: DjangoEmailMessage) -> EmailMessage:
     return mail
 
 
+def check_django_fields(message: DjangoEmailMessage) -> None:
+    """asyncmail's header checks on everything of *message* that Django's
+    serialiser writes into a header, before it writes them: Django refuses
+    only CR and LF in values (and does not check header names), so a
+    vertical tab, a form feed or a Unicode line separator would otherwise
+    reach the wire, where many parsers split a header on it; and a header
+    name holding a line break would become a header of the sender's
+    choosing. Raises :class:`~asyncmail.exceptions.BadHeaderError` naming
+    the header."""
+    subject = _text(message.subject)
+    if subject is not None:
+        check_no_line_separators("Subject", str(subject))
+    addresses = (
+        ("From", [message.from_email]),
+        ("To", message.to),
+        ("Cc", message.cc),
+        ("Bcc", message.bcc),
+        ("Reply-To", message.reply_to),
+    )
+    for header, values in addresses:
+        for value in values or ():
+            if value is not None:
+                check_no_line_separators(header, str(_text(value)))
+    for given, value in message.extra_headers.items():
+        name = _text(given)
+        check_header_name(name)
+        check_no_line_separators(name, str(_text(value)))
+    for attachment in message.attachments:
+        if isinstance(attachment, email.message.Message):
+            check_part(attachment, "an attached MIME part")
+            continue
+        filename, content, mimetype = attachment
+        names = filename if isinstance(filename, tuple) else (filename,)
+        for piece in names:
+            if piece is not None:
+                check_no_line_separators("Content-Disposition", str(_text(piece)))
+        if mimetype is not None:
+            check_no_line_separators("Content-Type", str(mimetype))
+        if isinstance(content, DjangoEmailMessage):  # message/rfc822
+            check_django_fields(content)
+    for _, mimetype in getattr(message, "alternatives", None) or ():
+        check_no_line_separators("Content-Type", str(mimetype))
+
+
+#: What never goes raw into a header: C0 controls but HTAB (CR and LF only
+#: as the CRLF that ends a line), DEL, and the line separators of UTF-8 text.
+_UNSAFE_IN_HEAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\xc2\x85|\xe2\x80[\xa8\xa9]")
+_FIELD_LINE = re.compile(rb"[\x21-\x39\x3b-\x7e]+:|[ \t]")
+
+
+def check_django_head(data: bytes) -> None:
+    """The backstop for Django's output: every line of its header block is
+    a field or a continuation, with nothing in it that a reader could take
+    for a line break or a control (Django writes such characters as given,
+    where asyncmail's serialiser would encode them)."""
+    head = data.partition(b"\r\n\r\n")[0]
+    for line in head.split(b"\r\n"):
+        if _UNSAFE_IN_HEAD.search(line) is None and _FIELD_LINE.match(line):
+            continue
+        name = line.partition(b":")[0][:76].decode("ascii", "replace")
+        raise BadHeaderError(
+            f"Django's serialiser wrote a header line asyncmail does not send "
+            f"({line[:80]!r}): a control character or line break in a header "
+            "(serializer='asyncmail' encodes what can be encoded)",
+            header=name,
+        )
+
+
 def django_bytes(message: DjangoEmailMessage) -> bytes:
-    """*message* serialised by Django, as Django's SMTP backend sends it."""
+    """*message* serialised by Django, as Django's SMTP backend sends it,
+    checked (:func:`check_django_fields`, :func:`check_django_head`)."""
+    check_django_fields(message)
+    data = _serialised(message)
+    check_django_head(data)
+    return data
+
+
+def _serialised(message: DjangoEmailMessage) -> bytes:
     if _DJANGO_6:
         return bytes(message.message(policy=email.policy.SMTP).as_bytes())
     return bytes(message.message().as_bytes(linesep="\r\n"))
@@ -161,14 +249,25 @@ class DjangoMessage(EmailMessage):
     The envelope is the Django message's ``from_email`` and
     ``recipients()``. Rendering (and so any error in the message) happens
     when it is sent, per message: one bad message fails alone, with its
-    reason, and the others are sent.
+    reason, and the others are sent. It happens in the language active
+    where the message was handed over (*language*, by default the calling
+    thread's): lazy strings are translated as Django's own backend, which
+    renders in the caller's thread, translates them, even when asyncmail
+    renders on its own loop's thread or a worker thread.
     """
 
-    def __init__(self, message: DjangoEmailMessage, serialiser: Serialiser) -> None:
+    def __init__(
+        self,
+        message: DjangoEmailMessage,
+        serialiser: Serialiser,
+        *,
+        language: str | None = None,
+    ) -> None:
         super().__init__(
             from_email=_text(message.from_email),
             to=_texts(message.recipients()),
         )
+        self.language = language if language is not None else active_language()
         self.django_message = message
         self.serialiser: Serialiser = (
             "django" if needs_django_serialiser(message) else serialiser
@@ -181,6 +280,18 @@ class DjangoMessage(EmailMessage):
         return self._converted
 
     def render(self, *, allow_8bit: bool = True) -> RenderedMessage:
+        with self._translated():
+            return self._render(allow_8bit)
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        if self.language is None:
+            yield
+            return
+        with translation.override(self.language):
+            yield
+
+    def _render(self, allow_8bit: bool) -> RenderedMessage:
         try:
             if self.serialiser == "django":
                 self._check_django_can_write_addresses()
@@ -190,7 +301,8 @@ class DjangoMessage(EmailMessage):
             return self._asyncmail_message().render(allow_8bit=allow_8bit)
         except MailError:
             raise
-        except ValueError as exc:  # Django's and the conversion's bad input
+        except (ValueError, email.errors.MessageError) as exc:
+            # Django's, the email package's and the conversion's bad input.
             raise InvalidMessageError(str(exc)) from exc
 
     def _check_django_can_write_addresses(self) -> None:
@@ -208,6 +320,18 @@ class DjangoMessage(EmailMessage):
     def message(
         self, *, policy: email.policy.Policy = email.policy.default
     ) -> email.message.EmailMessage:
-        if self.serialiser == "django":
-            return RawMessage(django_bytes(self.django_message)).message(policy=policy)
-        return self._asyncmail_message().message(policy=policy)
+        with self._translated():
+            if self.serialiser == "django":
+                data = django_bytes(self.django_message)
+                return RawMessage(data).message(policy=policy)
+            return self._asyncmail_message().message(policy=policy)
+
+
+def active_language() -> str | None:
+    """The language active in this thread (None where Django cannot say,
+    e.g. before its apps are loaded: nothing is then overridden)."""
+    try:
+        language = translation.get_language()
+    except Exception:
+        return None
+    return language if isinstance(language, str) else None

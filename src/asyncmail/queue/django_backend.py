@@ -27,6 +27,7 @@ rest of asyncmail never does.
 
 from __future__ import annotations
 
+import email.errors
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -35,7 +36,8 @@ from django.conf import settings as django_settings
 from django.core.mail.backends.base import BaseEmailBackend as DjangoBaseBackend
 from django.db import transaction
 
-from ..exceptions import MailError
+from ..django.messages import django_bytes
+from ..exceptions import InvalidMessageError, MailError
 from ..message import RawMessage
 from . import enqueue_in, open_store, prepare
 from .model import NewMessage
@@ -74,9 +76,16 @@ class EmailBackend(DjangoBaseBackend):  # type: ignore[misc]
         self.priority = priority
 
     def _row(self, message: Any) -> NewMessage:
-        """A Django message as the outbox stores it: Django's rendering, with
-        the envelope Django's SMTP backend would use (Bcc in it only)."""
-        data = message.message().as_bytes()  # line endings: RawMessage's job
+        """A Django message as the outbox stores it: Django's rendering,
+        checked as asyncmail checks its own headers (see
+        :func:`asyncmail.django.messages.django_bytes`), with the envelope
+        Django's SMTP backend would use (Bcc in it only)."""
+        try:
+            data = django_bytes(message)
+        except MailError:
+            raise
+        except (ValueError, email.errors.MessageError) as exc:
+            raise InvalidMessageError(str(exc)) from exc
         raw = RawMessage(data, message.from_email, message.recipients())
         return prepare(
             raw,
