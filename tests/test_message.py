@@ -124,6 +124,33 @@ def test_recipient_arguments_must_not_be_a_single_address_object(
         EmailMessage(**{argument: Address("A", "a", "example.com")})
 
 
+@pytest.mark.parametrize("argument", ["to", "cc", "bcc", "reply_to"])
+@pytest.mark.parametrize(
+    "single", ["someone@example.com", Address("A", "a", "example.com")]
+)
+def test_a_single_address_set_after_construction_is_refused_when_used(
+    argument: str, single: object
+) -> None:
+    """Set after construction, a lone address (not a list of them) fails as
+    the constructor fails, with the attribute's name, wherever the message
+    is used: never read as a list of one-character addresses."""
+    message = EmailMessage("s", "b", "f@example.com", ["ok@example.com"])
+    setattr(message, argument, single)
+    refused = pytest.raises(TypeError, match=f'"{argument}" must be a list or tuple')
+    if argument != "bcc":  # in a header
+        with refused:
+            message.render()
+    if argument != "reply_to":  # in the envelope
+        with refused:
+            message.envelope()
+    message = EmailMessage("s", "b", "f@example.com", ["ok@example.com"])
+    setattr(message, argument, ("x@example.com",))  # any sequence is fine
+    if argument == "reply_to":
+        assert "Reply-To: x@example.com" in message.render().data.decode()
+    else:
+        assert "x@example.com" in message.envelope()[1]
+
+
 def test_recipient_arguments_accept_any_iterable_and_store_lists() -> None:
     message = EmailMessage(
         to=("a@example.com",),

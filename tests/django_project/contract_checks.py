@@ -713,9 +713,12 @@ def test_the_outboxs_django_backend_gets_the_same_checks(server, tmp_path):
     for case in HOSTILE:
         with pytest.raises(asyncmail.BadHeaderError):
             QueueBackend(url=url).send_messages([hostile(Overridden, case)])
-    assert QueueBackend(url=url, fail_silently=True).send_messages(
-        [hostile(mail.EmailMessage, "a vertical tab in the subject")]
-    ) == 0
+    assert (
+        QueueBackend(url=url, fail_silently=True).send_messages(
+            [hostile(mail.EmailMessage, "a vertical tab in the subject")]
+        )
+        == 0
+    )
     assert sum(asyncio.run(open_store(url).counts()).values()) == 0
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import email.message
 import email.policy
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from email.headerregistry import Address
 from email.parser import BytesParser
 from typing import TYPE_CHECKING, Any
@@ -68,7 +68,15 @@ class BaseMessage:
 
     def recipients(self) -> list[AddressLike]:
         """Every envelope recipient: to + cc + bcc, without empty entries."""
-        return [address for address in (*self.to, *self.cc, *self.bcc) if address]
+        to: Sequence[AddressLike] = self.to
+        cc: Sequence[AddressLike] = self.cc
+        bcc: Sequence[AddressLike] = self.bcc
+        if type(to) is not list or type(cc) is not list or type(bcc) is not list:
+            # Set after construction: checked as the constructor checks.
+            to = address_list("to", to)
+            cc = address_list("cc", cc)
+            bcc = address_list("bcc", bcc)
+        return [address for address in (*to, *cc, *bcc) if address]
 
     def envelope(self) -> tuple[str, list[str]]:
         """The SMTP envelope: the sender and each recipient once, as the
@@ -201,6 +209,25 @@ def _decode_encoded_headers(msg: email.message.EmailMessage) -> None:
         for name, value in raw:
             if ("=?" in value or "*=" in value) and counts[name.lower()] == 1:
                 part.replace_header(name, str(part[name]))
+
+
+def address_list(name: str, value: Any) -> Sequence[AddressLike]:
+    """*value* of the address list attribute *name* (``to``, ``cc``,
+    ``bcc``, ``reply_to``), refused as the constructor refuses it when it
+    is a single address (a string or an Address set after construction)
+    rather than a list or tuple of them."""
+    if value is None:
+        return ()
+    if isinstance(value, str) or is_lazy_text(value):
+        raise TypeError(
+            f'"{name}" must be a list or tuple of addresses, not a single '
+            f"address ({value!r})"
+        )
+    if isinstance(value, Address):
+        raise TypeError(
+            f'"{name}" must be a list or tuple of addresses, not an Address'
+        )
+    return value  # type: ignore[no-any-return]
 
 
 def _address_list_argument(

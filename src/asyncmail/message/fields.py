@@ -40,6 +40,7 @@ from ..headers import (
 )
 from ..lazytext import resolve_text
 from ..settings import settings
+from .base import address_list
 
 if TYPE_CHECKING:
     from . import EmailMessage
@@ -196,9 +197,9 @@ def standard_headers(
     subject = extra["subject"][1] if "subject" in extra else message.subject
     lines.append(format_unstructured("Subject", str(subject)))
     addresses("From", [message.from_email])
-    addresses("To", message.to)
-    addresses("Cc", message.cc)
-    addresses("Reply-To", message.reply_to)
+    addresses("To", address_list("to", message.to))
+    addresses("Cc", address_list("cc", message.cc))
+    addresses("Reply-To", address_list("reply_to", message.reply_to))
     if "date" not in extra:
         lines.append(f"Date: {_date_header()}\r\n")
     if "message-id" in extra:
