@@ -1279,7 +1279,7 @@ async def test_a_claim_never_expires_what_its_owner_still_holds(
     store = open_store(outbox_url)
     await enqueue(store, [message(n) for n in range(2)])
     kept, dropped = sorted(await store.claim("w1", 5, 0.05, FAST), key=lambda j: j.id)
-    await anyio.sleep(0.1)  # both leases expired
+    await anyio.sleep(0.3)  # both leases expired
     taken = await store.claim("w1", 5, 60.0, FAST, held=[kept.id])
     assert [job.id for job in taken] == [dropped.id]  # let go of: taken anew
     rows = {row.id: row for row in await store.messages(ids=[kept.id, dropped.id])}
@@ -1407,3 +1407,31 @@ async def test_results_the_store_refuses_for_a_while_are_written_once_it_is_back
     assert len(server.messages) == 1
     assert [result.ok for result in seen] == [True]
     assert worker.delivered == 1
+
+
+@pytest.mark.anyio
+async def test_postgresql_enqueue_of_many_statements_is_one_transaction(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More rows than one statement takes are written in one transaction,
+    even by a lone call (run in autocommit mode): all are stored, or none."""
+    from dataclasses import replace
+
+    from asyncmail.queue import postgres, prepare
+    from queuesupport import postgres_cluster, reset_postgres
+
+    monkeypatch.setattr(postgres, "_ROWS", 3)
+    url = postgres_cluster(request.config).url
+    reset_postgres(url)
+    store = open_store(url)
+    rows = [prepare(message(n)) for n in range(7)]
+    ids = await store.insert(rows)
+    assert len(set(ids)) == 7
+    stored = {m.id: m.recipients for m in await store.messages()}
+    assert [stored[i] for i in ids] == [[f"user{n}@example.com"] for n in range(7)]
+    failing = [prepare(message(n)) for n in range(10, 17)]
+    failing[6] = replace(failing[6], subject="no NUL in a text column\x00")
+    with pytest.raises(QueueError):
+        await store.insert(failing)
+    assert len(await store.messages()) == 7  # the first two statements undone
+    reset_postgres(url)

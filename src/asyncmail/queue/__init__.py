@@ -27,7 +27,7 @@ import anyio.to_thread
 
 from ..exceptions import InvalidMessageError
 from ..threads import SharedLock
-from .inserts import INSERT, INSERT_DATA, insert_rows
+from .inserts import insert_rows
 from .model import (
     FINAL_STATES,
     Job,
@@ -285,7 +285,7 @@ async def aenqueue_in(
     **options: Any,
 ) -> None:
     """:func:`enqueue_in` for a psycopg ``AsyncConnection``."""
-    from .postgres import POSTGRES, SCHEMA
+    from .postgres import SCHEMA, insert_statements
 
     rows = [prepare(message, defer_streamed=True, **options) for message in messages]
     for row in rows:
@@ -299,12 +299,9 @@ async def aenqueue_in(
             for statement in SCHEMA:
                 if not statement.startswith("SELECT"):
                     await cursor.execute(statement)
-        await cursor.executemany(POSTGRES.sql(INSERT), [row.params() for row in rows])
-        await cursor.executemany(
-            POSTGRES.sql(INSERT_DATA), [(row.key, row.data) for row in rows]
-        )
-        assert POSTGRES.notify is not None
-        await cursor.execute(POSTGRES.notify)
+        stored = [(row.params(), row.data) for row in rows]
+        for statement, params in insert_statements(stored):  # NOTIFY included
+            await cursor.execute(statement, params)
 
 
 def __getattr__(name: str) -> Any:

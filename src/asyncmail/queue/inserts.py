@@ -40,6 +40,9 @@ def chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
 def insert_rows(cursor: Any, dialect: Dialect, rows: Sequence[NewMessage]) -> None:
     """Insert *rows* on *cursor* (any transaction: the caller's own, for the
     transactional outbox). A key already stored is skipped (idempotency)."""
+    if dialect.insert is not None:  # one statement
+        dialect.insert(cursor, [(row.params(), row.data) for row in rows])
+        return
     cursor.executemany(dialect.sql(INSERT), [row.params() for row in rows])
     cursor.executemany(dialect.sql(INSERT_DATA), [(row.key, row.data) for row in rows])
     if dialect.notify:

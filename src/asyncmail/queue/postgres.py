@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .engine import Dialect
+from .inserts import chunks
 from .model import QueueError
 from .schema import schema
 from .store import Store
@@ -114,20 +115,36 @@ assert f"pg_notify('{CHANNEL}'" in _INSERT
 _IDS = "SELECT key, id FROM asyncmail_outbox WHERE key = ANY(%s)"
 
 
+def insert_statements(
+    rows: list[tuple[tuple[Any, ...], bytes]],
+) -> list[tuple[str, list[Any]]]:
+    """The statements (and their parameters) storing *rows* (each row's
+    ``NewMessage.params()`` and data): one for up to :data:`_ROWS` rows."""
+    return [
+        (
+            _INSERT.format(values=", ".join([_ROW] * len(chunk))),
+            [value for params, data in chunk for value in (*params, data)],
+        )
+        for chunk in chunks(rows, _ROWS)
+    ]
+
+
 def insert(cursor: Any, rows: list[tuple[tuple[Any, ...], bytes]]) -> dict[str, int]:
     """The dialect's insert (see :data:`_INSERT`): one statement for up to
     :data:`_ROWS` rows; more, and they are written in one transaction (begun
     here when the connection is in autocommit mode)."""
     if len(rows) > _ROWS and getattr(cursor.connection, "autocommit", False):
         with cursor.connection.transaction():
-            return insert(cursor, rows)
+            return _insert_all(cursor, rows)
+    return _insert_all(cursor, rows)
+
+
+def _insert_all(
+    cursor: Any, rows: list[tuple[tuple[Any, ...], bytes]]
+) -> dict[str, int]:
     found: dict[str, int] = {}
-    for start in range(0, len(rows), _ROWS):
-        chunk = rows[start : start + _ROWS]
-        cursor.execute(
-            _INSERT.format(values=", ".join([_ROW] * len(chunk))),
-            [value for params, data in chunk for value in (*params, data)],
-        )
+    for statement, params in insert_statements(rows):
+        cursor.execute(statement, params)
         found.update((key, int(ident)) for key, ident in cursor.fetchall())
     missing = list({params[0] for params, _ in rows} - found.keys())
     if missing:
